@@ -1,0 +1,501 @@
+"""The CIFAR-10 model: inputs, network, loss and training step.
+
+The public functions are the whole API:
+
+    images, labels = distorted_inputs()      # training batches
+    images, labels = inputs(eval_data=True)  # evaluation batches
+    logits = inference(images)               # the network
+    total_loss = loss(logits, labels)        # cross-entropy + weight decay
+    train_op = train(total_loss, global_step)
+    maybe_download_and_extract()             # fetch the data once
+
+To adapt it to another data set, change the record format and counts in
+cifar10_input.py (HEIGHT, WIDTH, DEPTH, LABEL_BYTES, IMAGE_SIZE, NUM_CLASSES,
+NUM_EXAMPLES_PER_EPOCH_*, the file names) and the network below; the
+training and evaluation binaries follow.
+"""
+
+import hashlib
+import http.client
+import os
+import re
+import shutil
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import tensorflow as tf
+
+import cifar10_input
+
+FLAGS = tf.compat.v1.flags.FLAGS
+
+# Flags shared by every binary. Each binary adds its own.
+tf.compat.v1.flags.DEFINE_integer(
+    "batch_size", 128, "Number of images to process in a batch.", lower_bound=1
+)
+tf.compat.v1.flags.DEFINE_string(
+    "data_dir",
+    "/tmp/cifar10_data",
+    "Folder that holds the CIFAR-10 archive and its extracted "
+    "cifar-10-batches-bin folder.",
+)
+tf.compat.v1.flags.DEFINE_boolean(
+    "use_fp16", False, "Train the model using 16-bit floats."
+)
+tf.compat.v1.flags.DEFINE_string(
+    "data_url",
+    "http://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+    "Where to download the CIFAR-10 binary archive from: the official URL, "
+    "a mirror, or a file:// URL.",
+)
+tf.compat.v1.flags.DEFINE_string(
+    "data_md5",
+    "c32a1d4ab5d03f1284b67883e8d87530",
+    "Expected MD5 of the archive at --data_url (the official archive's by "
+    "default, which a mirror serves too); 'skip' to accept any archive.",
+)
+tf.compat.v1.flags.DEFINE_integer(
+    "min_queue_examples",
+    None,
+    "Images held in the shuffling queue before training starts (default: 40%% "
+    "of an epoch, %d). Fewer start sooner but shuffle less."
+    % int(
+        cifar10_input.NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN
+        * cifar10_input.MIN_FRACTION_OF_EXAMPLES_IN_QUEUE
+    ),
+    lower_bound=1,
+)
+
+# Data set constants, from the reader.
+IMAGE_SIZE = cifar10_input.IMAGE_SIZE
+NUM_CLASSES = cifar10_input.NUM_CLASSES
+NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN = cifar10_input.NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN
+NUM_EXAMPLES_PER_EPOCH_FOR_EVAL = cifar10_input.NUM_EXAMPLES_PER_EPOCH_FOR_EVAL
+
+# The training recipe.
+MOVING_AVERAGE_DECAY = 0.9999  # Decay of the weights' moving averages.
+NUM_EPOCHS_PER_DECAY = 350.0  # Epochs between learning-rate drops.
+LEARNING_RATE_DECAY_FACTOR = 0.1  # Each drop multiplies the rate by this.
+INITIAL_LEARNING_RATE = 0.1
+
+# Multi-tower graphs put each tower's ops under 'tower_<i>/'. Summaries drop
+# that prefix so that every tower's curves share one name in TensorBoard.
+TOWER_NAME = "tower"
+
+# The archive and the folder it unpacks to.
+DATA_FOLDER = "cifar-10-batches-bin"
+OFFICIAL_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
+OFFICIAL_SIZE = 170052171
+
+
+def _activation_summary(x):
+    """Histogram of x and the fraction of it that is zero (dead ReLUs)."""
+    tensor_name = re.sub("%s_[0-9]*/" % TOWER_NAME, "", x.op.name)
+    tf.compat.v1.summary.histogram(tensor_name + "/activations", x)
+    tf.compat.v1.summary.scalar(tensor_name + "/sparsity", tf.nn.zero_fraction(x))
+
+
+def _float_type():
+    return tf.float16 if FLAGS.use_fp16 else tf.float32
+
+
+def _variable_on_cpu(name, shape, initializer):
+    """A variable kept in host memory, where every tower can reach it."""
+    with tf.device("/cpu:0"):
+        return tf.compat.v1.get_variable(
+            name, shape, initializer=initializer, dtype=_float_type()
+        )
+
+
+def _variable_with_weight_decay(name, shape, stddev, wd):
+    """A truncated-normal variable, with an L2 penalty when wd is given.
+
+    Args:
+      name: variable name.
+      shape: list of ints.
+      stddev: standard deviation of the truncated normal initializer.
+      wd: the penalty wd * sum(w**2) / 2 joins the 'losses' collection; None
+        or 0 for none.
+
+    Returns:
+      The variable.
+    """
+    var = _variable_on_cpu(
+        name,
+        shape,
+        tf.compat.v1.truncated_normal_initializer(stddev=stddev, dtype=_float_type()),
+    )
+    if wd:
+        weight_decay = tf.multiply(tf.nn.l2_loss(var), wd, name="weight_loss")
+        tf.compat.v1.add_to_collection("losses", weight_decay)
+    return var
+
+
+def distorted_inputs():
+    """Distorted training batches from --data_dir, --batch_size at a time.
+
+    Returns:
+      images: [batch_size, IMAGE_SIZE, IMAGE_SIZE, 3], float16 with --use_fp16.
+      labels: int32 [batch_size].
+
+    Raises:
+      cifar10_input.DataError: a data file is missing or truncated.
+    """
+    images, labels = cifar10_input.distorted_inputs(
+        data_dir=os.path.join(FLAGS.data_dir, DATA_FOLDER),
+        batch_size=FLAGS.batch_size,
+        min_queue_examples=FLAGS.min_queue_examples,
+    )
+    return tf.cast(images, _float_type()), labels
+
+
+def inputs(eval_data):
+    """Evaluation batches from --data_dir, each image once, in order.
+
+    Args:
+      eval_data: True for the test set, False for the training set.
+
+    Returns:
+      images: [<=batch_size, IMAGE_SIZE, IMAGE_SIZE, 3], float16 with
+        --use_fp16.
+      labels: int32 [<=batch_size].
+
+    Raises:
+      cifar10_input.DataError: a data file is missing or truncated.
+    """
+    images, labels = cifar10_input.inputs(
+        eval_data=eval_data,
+        data_dir=os.path.join(FLAGS.data_dir, DATA_FOLDER),
+        batch_size=FLAGS.batch_size,
+    )
+    return tf.cast(images, _float_type()), labels
+
+
+def inference(images):
+    """The network: two convolution blocks, two hidden layers, linear output.
+
+    Args:
+      images: [batch, IMAGE_SIZE, IMAGE_SIZE, 3], from distorted_inputs() or
+        inputs(). Any batch size works.
+
+    Returns:
+      Logits, [batch, NUM_CLASSES]. The softmax is left to the loss, which
+      computes it in a numerically stable way.
+    """
+    # get_variable() rather than Variable() everywhere, so that a second tower
+    # of cifar10_multi_gpu_train.py can reuse these variables.
+    with tf.compat.v1.variable_scope("conv1") as scope:
+        kernel = _variable_with_weight_decay(
+            "weights", shape=[5, 5, 3, 64], stddev=5e-2, wd=None
+        )
+        conv = tf.nn.conv2d(images, kernel, [1, 1, 1, 1], padding="SAME")
+        biases = _variable_on_cpu("biases", [64], tf.constant_initializer(0.0))
+        conv1 = tf.nn.relu(tf.nn.bias_add(conv, biases), name=scope.name)
+        _activation_summary(conv1)
+
+    pool1 = tf.nn.max_pool2d(
+        conv1, ksize=[1, 3, 3, 1], strides=[1, 2, 2, 1], padding="SAME", name="pool1"
+    )
+    norm1 = tf.nn.lrn(pool1, 4, bias=1.0, alpha=0.001 / 9.0, beta=0.75, name="norm1")
+
+    with tf.compat.v1.variable_scope("conv2") as scope:
+        kernel = _variable_with_weight_decay(
+            "weights", shape=[5, 5, 64, 64], stddev=5e-2, wd=None
+        )
+        conv = tf.nn.conv2d(norm1, kernel, [1, 1, 1, 1], padding="SAME")
+        biases = _variable_on_cpu("biases", [64], tf.constant_initializer(0.1))
+        conv2 = tf.nn.relu(tf.nn.bias_add(conv, biases), name=scope.name)
+        _activation_summary(conv2)
+
+    # Here the normalization comes before the pooling.
+    norm2 = tf.nn.lrn(conv2, 4, bias=1.0, alpha=0.001 / 9.0, beta=0.75, name="norm2")
+    pool2 = tf.nn.max_pool2d(
+        norm2, ksize=[1, 3, 3, 1], strides=[1, 2, 2, 1], padding="SAME", name="pool2"
+    )
+
+    with tf.compat.v1.variable_scope("local3") as scope:
+        # Flatten from the static feature size, not the batch size, so that
+        # evaluation can feed a smaller last batch.
+        dim = pool2.shape[1] * pool2.shape[2] * pool2.shape[3]
+        reshape = tf.reshape(pool2, [-1, dim])
+        weights = _variable_with_weight_decay(
+            "weights", shape=[dim, 384], stddev=0.04, wd=0.004
+        )
+        biases = _variable_on_cpu("biases", [384], tf.constant_initializer(0.1))
+        local3 = tf.nn.relu(tf.matmul(reshape, weights) + biases, name=scope.name)
+        _activation_summary(local3)
+
+    with tf.compat.v1.variable_scope("local4") as scope:
+        weights = _variable_with_weight_decay(
+            "weights", shape=[384, 192], stddev=0.04, wd=0.004
+        )
+        biases = _variable_on_cpu("biases", [192], tf.constant_initializer(0.1))
+        local4 = tf.nn.relu(tf.matmul(local3, weights) + biases, name=scope.name)
+        _activation_summary(local4)
+
+    with tf.compat.v1.variable_scope("softmax_linear") as scope:
+        weights = _variable_with_weight_decay(
+            "weights", [192, NUM_CLASSES], stddev=1 / 192.0, wd=None
+        )
+        biases = _variable_on_cpu("biases", [NUM_CLASSES], tf.constant_initializer(0.0))
+        softmax_linear = tf.add(tf.matmul(local4, weights), biases, name=scope.name)
+        _activation_summary(softmax_linear)
+
+    return softmax_linear
+
+
+def _losses_in_scope(name_scope):
+    """The 'losses' terms made under name_scope ('' for all of them).
+
+    In a multi-tower graph each tower's terms sit under its own name scope,
+    so a tower sums its own cross-entropy and weight decay only.
+    """
+    return tf.compat.v1.get_collection(
+        "losses", name_scope + "/" if name_scope else None
+    )
+
+
+def loss(logits, labels):
+    """Mean cross-entropy plus the weight-decay terms.
+
+    Args:
+      logits: from inference().
+      labels: int32 [batch] class indices, from distorted_inputs() or inputs().
+
+    Returns:
+      total_loss, a float32 scalar; each term is also in the 'losses'
+      collection, for summaries.
+    """
+    cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(labels, tf.int64),
+        logits=tf.cast(logits, tf.float32),
+        name="cross_entropy_per_example",
+    )
+    cross_entropy_mean = tf.reduce_mean(cross_entropy, name="cross_entropy")
+    tf.compat.v1.add_to_collection("losses", cross_entropy_mean)
+
+    terms = _losses_in_scope(tf.compat.v1.get_default_graph().get_name_scope())
+    terms = [tf.cast(t, tf.float32) for t in terms]
+    return tf.add_n(terms, name="total_loss")
+
+
+def _add_loss_summaries(total_loss):
+    """Smoothed curves of each loss term and of the total, beside the raw ones.
+
+    A single batch's loss is noisy; its exponential moving average (decay
+    0.9) shows the trend.
+
+    Args:
+      total_loss: from loss().
+
+    Returns:
+      The op that updates the moving averages; run it every step.
+    """
+    loss_averages = tf.compat.v1.train.ExponentialMovingAverage(0.9, name="avg")
+    name_scope = total_loss.op.name.rpartition("/")[0]
+    losses = _losses_in_scope(name_scope) + [total_loss]
+    loss_averages_op = loss_averages.apply(losses)
+    for term in losses:
+        name = re.sub("%s_[0-9]*/" % TOWER_NAME, "", term.op.name)
+        tf.compat.v1.summary.scalar(name + " (raw)", term)
+        tf.compat.v1.summary.scalar(name, loss_averages.average(term))
+    return loss_averages_op
+
+
+def train(total_loss, global_step, grads_and_vars=None):
+    """One step of plain gradient descent, then the weights' moving averages.
+
+    Args:
+      total_loss: from loss().
+      global_step: the step counter, incremented by each run of the op.
+      grads_and_vars: (gradient, variable) pairs to apply instead of the
+        gradients of total_loss; cifar10_multi_gpu_train.py passes the
+        average of its towers' gradients.
+
+    Returns:
+      The training op.
+    """
+    # The rate drops tenfold every NUM_EPOCHS_PER_DECAY epochs.
+    num_batches_per_epoch = NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN / FLAGS.batch_size
+    decay_steps = int(num_batches_per_epoch * NUM_EPOCHS_PER_DECAY)
+    lr = tf.compat.v1.train.exponential_decay(
+        INITIAL_LEARNING_RATE,
+        global_step,
+        decay_steps,
+        LEARNING_RATE_DECAY_FACTOR,
+        staircase=True,
+    )
+    tf.compat.v1.summary.scalar("learning_rate", lr)
+
+    loss_averages_op = _add_loss_summaries(total_loss)
+
+    opt = tf.compat.v1.train.GradientDescentOptimizer(lr)
+    with tf.control_dependencies([loss_averages_op]):
+        if grads_and_vars is None:
+            grads_and_vars = opt.compute_gradients(total_loss)
+        apply_gradient_op = opt.apply_gradients(grads_and_vars, global_step=global_step)
+
+    for var in tf.compat.v1.trainable_variables():
+        tf.compat.v1.summary.histogram(var.op.name, var)
+    for grad, var in grads_and_vars:
+        if grad is not None:
+            tf.compat.v1.summary.histogram(var.op.name + "/gradients", grad)
+
+    # Evaluation uses these averages rather than the raw weights: they smooth
+    # out the noise of the last few steps. num_updates makes the decay small
+    # early on, so the averages catch up with fast-changing young weights.
+    variable_averages = tf.compat.v1.train.ExponentialMovingAverage(
+        MOVING_AVERAGE_DECAY, global_step
+    )
+    with tf.control_dependencies([apply_gradient_op]):
+        variables_averages_op = variable_averages.apply(
+            tf.compat.v1.trainable_variables()
+        )
+    return variables_averages_op
+
+
+def _md5(path):
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _archive_problem(path):
+    """Why the archive at path is not the expected one, or None if it is."""
+    expected_md5 = FLAGS.data_md5.lower()
+    if expected_md5 == "skip":
+        return None
+    size = os.path.getsize(path)
+    if expected_md5 == OFFICIAL_MD5 and size != OFFICIAL_SIZE:
+        return "it is %d bytes, the CIFAR-10 archive is %d" % (size, OFFICIAL_SIZE)
+    md5 = _md5(path)
+    if md5 != expected_md5:
+        return "its MD5 is %s, expected %s (--data_md5)" % (md5, expected_md5)
+    return None
+
+
+def _download(url, path):
+    """Downloads url to path through a temporary file, with a progress line.
+
+    Raises:
+      cifar10_input.DataError: the download failed or is not the expected file.
+    """
+    filename = os.path.basename(path)
+    fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), prefix=filename + ".")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as r:
+            total = int(r.headers.get("Content-Length") or 0)
+            done = 0
+            while True:
+                chunk = r.read(1 << 20)
+                if not chunk:
+                    break
+                out.write(chunk)
+                done += len(chunk)
+                if total:
+                    sys.stdout.write(
+                        "\r>> Downloading %s %.1f%% (%.1f of %.1f MB)"
+                        % (
+                            filename,
+                            min(100.0, 100.0 * done / total),
+                            done / 1e6,
+                            total / 1e6,
+                        )
+                    )
+                else:
+                    sys.stdout.write(
+                        "\r>> Downloading %s %.1f MB" % (filename, done / 1e6)
+                    )
+                sys.stdout.flush()
+        print()
+        if total and done < total:
+            raise cifar10_input.DataError(
+                "The download from %s stopped after %d of %d bytes. Run again to "
+                "retry." % (url, done, total)
+            )
+        problem = _archive_problem(tmp_path)
+        if problem:
+            raise cifar10_input.DataError(
+                "The download from %s is not the expected archive: %s. Run again "
+                "to retry, or pass --data_url for another source (and --data_md5 "
+                "for another archive)." % (url, problem)
+            )
+        os.replace(tmp_path, path)
+        print("Successfully downloaded %s, %d bytes." % (filename, done))
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+        raise cifar10_input.DataError(
+            "Could not download %s (%s). Without network access, place the "
+            "archive at %s or its extracted %s folder in --data_dir, or pass "
+            "--data_url=file:///path/to/%s or a mirror."
+            % (url, e, path, DATA_FOLDER, filename)
+        ) from None
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+
+
+def maybe_download_and_extract():
+    """Makes sure --data_dir holds the extracted data, fetching it if need be.
+
+    Nothing is fetched or checked when the extracted folder is already there,
+    so the files can also be placed by hand. An archive already in --data_dir
+    is used when its checksum matches and fetched again when it does not (a
+    partial download of an earlier run, say). Both the download and the
+    extraction go to temporary names that are renamed into place when
+    complete, so a process reading the data beside this one never sees half
+    a file.
+
+    Raises:
+      cifar10_input.DataError: the data cannot be fetched or is corrupt; the
+        message says what to do.
+    """
+    dest_directory = FLAGS.data_dir
+    extracted = os.path.join(dest_directory, DATA_FOLDER)
+    if os.path.isdir(extracted):
+        return
+    os.makedirs(dest_directory, exist_ok=True)
+
+    filename = os.path.basename(urllib.parse.urlparse(FLAGS.data_url).path)
+    filepath = os.path.join(dest_directory, filename or "cifar-10-binary.tar.gz")
+    if os.path.exists(filepath):
+        problem = _archive_problem(filepath)
+        if problem:
+            print(
+                "%s is incomplete or corrupt (%s); downloading it again."
+                % (filepath, problem)
+            )
+    else:
+        problem = "missing"
+    if problem:
+        _download(FLAGS.data_url, filepath)
+
+    staging = tempfile.mkdtemp(dir=dest_directory, prefix=".extracting-")
+    try:
+        try:
+            with tarfile.open(filepath, "r:gz") as tar:
+                tar.extractall(staging, filter="data")
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise cifar10_input.DataError(
+                "Could not extract %s (%s). Delete it and run again to download "
+                "it afresh." % (filepath, e)
+            ) from None
+        if not os.path.isdir(os.path.join(staging, DATA_FOLDER)):
+            raise cifar10_input.DataError(
+                "%s holds no %s folder: it is not the CIFAR-10 binary archive."
+                % (filepath, DATA_FOLDER)
+            )
+        try:
+            os.rename(os.path.join(staging, DATA_FOLDER), extracted)
+        except OSError:
+            # Another process (an eval started beside training) got there
+            # first; its copy is as good as ours.
+            if not os.path.isdir(extracted):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

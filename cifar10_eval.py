@@ -1,0 +1,237 @@
+"""Evaluates CIFAR-10 checkpoints: precision @ 1 on the test set.
+
+    python cifar10_eval.py --checkpoint_dir=/tmp/cifar10_train
+
+Started beside cifar10_train.py, it scores each new checkpoint once, every
+--eval_interval_secs, with the weights' moving averages (which score better
+than the raw weights), and prints
+
+    <date time>: precision @ 1 = 0.NNN (step S, N images)
+
+Each of the first --num_examples images is counted exactly once. The score
+also goes to --eval_dir as a 'Precision @ 1' summary at the checkpoint's
+global step, for TensorBoard. --run_once scores the newest checkpoint and
+exits.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Keep TF's C++ chatter quiet.
+
+import datetime  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import cifar10  # noqa: E402
+import cifar10_input  # noqa: E402
+
+FLAGS = tf.compat.v1.flags.FLAGS
+
+tf.compat.v1.flags.DEFINE_string(
+    "eval_dir", "/tmp/cifar10_eval", "Folder to write event logs to."
+)
+tf.compat.v1.flags.DEFINE_enum(
+    "eval_data",
+    "test",
+    ["test", "train_eval"],
+    "'test' scores the test set, 'train_eval' the training set.",
+)
+tf.compat.v1.flags.DEFINE_string(
+    "checkpoint_dir",
+    "/tmp/cifar10_train",
+    "Folder the training binary writes its checkpoints to.",
+)
+tf.compat.v1.flags.DEFINE_integer(
+    "eval_interval_secs",
+    60 * 5,
+    "How often to look for a new checkpoint.",
+    lower_bound=0,
+)
+tf.compat.v1.flags.DEFINE_integer(
+    "num_examples", 10000, "Number of examples to run.", lower_bound=1
+)
+tf.compat.v1.flags.DEFINE_boolean(
+    "run_once", False, "Score the newest checkpoint once and exit."
+)
+
+# How often a long evaluation says how far it has come.
+PROGRESS_SECS = 30
+
+
+def _checkpoint_step(checkpoint):
+    """The global step in a checkpoint's name, model.ckpt-<step>."""
+    return int(checkpoint.rsplit("-", 1)[-1])
+
+
+def eval_once(averages, savers, summary_writer, top_k_op, summary_op, checkpoint):
+    """Scores one checkpoint on the first --num_examples images.
+
+    Args:
+      averages: the checkpoint names of the moving averages to restore.
+      savers: (moving-average saver, raw-weights saver); the second serves
+        checkpoints saved without moving averages.
+      summary_writer: writes the summaries to --eval_dir.
+      top_k_op: bool Tensor [<=batch], whether each prediction is right.
+      summary_op: the evaluation graph's summaries.
+      checkpoint: path prefix of the checkpoint to score.
+
+    Returns:
+      The precision, or None when the checkpoint vanished while being read
+      (training keeps only the newest few).
+    """
+    global_step = _checkpoint_step(checkpoint)
+    with tf.compat.v1.Session() as sess:
+        try:
+            stored = {name for name, _ in tf.train.list_variables(checkpoint)}
+            saver = savers[0]
+            if not averages <= stored:
+                print(
+                    "%s has no moving averages; scoring its raw weights." % checkpoint
+                )
+                saver = savers[1]
+            saver.restore(sess, checkpoint)
+        except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as e:
+            print(
+                "Warning: could not read %s (%s); it was probably replaced by a "
+                "newer one. Skipping it." % (checkpoint, type(e).__name__),
+                flush=True,
+            )
+            return None
+
+        # The epoch counter of the input is a local variable.
+        sess.run(tf.compat.v1.local_variables_initializer())
+        coord = tf.train.Coordinator()
+        threads = tf.compat.v1.train.start_queue_runners(sess=sess, coord=coord)
+        num_examples = FLAGS.num_examples
+        true_count = counted = 0
+        start = last_report = time.time()
+        try:
+            # The summaries ride along with the first batch: a run of their
+            # own would take a batch away from the count.
+            correct, summary_str = sess.run([top_k_op, summary_op])
+            while True:
+                correct = correct[: num_examples - counted]
+                true_count += int(np.sum(correct))
+                counted += len(correct)
+                if counted >= num_examples:
+                    break
+                if time.time() - last_report > PROGRESS_SECS:
+                    last_report = time.time()
+                    print(
+                        "  scored %d of %d images..." % (counted, num_examples),
+                        flush=True,
+                    )
+                correct = sess.run(top_k_op)
+        except tf.errors.OutOfRangeError:
+            pass  # Fewer images than --num_examples; checked beforehand.
+        finally:
+            coord.request_stop()
+            coord.join(threads, stop_grace_period_secs=10)
+
+    precision = true_count / counted
+    print(
+        "%s: precision @ 1 = %.3f (step %d, %d images, %.1f images/sec)"
+        % (
+            datetime.datetime.now(),
+            precision,
+            global_step,
+            counted,
+            counted / (time.time() - start),
+        ),
+        flush=True,
+    )
+    summary = tf.compat.v1.Summary()
+    summary.ParseFromString(summary_str)
+    summary.value.add(tag="Precision @ 1", simple_value=precision)
+    summary_writer.add_summary(summary, global_step)
+    summary_writer.flush()
+    return precision
+
+
+def evaluate():
+    """Scores checkpoints from --checkpoint_dir: the newest, or each new one."""
+    with tf.Graph().as_default() as g:
+        eval_data = FLAGS.eval_data == "test"
+        images, labels = cifar10.inputs(eval_data=eval_data)
+        logits = cifar10.inference(images)
+        top_k_op = tf.nn.in_top_k(
+            targets=labels, predictions=tf.cast(logits, tf.float32), k=1
+        )
+
+        # Restore each weight from its moving average.
+        variable_averages = tf.compat.v1.train.ExponentialMovingAverage(
+            cifar10.MOVING_AVERAGE_DECAY
+        )
+        averages = variable_averages.variables_to_restore()
+        savers = (
+            tf.compat.v1.train.Saver(averages),
+            tf.compat.v1.train.Saver(tf.compat.v1.global_variables()),
+        )
+        summary_op = tf.compat.v1.summary.merge_all()
+        summary_writer = tf.compat.v1.summary.FileWriter(FLAGS.eval_dir, g)
+
+        last_scored = None
+        while True:
+            checkpoint = tf.train.latest_checkpoint(FLAGS.checkpoint_dir)
+            if checkpoint is None:
+                if FLAGS.run_once:
+                    sys.exit(
+                        "Error: No checkpoint file found at %s. Train first, or "
+                        "point --checkpoint_dir at the training binary's "
+                        "--train_dir." % FLAGS.checkpoint_dir
+                    )
+                print(
+                    "No checkpoint file found at %s; looking again in %d s."
+                    % (FLAGS.checkpoint_dir, FLAGS.eval_interval_secs),
+                    flush=True,
+                )
+            elif checkpoint != last_scored:
+                precision = eval_once(
+                    set(averages),
+                    savers,
+                    summary_writer,
+                    top_k_op,
+                    summary_op,
+                    checkpoint,
+                )
+                if precision is None and FLAGS.run_once:
+                    sys.exit("Error: could not read %s." % checkpoint)
+                last_scored = checkpoint
+            if FLAGS.run_once:
+                return
+            time.sleep(FLAGS.eval_interval_secs)
+
+
+def _check_num_examples():
+    """--num_examples may not exceed the images of the chosen split."""
+    data_dir = os.path.join(FLAGS.data_dir, cifar10.DATA_FOLDER)
+    if FLAGS.eval_data == "test":
+        files = cifar10_input.TEST_FILES
+    else:
+        files = cifar10_input.TRAIN_FILES
+    paths = cifar10_input.check_data_files(data_dir, files)
+    available = sum(os.path.getsize(p) for p in paths) // cifar10_input.RECORD_BYTES
+    if FLAGS.num_examples > available:
+        raise cifar10_input.DataError(
+            "--num_examples=%d is more than the %d images of the %s data in %s."
+            % (FLAGS.num_examples, available, FLAGS.eval_data, data_dir)
+        )
+
+
+def main(argv=None):
+    del argv
+    try:
+        cifar10.maybe_download_and_extract()
+        _check_num_examples()
+        evaluate()
+    except cifar10_input.DataError as e:
+        sys.exit("Error: %s" % e)
+
+
+if __name__ == "__main__":
+    tf.compat.v1.disable_eager_execution()
+    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
+    tf.compat.v1.app.run(main)

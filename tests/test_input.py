@@ -1,0 +1,169 @@
+"""The binary-record reader and both input pipelines."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import queue_session
+
+import cifar10_input
+import fake_cifar
+
+
+def _numbered_images(n):
+    """Images whose every pixel value says where it is: no two alike."""
+    r, c, ch = np.meshgrid(np.arange(32), np.arange(32), np.arange(3), indexing="ij")
+    base = (r * 7 + c * 3 + ch * 50) % 256
+    return np.stack([(base + i) % 256 for i in range(n)]).astype(np.uint8)
+
+
+def test_read_cifar10_decodes_key_label_and_pixel_layout(tmp_path):
+    labels = np.array([3, 7, 0], np.uint8)
+    images = _numbered_images(3)
+    path = str(tmp_path / "data.bin")
+    fake_cifar.write_records(path, labels, images)
+
+    # The file itself: label byte, then the red plane row by row.
+    raw = open(path, "rb").read()
+    assert len(raw) == 3 * cifar10_input.RECORD_BYTES
+    assert raw[0] == 3 and raw[1] == images[0, 0, 0, 0] and raw[2] == images[0, 0, 1, 0]
+    assert raw[1 + 1024] == images[0, 0, 0, 1]  # the green plane follows
+
+    with tf.Graph().as_default():
+        queue = tf.compat.v1.train.string_input_producer(
+            [path], num_epochs=1, shuffle=False
+        )
+        record = cifar10_input.read_cifar10(queue)
+        assert record.uint8image.shape.as_list() == [32, 32, 3]
+        with queue_session() as sess:
+            for i in range(3):
+                key, label, image = sess.run(
+                    [record.key, record.label, record.uint8image]
+                )
+                assert key.decode() == "%s:%d" % (path, i)
+                assert label == labels[i]
+                np.testing.assert_array_equal(image, images[i])
+            with pytest.raises(tf.errors.OutOfRangeError):
+                sess.run(record.label)
+
+
+def test_distorted_inputs_shapes_and_standardized_values(dataset):
+    with tf.Graph().as_default():
+        images, labels = cifar10_input.distorted_inputs(
+            dataset["dir"], batch_size=64, min_queue_examples=200
+        )
+        assert images.shape.as_list() == [64, 24, 24, 3]
+        assert labels.shape.as_list() == [64]
+        with queue_session() as sess:
+            image_batch, label_batch = sess.run([images, labels])
+    assert image_batch.dtype == np.float32 and label_batch.dtype == np.int32
+    assert label_batch.min() >= 0 and label_batch.max() <= 9
+    flat = image_batch.reshape(64, -1)
+    np.testing.assert_allclose(flat.mean(axis=1), 0, atol=1e-4)
+    np.testing.assert_allclose(flat.std(axis=1), 1, atol=1e-3)
+
+
+def test_distortions_differ_per_image(tmp_path):
+    """Crops, flips and contrast are drawn for each image, not each batch.
+
+    Every record is the same image: red rises 8 per column (so a flip shows
+    as a falling ramp), green is flat, blue is dark but for one bright marker
+    pixel (whose place in the output gives the crop offset). Contrast scales
+    the red ramp against the fixed green-blue gap, so their ratio measures
+    the contrast factor even after standardization.
+    """
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[:, :, 0] = 8 * np.arange(32)[None, :]
+    image[:, :, 1] = 200
+    image[12, 12, 2] = 255
+    n = 500
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    for name in cifar10_input.TRAIN_FILES:
+        fake_cifar.write_records(
+            str(folder / name), np.zeros(n // 5, np.uint8), np.repeat(image[None], n // 5, 0)
+        )
+
+    with tf.Graph().as_default():
+        images, _ = cifar10_input.distorted_inputs(
+            str(folder), batch_size=128, min_queue_examples=100
+        )
+        with queue_session() as sess:
+            batch = sess.run(images)
+
+    flipped = batch[:, 0, 1, 0] > batch[:, 0, 0, 0]
+    rows, cols = [], []
+    for out in batch:
+        r, c = np.unravel_index(np.argmax(out[:, :, 2]), (24, 24))
+        rows.append(r)
+        cols.append(c)
+    # Crop offset y = 12 - row, in 0..8; both mirror states occur.
+    offsets_y = 12 - np.array(rows)
+    assert offsets_y.min() >= 0 and offsets_y.max() <= 8
+    assert len(set(offsets_y)) >= 5
+    assert len(set(cols)) >= 5
+    assert 20 < flipped.sum() < 108, flipped.sum()
+
+    ramp_std = 8 * np.arange(24).std()
+    gap = 200 - 255 / (24 * 24)
+    contrast = batch[:, :, :, 0].std(axis=(1, 2)) / (
+        batch[:, :, :, 1].mean(axis=(1, 2)) - batch[:, :, :, 2].mean(axis=(1, 2))
+    )
+    contrast /= ramp_std / gap
+    assert contrast.min() > 0.2 - 1e-3 and contrast.max() < 1.8 + 1e-3
+    assert contrast.min() < 0.6 and contrast.max() > 1.4
+
+
+def _expected_eval_images(images):
+    """Central 24x24 crop and per-image standardization, in numpy."""
+    crop = images[:, 4:28, 4:28, :].astype(np.float64)
+    mean = crop.mean(axis=(1, 2, 3), keepdims=True)
+    std = crop.std(axis=(1, 2, 3), keepdims=True)
+    return (crop - mean) / np.maximum(std, 1 / np.sqrt(24 * 24 * 3))
+
+
+@pytest.mark.parametrize("eval_data", [True, False])
+def test_inputs_reads_each_image_once_in_order(dataset, eval_data):
+    labels, images = dataset["test"] if eval_data else dataset["train"]
+    with tf.Graph().as_default():
+        image_op, label_op = cifar10_input.inputs(eval_data, dataset["dir"], 128)
+        got_images, got_labels, sizes = [], [], []
+        with queue_session() as sess:
+            while True:
+                try:
+                    image_batch, label_batch = sess.run([image_op, label_op])
+                except tf.errors.OutOfRangeError:
+                    break
+                got_images.append(image_batch)
+                got_labels.append(label_batch)
+                sizes.append(len(label_batch))
+    n = len(labels)
+    assert sizes == [128] * (n // 128) + [n % 128]
+    np.testing.assert_array_equal(np.concatenate(got_labels), labels)
+    np.testing.assert_allclose(
+        np.concatenate(got_images), _expected_eval_images(images), atol=1e-4
+    )
+
+
+def test_missing_data_file_is_a_clear_error(dataset, tmp_path):
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    with pytest.raises(cifar10_input.DataError) as e:
+        cifar10_input.inputs(True, str(folder), 16)
+    assert str(folder / "test_batch.bin") in str(e.value)
+    assert "--data_dir" in str(e.value)
+
+
+def test_truncated_data_file_is_a_clear_error(dataset, tmp_path):
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    for name in cifar10_input.TRAIN_FILES:
+        data = open(os.path.join(dataset["dir"], name), "rb").read()
+        (folder / name).write_bytes(data)
+    truncated = folder / "data_batch_3.bin"
+    truncated.write_bytes(truncated.read_bytes()[:-100])
+    with tf.Graph().as_default(), pytest.raises(cifar10_input.DataError) as e:
+        cifar10_input.distorted_inputs(str(folder), 16)
+    assert str(truncated) in str(e.value)
+    assert "truncated" in str(e.value)
