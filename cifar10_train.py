@@ -208,23 +208,27 @@ def _check_resumable(checkpoint):
     """Makes sure the checkpoint holds every variable of this graph.
 
     Raises:
-      TrainingError: a variable is missing or has another shape, e.g. a
-        checkpoint of another model or batch layout in --train_dir.
+      TrainingError: a variable is missing or has another shape or type, e.g.
+        a checkpoint of another model, or of --use_fp16, in --train_dir.
     """
-    stored = dict(tf.train.list_variables(checkpoint))
+    reader = tf.train.load_checkpoint(checkpoint)
+    shapes = reader.get_variable_to_shape_map()
+    dtypes = reader.get_variable_to_dtype_map()
     for var in tf.compat.v1.global_variables():
         name = var.op.name
-        if name not in stored or list(stored[name]) != var.shape.as_list():
-            raise TrainingError(
-                "The checkpoint %s does not match this model (variable %s %s). "
-                "Use another --train_dir, or --fresh_start to set the old one "
-                "aside."
-                % (
-                    checkpoint,
-                    name,
-                    "has another shape" if name in stored else "is missing",
-                )
-            )
+        if name not in shapes:
+            problem = "is missing"
+        elif list(shapes[name]) != var.shape.as_list():
+            problem = "has shape %s, not %s" % (shapes[name], var.shape.as_list())
+        elif dtypes[name] != var.dtype.base_dtype:
+            problem = "is %s, not %s" % (dtypes[name].name, var.dtype.base_dtype.name)
+        else:
+            continue
+        raise TrainingError(
+            "The checkpoint %s does not match this model: variable %s %s. Use "
+            "another --train_dir, or --fresh_start to set the old one aside."
+            % (checkpoint, name, problem)
+        )
 
 
 def run_training(

@@ -1,14 +1,15 @@
 """The binary-record reader and both input pipelines."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import queue_session
 
 import cifar10_input
 import fake_cifar
+from conftest import queue_session
 
 
 def _numbered_images(n):
@@ -25,7 +26,7 @@ def test_read_cifar10_decodes_key_label_and_pixel_layout(tmp_path):
     fake_cifar.write_records(path, labels, images)
 
     # The file itself: label byte, then the red plane row by row.
-    raw = open(path, "rb").read()
+    raw = (tmp_path / "data.bin").read_bytes()
     assert len(raw) == 3 * cifar10_input.RECORD_BYTES
     assert raw[0] == 3 and raw[1] == images[0, 0, 0, 0] and raw[2] == images[0, 0, 1, 0]
     assert raw[1 + 1024] == images[0, 0, 0, 1]  # the green plane follows
@@ -81,9 +82,8 @@ def test_distortions_differ_per_image(tmp_path):
     folder = tmp_path / "cifar-10-batches-bin"
     folder.mkdir()
     for name in cifar10_input.TRAIN_FILES:
-        fake_cifar.write_records(
-            str(folder / name), np.zeros(n // 5, np.uint8), np.repeat(image[None], n // 5, 0)
-        )
+        copies = np.repeat(image[None], n // 5, axis=0)
+        fake_cifar.write_records(str(folder / name), np.zeros(n // 5, np.uint8), copies)
 
     with tf.Graph().as_default():
         images, _ = cifar10_input.distorted_inputs(
@@ -159,8 +159,7 @@ def test_truncated_data_file_is_a_clear_error(dataset, tmp_path):
     folder = tmp_path / "cifar-10-batches-bin"
     folder.mkdir()
     for name in cifar10_input.TRAIN_FILES:
-        data = open(os.path.join(dataset["dir"], name), "rb").read()
-        (folder / name).write_bytes(data)
+        shutil.copy(os.path.join(dataset["dir"], name), folder / name)
     truncated = folder / "data_batch_3.bin"
     truncated.write_bytes(truncated.read_bytes()[:-100])
     with tf.Graph().as_default(), pytest.raises(cifar10_input.DataError) as e:

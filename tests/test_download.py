@@ -1,0 +1,182 @@
+"""maybe_download_and_extract() against archives served from this machine."""
+
+import functools
+import hashlib
+import http.server
+import os
+import pathlib
+import re
+import socket
+import threading
+
+import pytest
+from absl.testing import flagsaver
+
+import cifar10
+import cifar10_input
+import fake_cifar
+from conftest import FAST_FLAGS, run_binary
+
+ARCHIVE = "cifar-10-binary.tar.gz"
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """A fake archive in the official layout: (path, md5, extracted folder)."""
+    root = tmp_path_factory.mktemp("archive")
+    path, md5 = fake_cifar.write_archive(
+        str(root / "src"), str(root / ARCHIVE), records_per_file=20, test_records=20
+    )
+    return path, md5, str(root / "src" / fake_cifar.FOLDER)
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves files; counts requests; '/short/<file>' sends half of a file
+    under a Content-Length of the whole, then hangs up."""
+
+    requests = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        _Handler.requests.append(self.path)
+        if self.path.startswith("/short/"):
+            data = pathlib.Path(self.directory, self.path[7:]).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        super().do_GET()
+
+
+@pytest.fixture
+def server(archive):
+    """An HTTP server on 127.0.0.1 serving the archive's folder."""
+    _Handler.requests = []
+    handler = functools.partial(_Handler, directory=os.path.dirname(archive[0]))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield "http://127.0.0.1:%d" % httpd.server_address[1]
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _download(data_dir, url, md5):
+    with flagsaver.flagsaver(data_dir=str(data_dir), data_url=url, data_md5=md5):
+        cifar10.maybe_download_and_extract()
+
+
+def _assert_extracted(data_dir, source_folder):
+    folder = os.path.join(str(data_dir), fake_cifar.FOLDER)
+    for name in cifar10_input.TRAIN_FILES + cifar10_input.TEST_FILES:
+        got = pathlib.Path(folder, name).read_bytes()
+        assert got == pathlib.Path(source_folder, name).read_bytes()
+
+
+def _leftovers(data_dir):
+    """Temporary files or folders left in data_dir."""
+    return [n for n in os.listdir(data_dir) if n not in (ARCHIVE, fake_cifar.FOLDER)]
+
+
+def test_download_over_http_checks_md5_and_extracts(archive, server, tmp_path, capsys):
+    path, md5, source = archive
+    _download(tmp_path, server + "/" + ARCHIVE, md5)
+    _assert_extracted(tmp_path, source)
+    assert (tmp_path / ARCHIVE).read_bytes() == pathlib.Path(path).read_bytes()
+    assert _leftovers(tmp_path) == []
+    # The progress line shows percent and size, never past 100%.
+    out = capsys.readouterr().out
+    percents = [float(p) for p in re.findall(r"([\d.]+)% \(", out)]
+    assert percents and max(percents) == 100.0
+    assert "MB)" in out
+
+
+def test_download_from_file_url(archive, tmp_path):
+    path, md5, source = archive
+    _download(tmp_path, "file://" + path, md5)
+    _assert_extracted(tmp_path, source)
+
+
+def test_extracted_folder_present_means_no_download(archive, server, tmp_path):
+    path, md5, source = archive
+    _download(tmp_path, server + "/" + ARCHIVE, md5)
+    _Handler.requests = []
+    _download(tmp_path, server + "/" + ARCHIVE, "0" * 32)  # would fail if checked
+    assert _Handler.requests == []
+
+
+def test_wrong_checksum_is_rejected_and_nothing_kept(archive, server, tmp_path):
+    with pytest.raises(cifar10_input.DataError) as e:
+        _download(tmp_path, server + "/" + ARCHIVE, "0" * 32)
+    assert "MD5" in str(e.value) and "--data_md5" in str(e.value)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("damage", ["partial", "corrupt"])
+def test_bad_archive_from_an_earlier_run_is_fetched_again(
+    archive, server, tmp_path, damage, capsys
+):
+    path, md5, source = archive
+    data = pathlib.Path(path).read_bytes()
+    # A download cut short, or one of the right size with every byte wrong.
+    bad = data[: len(data) // 3] if damage == "partial" else bytes(b ^ 1 for b in data)
+    (tmp_path / ARCHIVE).write_bytes(bad)
+    _download(tmp_path, server + "/" + ARCHIVE, md5)
+    assert "downloading it again" in capsys.readouterr().out
+    assert _Handler.requests == ["/" + ARCHIVE]
+    _assert_extracted(tmp_path, source)
+    assert hashlib.md5((tmp_path / ARCHIVE).read_bytes()).hexdigest() == md5
+
+
+def test_connection_cut_mid_download(archive, server, tmp_path):
+    with pytest.raises(cifar10_input.DataError) as e:
+        _download(tmp_path, server + "/short/" + ARCHIVE, archive[1])
+    assert server + "/short/" + ARCHIVE in str(e.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_corrupt_archive_with_skipped_check_leaves_no_half_extraction(
+    archive, tmp_path
+):
+    junk = tmp_path / "junk" / ARCHIVE
+    junk.parent.mkdir()
+    junk.write_bytes(b"not a tarball" * 1000)
+    data_dir = tmp_path / "data"
+    with pytest.raises(cifar10_input.DataError) as e:
+        _download(data_dir, "file://" + str(junk), "skip")
+    assert "Could not extract" in str(e.value)
+    assert not (data_dir / fake_cifar.FOLDER).exists()
+    assert _leftovers(data_dir) == []
+
+
+def test_no_network_names_the_url_and_the_way_out(tmp_path):
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = "http://127.0.0.1:%d/%s" % (port, ARCHIVE)
+    with pytest.raises(cifar10_input.DataError) as e:
+        _download(tmp_path, url, "skip")
+    message = str(e.value)
+    assert url in message and "--data_url" in message
+    assert os.path.join(str(tmp_path), ARCHIVE) in message
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_binary_without_data_exits_with_one_clear_line(tmp_path):
+    result = run_binary(
+        "cifar10_train.py",
+        "--data_dir=%s" % (tmp_path / "data"),
+        "--train_dir=%s" % (tmp_path / "train"),
+        "--data_url=file://%s" % (tmp_path / "nowhere.tar.gz"),
+        *FAST_FLAGS,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Could not download" in errors[0]

@@ -1,0 +1,108 @@
+"""The network, the loss and the training op."""
+
+import numpy as np
+import tensorflow as tf
+from absl.testing import flagsaver
+
+import cifar10
+from conftest import queue_session
+
+LAYERS = ["conv1", "conv2", "local3", "local4", "softmax_linear"]
+
+
+def test_parameters_and_logits_shape():
+    with tf.Graph().as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, 24, 24, 3])
+        logits = cifar10.inference(images)
+        variables = tf.compat.v1.trainable_variables()
+        shapes = {v.op.name: v.shape.as_list() for v in variables}
+        assert sum(np.prod(s) for s in shapes.values()) == 1068298
+        assert shapes["local3/weights"] == [2304, 384]
+        assert sorted({name.split("/")[0] for name in shapes}) == sorted(LAYERS)
+        assert all(v.device.endswith("CPU:0") for v in variables)
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            # Any batch size, e.g. a smaller last evaluation batch.
+            for n in (7, 1):
+                out = sess.run(logits, {images: np.zeros((n, 24, 24, 3))})
+                assert out.shape == (n, 10)
+
+
+def test_initial_loss_is_chance_plus_weight_decay():
+    rng = np.random.default_rng(0)
+    with tf.Graph().as_default():
+        images = tf.constant(rng.normal(size=(64, 24, 24, 3)), tf.float32)
+        labels = tf.constant(rng.integers(0, 10, 64), tf.int32)
+        total = cifar10.loss(cifar10.inference(images), labels)
+        weights = {
+            v.op.name.split("/")[0]: v
+            for v in tf.compat.v1.trainable_variables()
+            if v.op.name.endswith("weights")
+        }
+        ce = tf.compat.v1.get_default_graph().get_tensor_by_name("cross_entropy:0")
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            total_v, ce_v, w = sess.run([total, ce, weights])
+    # The output layer starts tiny, so every class is about as likely.
+    assert abs(ce_v - np.log(10)) < 0.05
+    decay = sum(
+        0.004 * (w[n].astype(np.float64) ** 2).sum() / 2 for n in ("local3", "local4")
+    )
+    assert decay > 0.5  # the decay terms really are in the total
+    np.testing.assert_allclose(total_v, ce_v + decay, rtol=1e-4)
+
+
+def test_fp16_model_builds_half_variables_and_float_loss():
+    with flagsaver.flagsaver(use_fp16=True), tf.Graph().as_default():
+        images = tf.zeros([4, 24, 24, 3], tf.float16)
+        logits = cifar10.inference(images)
+        total = cifar10.loss(logits, tf.zeros([4], tf.int32))
+        assert logits.dtype == tf.float16
+        variables = tf.compat.v1.trainable_variables()
+        assert all(v.dtype.base_dtype == tf.float16 for v in variables)
+        assert total.dtype == tf.float32
+
+
+def test_learning_rate_schedule_drops_tenfold_at_step_136718():
+    with tf.Graph().as_default():
+        global_step = tf.compat.v1.train.get_or_create_global_step()
+        images = tf.zeros([2, 24, 24, 3])
+        total = cifar10.loss(cifar10.inference(images), tf.zeros([2], tf.int32))
+        cifar10.train(total, global_step)
+        lr = tf.compat.v1.get_default_graph().get_tensor_by_name("ExponentialDecay:0")
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            rates = {}
+            for s in (0, 136717, 136718, 2 * 136718):
+                sess.run(global_step.assign(s))
+                rates[s] = sess.run(lr)
+    np.testing.assert_allclose(
+        [rates[0], rates[136717], rates[136718], rates[2 * 136718]],
+        [0.1, 0.1, 0.01, 0.001],
+        rtol=1e-5,
+    )
+
+
+def test_train_op_lowers_the_loss_on_learnable_data(dataset):
+    with (
+        flagsaver.flagsaver(
+            batch_size=32, data_dir=dataset["root"], min_queue_examples=200
+        ),
+        tf.Graph().as_default(),
+    ):
+        global_step = tf.compat.v1.train.get_or_create_global_step()
+        images, labels = cifar10.distorted_inputs()
+        total = cifar10.loss(cifar10.inference(images), labels)
+        train_op = cifar10.train(total, global_step)
+        by_name = {v.op.name: v for v in tf.compat.v1.global_variables()}
+        raw = by_name["local3/weights"]
+        average = by_name["local3/weights/ExponentialMovingAverage"]
+        with queue_session() as sess:
+            initial = sess.run(raw)
+            losses = [sess.run([train_op, total])[1] for _ in range(150)]
+            step, raw_value, average_value = sess.run([global_step, raw, average])
+    assert step == 150
+    assert np.mean(losses[-15:]) < np.mean(losses[:15]) - 0.5, losses
+    # The moving average trails the raw weights: between them and the start.
+    moved = np.abs(raw_value - initial).sum()
+    assert 0 < np.abs(average_value - raw_value).sum() < moved
