@@ -92,11 +92,28 @@ OFFICIAL_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
 OFFICIAL_SIZE = 170052171
 
 
+def _scalar_summary(tag, value):
+    """A scalar summary under exactly this tag.
+
+    tf.compat.v1.summary.scalar() would prefix the enclosing name scopes and
+    number a repeated name ('conv1/weights_1'); TensorBoard reads better
+    without either.
+    """
+    summary = tf.raw_ops.ScalarSummary(tags=tag, values=value)
+    tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.SUMMARIES, summary)
+
+
+def _histogram_summary(tag, values):
+    """A histogram summary under exactly this tag; see _scalar_summary()."""
+    summary = tf.raw_ops.HistogramSummary(tag=tag, values=values)
+    tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.SUMMARIES, summary)
+
+
 def _activation_summary(x):
     """Histogram of x and the fraction of it that is zero (dead ReLUs)."""
     tensor_name = re.sub("%s_[0-9]*/" % TOWER_NAME, "", x.op.name)
-    tf.compat.v1.summary.histogram(tensor_name + "/activations", x)
-    tf.compat.v1.summary.scalar(tensor_name + "/sparsity", tf.nn.zero_fraction(x))
+    _histogram_summary(tensor_name + "/activations", x)
+    _scalar_summary(tensor_name + "/sparsity", tf.nn.zero_fraction(x))
 
 
 def _float_type():
@@ -301,8 +318,8 @@ def _add_loss_summaries(total_loss):
     loss_averages_op = loss_averages.apply(losses)
     for term in losses:
         name = re.sub("%s_[0-9]*/" % TOWER_NAME, "", term.op.name)
-        tf.compat.v1.summary.scalar(name + " (raw)", term)
-        tf.compat.v1.summary.scalar(name, loss_averages.average(term))
+        _scalar_summary(name + " (raw)", term)
+        _scalar_summary(name, loss_averages.average(term))
     return loss_averages_op
 
 
@@ -329,7 +346,7 @@ def train(total_loss, global_step, grads_and_vars=None):
         LEARNING_RATE_DECAY_FACTOR,
         staircase=True,
     )
-    tf.compat.v1.summary.scalar("learning_rate", lr)
+    _scalar_summary("learning_rate", lr)
 
     loss_averages_op = _add_loss_summaries(total_loss)
 
@@ -340,10 +357,10 @@ def train(total_loss, global_step, grads_and_vars=None):
         apply_gradient_op = opt.apply_gradients(grads_and_vars, global_step=global_step)
 
     for var in tf.compat.v1.trainable_variables():
-        tf.compat.v1.summary.histogram(var.op.name, var)
+        _histogram_summary(var.op.name, var)
     for grad, var in grads_and_vars:
         if grad is not None:
-            tf.compat.v1.summary.histogram(var.op.name + "/gradients", grad)
+            _histogram_summary(var.op.name + "/gradients", grad)
 
     # Evaluation uses these averages rather than the raw weights: they smooth
     # out the noise of the last few steps. num_updates makes the decay small

@@ -24,6 +24,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from absl import app  # noqa: E402
 
 import cifar10  # noqa: E402
 import cifar10_input  # noqa: E402
@@ -234,4 +235,4 @@ def main(argv=None):
 if __name__ == "__main__":
     tf.compat.v1.disable_eager_execution()
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
-    tf.compat.v1.app.run(main)
+    app.run(main)

@@ -20,6 +20,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Keep TF's C++ chatter quiet.
 
 import tensorflow as tf  # noqa: E402
+from absl import app  # noqa: E402
 
 import cifar10  # noqa: E402
 import cifar10_train  # noqa: E402
@@ -156,4 +157,4 @@ def main(argv=None):
 if __name__ == "__main__":
     tf.compat.v1.disable_eager_execution()
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
-    tf.compat.v1.app.run(main)
+    app.run(main)

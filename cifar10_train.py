@@ -30,6 +30,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from absl import app  # noqa: E402
 
 import cifar10  # noqa: E402
 import cifar10_input  # noqa: E402
@@ -269,8 +270,10 @@ def run_training(
         )
     scaffold = tf.compat.v1.train.Scaffold(
         summary_op=summary_op,
+        # Relative paths in the 'checkpoint' file keep a moved or renamed
+        # train_dir usable.
         saver=tf.compat.v1.train.Saver(
-            max_to_keep=FLAGS.keep_checkpoints, sharded=True
+            max_to_keep=FLAGS.keep_checkpoints, sharded=True, save_relative_paths=True
         ),
     )
     if FLAGS.save_checkpoint_secs:
@@ -348,4 +351,4 @@ def main(argv=None):
 if __name__ == "__main__":
     tf.compat.v1.disable_eager_execution()
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
-    tf.compat.v1.app.run(main)
+    app.run(main)

@@ -1,0 +1,254 @@
+"""cifar10_train.py: logging, checkpoints, resume, signals, divergence, errors."""
+
+import glob
+import os
+import re
+import shutil
+import signal
+import threading
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl.testing import flagsaver
+
+import cifar10
+import cifar10_train
+from conftest import FAST_FLAGS, run_binary, start_binary
+
+LOG_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: step (\d+), loss = (\d+\.\d\d) "
+    r"\((\d+\.\d) examples/sec; (\d+\.\d{3}) sec/batch\)$"
+)
+
+
+def logged_steps(stdout):
+    return [int(m.group(1)) for m in map(LOG_LINE.match, stdout.splitlines()) if m]
+
+
+def checkpoint_step(train_dir):
+    latest = tf.train.latest_checkpoint(str(train_dir))
+    return None if latest is None else int(latest.rsplit("-", 1)[1])
+
+
+def summary_tags(train_dir):
+    """{tag: sorted steps} over the event files in train_dir."""
+    tags = {}
+    for path in glob.glob(os.path.join(str(train_dir), "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                tags.setdefault(value.tag, set()).add(event.step)
+    return {tag: sorted(steps) for tag, steps in tags.items()}
+
+
+def train(dataset, train_dir, *flags):
+    return run_binary(
+        "cifar10_train.py",
+        "--data_dir=%s" % dataset["root"],
+        "--train_dir=%s" % train_dir,
+        *FAST_FLAGS,
+        *flags,
+    )
+
+
+@pytest.mark.slow
+def test_train_logs_saves_resumes_and_starts_fresh(dataset, tmp_path):
+    train_dir = tmp_path / "train"
+    first = train(
+        dataset,
+        train_dir,
+        "--max_steps=20",
+        "--log_frequency=5",
+        "--save_checkpoint_steps=10",
+        "--save_summaries_steps=10",
+    )
+    assert first.returncode == 0, first.stderr
+    assert logged_steps(first.stdout) == [5, 10, 15, 20]
+    assert "Filling queue with 300 CIFAR images" in first.stdout
+    for line in first.stdout.splitlines():
+        if LOG_LINE.match(line):
+            examples_per_sec, sec_per_batch = map(
+                float, LOG_LINE.match(line).groups()[2:]
+            )
+            assert examples_per_sec == pytest.approx(32 / sec_per_batch, rel=0.05)
+    assert checkpoint_step(train_dir) == 20
+    assert os.path.exists(train_dir / "model.ckpt-10.index")
+    assert os.path.exists(train_dir / "graph.pbtxt")
+    tags = summary_tags(train_dir)
+    for tag in ["total_loss (raw)", "total_loss", "cross_entropy", "learning_rate",
+                "conv1/conv1/sparsity", "local3/local3/activations", "conv1/weights",
+                "local3/weights/gradients"]:  # fmt: skip
+        assert tag in tags, sorted(tags)
+    assert any(tag.startswith("data_augmentation/images") for tag in tags)
+    assert tags["learning_rate"] == [1, 11]  # every 10 steps, from the first
+
+    # Resume from step 20, on the same schedule.
+    second = train(dataset, train_dir, "--max_steps=30", "--log_frequency=5")
+    assert second.returncode == 0, second.stderr
+    assert (
+        "Resuming from %s at step 20." % (train_dir / "model.ckpt-20") in second.stdout
+    )
+    assert logged_steps(second.stdout) == [25, 30]
+    assert checkpoint_step(train_dir) == 30
+
+    # Already at max_steps: nothing to do, nothing changed.
+    third = train(dataset, train_dir, "--max_steps=30")
+    assert third.returncode == 0, third.stderr
+    assert "already at --max_steps=30" in third.stdout
+    assert checkpoint_step(train_dir) == 30
+
+    # --fresh_start sets the old run aside and starts from step 0.
+    fourth = train(
+        dataset, train_dir, "--max_steps=5", "--log_frequency=5", "--fresh_start"
+    )
+    assert fourth.returncode == 0, fourth.stderr
+    assert logged_steps(fourth.stdout) == [5]
+    assert checkpoint_step(train_dir) == 5
+    (kept,) = glob.glob(str(train_dir) + ".old-*")
+    assert checkpoint_step(kept) == 30
+
+
+def _run_until_step_then_signal(dataset, train_dir, signum, at_step):
+    proc = start_binary(
+        "cifar10_train.py",
+        "--data_dir=%s" % dataset["root"],
+        "--train_dir=%s" % train_dir,
+        "--max_steps=100000",
+        "--log_frequency=5",
+        *FAST_FLAGS,
+    )
+    watchdog = threading.Timer(240, proc.kill)
+    watchdog.start()
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            steps = logged_steps(line)
+            if steps and steps[0] >= at_step:
+                proc.send_signal(signum)
+                break
+        lines.extend(proc.stdout)
+        proc.wait()
+    finally:
+        watchdog.cancel()
+    return proc.returncode, "".join(lines), proc.stderr.read()
+
+
+@pytest.mark.slow
+def test_sigint_saves_a_checkpoint_and_the_next_run_resumes(dataset, tmp_path):
+    train_dir = tmp_path / "train"
+    code, out, err = _run_until_step_then_signal(
+        dataset, train_dir, signal.SIGINT, at_step=10
+    )
+    assert code == 0, err
+    stopped = re.search(r"Stopped by SIGINT at step (\d+)", out)
+    assert stopped, out
+    step = int(stopped.group(1))
+    assert step >= 10
+    assert checkpoint_step(train_dir) == step
+    assert "Traceback" not in err
+
+    resumed = train(dataset, train_dir, "--max_steps=%d" % (step + 10))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "at step %d." % step in resumed.stdout
+    assert checkpoint_step(train_dir) == step + 10
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint(dataset, tmp_path):
+    train_dir = tmp_path / "train"
+    code, out, err = _run_until_step_then_signal(
+        dataset, train_dir, signal.SIGTERM, at_step=5
+    )
+    assert code == 0, err
+    step = int(re.search(r"Stopped by SIGTERM at step (\d+)", out).group(1))
+    assert checkpoint_step(train_dir) == step
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
+    dataset, tmp_path, monkeypatch
+):
+    settings = dict(
+        data_dir=dataset["root"],
+        train_dir=str(tmp_path / "train"),
+        batch_size=32,
+        min_queue_examples=100,
+        save_checkpoint_steps=3,
+    )
+    with flagsaver.flagsaver(max_steps=3, **settings):
+        cifar10_train.train()
+    assert checkpoint_step(tmp_path / "train") == 3
+
+    # A learning rate this large blows the weights up within a few steps.
+    monkeypatch.setattr(cifar10, "INITIAL_LEARNING_RATE", 1e9)
+    with flagsaver.flagsaver(max_steps=1000, **settings):
+        with pytest.raises(SystemExit) as e:
+            cifar10_train.run_main(cifar10_train.train)
+    message = str(e.value.code)
+    assert re.match(
+        r"Error: Model diverged with loss = (nan|inf) at step \d+\.", message
+    )
+    diverged_at = int(re.search(r"at step (\d+)", message).group(1))
+    # Checkpoints made before the divergence stay; none holds a bad weight.
+    good = checkpoint_step(tmp_path / "train")
+    assert 3 <= good < diverged_at
+    reader = tf.train.load_checkpoint(
+        tf.train.latest_checkpoint(str(tmp_path / "train"))
+    )
+    for name in reader.get_variable_to_shape_map():
+        assert np.all(np.isfinite(reader.get_tensor(name))), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "flag, expected",
+    [
+        ("--batch_size=0", "--batch_size"),
+        ("--max_steps=0", "--max_steps"),
+        ("--log_frequency=-1", "--log_frequency"),
+    ],
+)
+def test_bad_flag_values_are_one_clear_error(dataset, tmp_path, flag, expected):
+    result = train(dataset, tmp_path / "train", flag)
+    assert result.returncode != 0
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "train").exists()
+
+
+@pytest.mark.slow
+def test_unwritable_train_dir_is_a_clear_error(dataset, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    result = train(dataset, blocker / "train")
+    assert result.returncode == 1
+    assert (
+        "Error: Cannot write to --train_dir=%s" % (blocker / "train") in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    assert blocker.read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_truncated_data_and_foreign_checkpoint_are_clear_errors(dataset, tmp_path):
+    # Data: a training file cut short.
+    data_dir = tmp_path / "data"
+    folder = data_dir / "cifar-10-batches-bin"
+    folder.mkdir(parents=True)
+    for name in os.listdir(dataset["dir"]):
+        shutil.copy(os.path.join(dataset["dir"], name), folder / name)
+    bad = folder / "data_batch_2.bin"
+    bad.write_bytes(bad.read_bytes()[:5000])
+    result = train({"root": str(data_dir)}, tmp_path / "train")
+    assert result.returncode == 1
+    assert "Error: Data file %s is 5000 bytes" % bad in result.stderr
+    assert "Traceback" not in result.stderr
+
+    # A checkpoint of the float32 model met by --use_fp16.
+    train_dir = tmp_path / "train2"
+    assert train(dataset, train_dir, "--max_steps=2").returncode == 0
+    result = train(dataset, train_dir, "--max_steps=4", "--use_fp16")
+    assert result.returncode == 1
+    assert "does not match this model" in result.stderr
+    assert "--fresh_start" in result.stderr
+    assert checkpoint_step(train_dir) == 2
