@@ -175,6 +175,7 @@ def evaluate():
         summary_writer = tf.compat.v1.summary.FileWriter(FLAGS.eval_dir, g)
 
         last_scored = None
+        said_waiting = False
         while True:
             checkpoint = tf.train.latest_checkpoint(FLAGS.checkpoint_dir)
             if checkpoint is None:
@@ -184,11 +185,13 @@ def evaluate():
                         "point --checkpoint_dir at the training binary's "
                         "--train_dir." % FLAGS.checkpoint_dir
                     )
-                print(
-                    "No checkpoint file found at %s; looking again in %d s."
-                    % (FLAGS.checkpoint_dir, FLAGS.eval_interval_secs),
-                    flush=True,
-                )
+                if not said_waiting:
+                    print(
+                        "No checkpoint file found at %s; looking again every %d s."
+                        % (FLAGS.checkpoint_dir, FLAGS.eval_interval_secs),
+                        flush=True,
+                    )
+                    said_waiting = True
             elif checkpoint != last_scored:
                 precision = eval_once(
                     set(averages),
@@ -230,6 +233,8 @@ def main(argv=None):
         evaluate()
     except cifar10_input.DataError as e:
         sys.exit("Error: %s" % e)
+    except KeyboardInterrupt:
+        sys.exit("Interrupted.")
 
 
 if __name__ == "__main__":

@@ -51,13 +51,17 @@ def run_binary(script, *args, timeout=300):
     )
 
 
-def start_binary(script, *args):
-    """Starts one of the binaries; stdout is a pipe read line by line."""
+def start_binary(script, *args, output=None):
+    """Starts one of the binaries.
+
+    Its stdout is a pipe to read line by line, or with output (an open file)
+    both stdout and stderr go there, for a process nobody reads meanwhile.
+    """
     return subprocess.Popen(
         [sys.executable, "-u", os.path.join(ROOT, script), *args],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=output or subprocess.PIPE,
+        stderr=output or subprocess.PIPE,
         text=True,
     )
 

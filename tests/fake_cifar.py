@@ -39,6 +39,17 @@ def make_images(labels, rng, learnable=True, size=32, num_classes=10):
     return np.clip(hue[:, None, None, :] + noise, 0, 255).astype(np.uint8)
 
 
+def eval_images(images, size=24):
+    """What the evaluation input makes of images, computed in numpy: the
+    central size x size crop, standardized per image."""
+    offset = (images.shape[1] - size) // 2
+    crop = images[:, offset : offset + size, offset : offset + size, :]
+    crop = crop.astype(np.float64)
+    mean = crop.mean(axis=(1, 2, 3), keepdims=True)
+    std = crop.std(axis=(1, 2, 3), keepdims=True)
+    return (crop - mean) / np.maximum(std, 1 / np.sqrt(crop[0].size))
+
+
 def encode_records(labels, images):
     """The bytes of CIFAR-10 records: label, then the R, G, B planes."""
     planes = np.transpose(images, (0, 3, 1, 2)).reshape(len(labels), -1)

@@ -1,0 +1,244 @@
+"""cifar10_eval.py: exact precision @ 1, polling beside training, errors."""
+
+import glob
+import os
+import re
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import cifar10
+import fake_cifar
+from conftest import FAST_FLAGS, run_binary, start_binary
+
+PRECISION = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: precision @ 1 = (\d\.\d{3}) "
+    r"\(step (\d+), (\d+) images, [\d.]+ images/sec\)$",
+    re.MULTILINE,
+)
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    """A train_dir with a model trained 150 steps on the learnable data."""
+    train_dir = tmp_path_factory.mktemp("trained")
+    result = run_binary(
+        "cifar10_train.py",
+        "--data_dir=%s" % dataset["root"],
+        "--train_dir=%s" % train_dir,
+        "--max_steps=150",
+        *FAST_FLAGS,
+    )
+    assert result.returncode == 0, result.stderr
+    return str(train_dir)
+
+
+@pytest.fixture(scope="module")
+def noise(tmp_path_factory):
+    """Unlearnable data with random labels: a trained model scores about
+    chance on its test set, and every single image changes the score."""
+    root = str(tmp_path_factory.mktemp("noise"))
+    data = fake_cifar.write_dataset(root, records_per_file=20, test_records=300,
+                                    learnable=False, seed=1)  # fmt: skip
+    data["root"] = root
+    return data
+
+
+def evaluate(data_root, checkpoint_dir, eval_dir, *flags, **kwargs):
+    return run_binary(
+        "cifar10_eval.py",
+        "--data_dir=%s" % data_root,
+        "--checkpoint_dir=%s" % checkpoint_dir,
+        "--eval_dir=%s" % eval_dir,
+        "--batch_size=32",
+        *flags,
+        **kwargs,
+    )
+
+
+def independent_precision(checkpoint, labels, images):
+    """Precision @ 1 of the checkpoint's moving-average weights, computed in
+    a graph of its own fed from numpy."""
+    reader = tf.train.load_checkpoint(checkpoint)
+    with tf.Graph().as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 24, 24, 3])
+        logits = cifar10.inference(x)
+        with tf.compat.v1.Session() as sess:
+            for var in tf.compat.v1.trainable_variables():
+                average = reader.get_tensor(var.op.name + "/ExponentialMovingAverage")
+                var.load(average, sess)
+            out = sess.run(logits, {x: fake_cifar.eval_images(images)})
+    return np.mean(np.argmax(out, axis=1) == labels)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("num_examples", [250, 300])
+def test_run_once_counts_each_image_once(trained, noise, tmp_path, num_examples):
+    result = evaluate(
+        noise["root"], trained, tmp_path / "eval", "--run_once",
+        "--num_examples=%d" % num_examples,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (match,) = PRECISION.findall(result.stdout)
+    precision, step, count = float(match[0]), int(match[1]), int(match[2])
+    assert step == 150 and count == num_examples
+
+    labels, images = noise["test"]
+    expected = independent_precision(
+        tf.train.latest_checkpoint(trained),
+        labels[:num_examples],
+        images[:num_examples],
+    )
+    assert abs(precision - expected) <= 0.0005 + 1e-9, (precision, expected)
+
+    # The same figure, as a summary at the checkpoint's step.
+    (events,) = glob.glob(str(tmp_path / "eval" / "events.out.tfevents.*"))
+    scalars = [
+        (e.step, v.simple_value)
+        for e in tf.compat.v1.train.summary_iterator(events)
+        for v in e.summary.value
+        if v.tag == "Precision @ 1"
+    ]
+    assert scalars == [(150, pytest.approx(expected, abs=1e-6))]
+
+
+@pytest.mark.slow
+def test_trained_model_scores_well_above_chance(trained, dataset, tmp_path):
+    result = evaluate(
+        dataset["root"], trained, tmp_path / "eval", "--run_once", "--num_examples=300"
+    )
+    assert result.returncode == 0, result.stderr
+    (match,) = PRECISION.findall(result.stdout)
+    assert float(match[0]) > 0.5
+
+
+@pytest.mark.slow
+def test_loop_waits_for_a_checkpoint_and_scores_each_once(trained, dataset, tmp_path):
+    checkpoint_dir = tmp_path / "ckpt"
+    checkpoint_dir.mkdir()
+    proc = start_binary(
+        "cifar10_eval.py",
+        "--data_dir=%s" % dataset["root"],
+        "--checkpoint_dir=%s" % checkpoint_dir,
+        "--eval_dir=%s" % (tmp_path / "eval"),
+        "--eval_interval_secs=1",
+        "--num_examples=100",
+        "--batch_size=32",
+    )
+    watchdog = threading.Timer(120, proc.kill)
+    watchdog.start()
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("No checkpoint file found at %s" % checkpoint_dir):
+                break
+        # Training writes its checkpoint after the eval started.
+        for path in glob.glob(os.path.join(trained, "model.ckpt-150.*")):
+            shutil.copy(path, checkpoint_dir)
+        shutil.copy(os.path.join(trained, "checkpoint"), checkpoint_dir)
+        for line in proc.stdout:
+            lines.append(line)
+            if PRECISION.search(line):
+                break
+        time.sleep(5)  # five more looks at the same checkpoint
+    finally:
+        proc.terminate()
+        out = "".join(lines) + proc.stdout.read()
+        proc.wait()
+        watchdog.cancel()
+    assert [m[1] for m in PRECISION.findall(out)] == ["150"]
+
+
+@pytest.mark.slow
+def test_eval_beside_training_survives_checkpoint_rotation(dataset, tmp_path):
+    train_dir = tmp_path / "train"
+    trainer = start_binary(
+        "cifar10_train.py",
+        "--data_dir=%s" % dataset["root"],
+        "--train_dir=%s" % train_dir,
+        "--max_steps=120",
+        "--save_checkpoint_steps=5",
+        "--keep_checkpoints=1",
+        *FAST_FLAGS,
+    )
+    eval_log = tmp_path / "eval.log"
+    with open(eval_log, "w") as output:
+        evaluator = start_binary(
+            "cifar10_eval.py",
+            "--data_dir=%s" % dataset["root"],
+            "--checkpoint_dir=%s" % train_dir,
+            "--eval_dir=%s" % (tmp_path / "eval"),
+            "--eval_interval_secs=0",
+            "--num_examples=300",
+            "--batch_size=32",
+            output=output,
+        )
+    try:
+        _, trainer_err = trainer.communicate(timeout=240)
+        assert trainer.returncode == 0, trainer_err
+        time.sleep(5)
+        assert evaluator.poll() is None  # still watching, never crashed
+    finally:
+        evaluator.terminate()
+        evaluator.wait(timeout=60)
+    log = eval_log.read_text()
+    steps = [int(m[1]) for m in PRECISION.findall(log)]
+    assert len(steps) >= 3 and steps == sorted(set(steps)), log
+    assert steps[-1] == 120
+    assert "Traceback" not in log
+    assert log.count("No checkpoint file found") <= 1
+
+
+@pytest.mark.slow
+def test_missing_checkpoint_with_run_once_is_a_clear_error(dataset, tmp_path):
+    result = evaluate(
+        dataset["root"], tmp_path / "none", tmp_path / "eval", "--run_once",
+        "--num_examples=300",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert (
+        "Error: No checkpoint file found at %s" % (tmp_path / "none") in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "flag, expected",
+    [
+        ("--num_examples=301", "--num_examples=301 is more than the 300 images"),
+        ("--num_examples=0", "--num_examples"),
+        ("--eval_data=validation", "--eval_data"),
+    ],
+)
+def test_bad_flags_are_clear_errors(dataset, trained, tmp_path, flag, expected):
+    result = evaluate(dataset["root"], trained, tmp_path / "eval", "--run_once", flag)
+    assert result.returncode == 1
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_fp16_checkpoint_evaluates(dataset, tmp_path):
+    train_dir = tmp_path / "train"
+    trained = run_binary(
+        "cifar10_train.py",
+        "--data_dir=%s" % dataset["root"],
+        "--train_dir=%s" % train_dir,
+        "--max_steps=60",
+        "--use_fp16",
+        *FAST_FLAGS,
+    )
+    assert trained.returncode == 0, trained.stderr
+    result = evaluate(
+        dataset["root"], train_dir, tmp_path / "eval", "--run_once", "--use_fp16",
+        "--num_examples=300",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (match,) = PRECISION.findall(result.stdout)
+    assert match[1] == "60" and match[2] == "300"
