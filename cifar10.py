@@ -312,14 +312,20 @@ def _add_loss_summaries(total_loss):
     Returns:
       The op that updates the moving averages; run it every step.
     """
+    tower_scope = total_loss.op.name.rpartition("/")[0]
     loss_averages = tf.compat.v1.train.ExponentialMovingAverage(0.9, name="avg")
-    name_scope = total_loss.op.name.rpartition("/")[0]
-    losses = _losses_in_scope(name_scope) + [total_loss]
-    loss_averages_op = loss_averages.apply(losses)
-    for term in losses:
-        name = re.sub("%s_[0-9]*/" % TOWER_NAME, "", term.op.name)
+    # Named without the tower prefix, so that checkpoints of one tower, of
+    # several and of the single-device binary hold the same variables.
+    with tf.name_scope("loss_averages"):
+        terms = {
+            re.sub("%s_[0-9]*/" % TOWER_NAME, "", t.op.name): t
+            for t in _losses_in_scope(tower_scope) + [total_loss]
+        }
+        averaged = {name: tf.identity(t, name=name) for name, t in terms.items()}
+    loss_averages_op = loss_averages.apply(list(averaged.values()))
+    for name, term in terms.items():
         _scalar_summary(name + " (raw)", term)
-        _scalar_summary(name, loss_averages.average(term))
+        _scalar_summary(name, loss_averages.average(averaged[name]))
     return loss_averages_op
 
 

@@ -40,17 +40,16 @@ def average_gradients(tower_grads):
         list in the same variable order.
 
     Returns:
-      One list of (average gradient, variable) pairs. A variable that no
-      tower has a gradient for keeps None, which the optimizer skips.
+      One list of (average gradient, variable) pairs. A None gradient (the
+      tower's loss does not depend on the variable) counts as zero; a
+      variable with no gradient in any tower keeps None, which the optimizer
+      skips.
     """
     average_grads = []
     for grad_and_vars in zip(*tower_grads, strict=True):
         var = grad_and_vars[0][1]
         grads = [g for g, _ in grad_and_vars if g is not None]
-        if not grads:
-            average_grads.append((None, var))
-            continue
-        grad = tf.reduce_mean(tf.stack(grads, axis=0), axis=0)
+        grad = tf.add_n(grads) / len(grad_and_vars) if grads else None
         average_grads.append((grad, var))
     return average_grads
 

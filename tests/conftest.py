@@ -2,8 +2,10 @@
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -22,6 +24,30 @@ tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
 # In-process tests read FLAGS with their defaults; they change them through
 # absl.testing.flagsaver.
 cifar10.FLAGS(["pytest"])
+
+LOG_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: step (\d+), loss = (\d+\.\d\d) "
+    r"\((\d+\.\d) examples/sec; (\d+\.\d{3}) sec/batch\)$"
+)
+
+
+def logged_steps(stdout):
+    """The steps of the training log lines in stdout."""
+    return [int(m.group(1)) for m in map(LOG_LINE.match, stdout.splitlines()) if m]
+
+
+def checkpoint_step(train_dir):
+    """The step of the newest checkpoint in train_dir, or None."""
+    latest = tf.train.latest_checkpoint(str(train_dir))
+    return None if latest is None else int(latest.rsplit("-", 1)[1])
+
+
+PRECISION = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: precision @ 1 = (\d\.\d{3}) "
+    r"\(step (\d+), (\d+) images, [\d.]+ images/sec\)$",
+    re.MULTILINE,
+)
+
 
 # Small and quick settings for the binaries' end-to-end runs.
 FAST_FLAGS = ["--batch_size=32", "--min_queue_examples=300"]
@@ -80,3 +106,36 @@ def queue_session():
         finally:
             coord.request_stop()
             coord.join(threads, stop_grace_period_secs=10)
+
+
+def run_until_step_then_signal(
+    dataset, train_dir, signum, at_step, script="cifar10_train.py"
+):
+    """Trains until a log line reaches at_step, then sends signum.
+
+    Returns:
+      (exit status, stdout, stderr).
+    """
+    proc = start_binary(
+        script,
+        "--data_dir=%s" % dataset["root"],
+        "--train_dir=%s" % train_dir,
+        "--max_steps=100000",
+        "--log_frequency=5",
+        *FAST_FLAGS,
+    )
+    watchdog = threading.Timer(240, proc.kill)
+    watchdog.start()
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            steps = logged_steps(line)
+            if steps and steps[0] >= at_step:
+                proc.send_signal(signum)
+                break
+        lines.extend(proc.stdout)
+        proc.wait()
+    finally:
+        watchdog.cancel()
+    return proc.returncode, "".join(lines), proc.stderr.read()

@@ -5,7 +5,6 @@ import os
 import re
 import shutil
 import signal
-import threading
 
 import numpy as np
 import pytest
@@ -14,21 +13,14 @@ from absl.testing import flagsaver
 
 import cifar10
 import cifar10_train
-from conftest import FAST_FLAGS, run_binary, start_binary
-
-LOG_LINE = re.compile(
-    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: step (\d+), loss = (\d+\.\d\d) "
-    r"\((\d+\.\d) examples/sec; (\d+\.\d{3}) sec/batch\)$"
+from conftest import (
+    FAST_FLAGS,
+    LOG_LINE,
+    checkpoint_step,
+    logged_steps,
+    run_binary,
+    run_until_step_then_signal,
 )
-
-
-def logged_steps(stdout):
-    return [int(m.group(1)) for m in map(LOG_LINE.match, stdout.splitlines()) if m]
-
-
-def checkpoint_step(train_dir):
-    latest = tf.train.latest_checkpoint(str(train_dir))
-    return None if latest is None else int(latest.rsplit("-", 1)[1])
 
 
 def summary_tags(train_dir):
@@ -108,36 +100,10 @@ def test_train_logs_saves_resumes_and_starts_fresh(dataset, tmp_path):
     assert checkpoint_step(kept) == 30
 
 
-def _run_until_step_then_signal(dataset, train_dir, signum, at_step):
-    proc = start_binary(
-        "cifar10_train.py",
-        "--data_dir=%s" % dataset["root"],
-        "--train_dir=%s" % train_dir,
-        "--max_steps=100000",
-        "--log_frequency=5",
-        *FAST_FLAGS,
-    )
-    watchdog = threading.Timer(240, proc.kill)
-    watchdog.start()
-    lines = []
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            steps = logged_steps(line)
-            if steps and steps[0] >= at_step:
-                proc.send_signal(signum)
-                break
-        lines.extend(proc.stdout)
-        proc.wait()
-    finally:
-        watchdog.cancel()
-    return proc.returncode, "".join(lines), proc.stderr.read()
-
-
 @pytest.mark.slow
 def test_sigint_saves_a_checkpoint_and_the_next_run_resumes(dataset, tmp_path):
     train_dir = tmp_path / "train"
-    code, out, err = _run_until_step_then_signal(
+    code, out, err = run_until_step_then_signal(
         dataset, train_dir, signal.SIGINT, at_step=10
     )
     assert code == 0, err
@@ -157,7 +123,7 @@ def test_sigint_saves_a_checkpoint_and_the_next_run_resumes(dataset, tmp_path):
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint(dataset, tmp_path):
     train_dir = tmp_path / "train"
-    code, out, err = _run_until_step_then_signal(
+    code, out, err = run_until_step_then_signal(
         dataset, train_dir, signal.SIGTERM, at_step=5
     )
     assert code == 0, err

@@ -1,0 +1,135 @@
+"""cifar10_multi_gpu_train.py: gradient averaging, towers on CPU devices,
+checkpoints shared with the other binaries, resume and signals."""
+
+import re
+import signal
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl.testing import flagsaver
+
+import cifar10_multi_gpu_train
+import cifar10_train
+from conftest import (
+    FAST_FLAGS,
+    LOG_LINE,
+    PRECISION,
+    checkpoint_step,
+    run_binary,
+    run_until_step_then_signal,
+)
+
+
+def test_average_gradients_by_hand():
+    with tf.Graph().as_default():
+        v = [tf.Variable(0.0, name="v%d" % i) for i in range(3)]
+        c = tf.constant
+        tower_grads = [
+            [(c([1.0, 2.0]), v[0]), (None, v[1]), (c(3.0), v[2])],
+            [(c([3.0, 6.0]), v[0]), (None, v[1]), (None, v[2])],
+        ]
+        averaged = cifar10_multi_gpu_train.average_gradients(tower_grads)
+        assert [var for _, var in averaged] == v
+        assert averaged[1][0] is None  # no tower has a gradient: skipped
+        with tf.compat.v1.Session() as sess:
+            g0, g2 = sess.run([averaged[0][0], averaged[2][0]])
+    np.testing.assert_allclose(g0, [2.0, 4.0])
+    # The second tower's loss does not depend on v2: its gradient is zero.
+    np.testing.assert_allclose(g2, 1.5)
+
+
+def test_more_towers_than_gpus_is_an_error(monkeypatch):
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind: ["g0", "g1"])
+    with flagsaver.flagsaver(num_gpus=4):
+        with pytest.raises(cifar10_train.TrainingError) as e:
+            cifar10_multi_gpu_train._tower_devices()
+    assert "--num_gpus=4" in str(e.value) and "2 GPU(s)" in str(e.value)
+
+
+def multi_gpu_train(dataset, train_dir, *flags):
+    return run_binary(
+        "cifar10_multi_gpu_train.py",
+        "--data_dir=%s" % dataset["root"],
+        "--train_dir=%s" % train_dir,
+        *FAST_FLAGS,
+        *flags,
+    )
+
+
+@pytest.mark.slow
+def test_two_towers_on_cpu_learn_and_eval_scores_them(dataset, tmp_path):
+    train_dir = tmp_path / "train"
+    result = multi_gpu_train(
+        dataset, train_dir, "--num_gpus=2", "--max_steps=80", "--log_frequency=10"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Running 2 tower(s) on /cpu:0, /cpu:1 (no GPU found)." in result.stdout
+    matches = [m for m in map(LOG_LINE.match, result.stdout.splitlines()) if m]
+    assert [int(m[1]) for m in matches] == list(range(10, 81, 10))
+    for m in matches:
+        # Two batches of 32 a step; sec/batch is the step time per tower.
+        assert float(m[3]) == pytest.approx(64 / (2 * float(m[4])), rel=0.05)
+    losses = [float(m[2]) for m in matches]
+    assert losses[-1] < losses[0] - 0.5, losses
+    assert checkpoint_step(train_dir) == 80
+
+    scored = run_binary(
+        "cifar10_eval.py",
+        "--data_dir=%s" % dataset["root"],
+        "--checkpoint_dir=%s" % train_dir,
+        "--eval_dir=%s" % (tmp_path / "eval"),
+        "--run_once",
+        "--num_examples=300",
+        "--batch_size=32",
+    )
+    assert scored.returncode == 0, scored.stderr
+    (match,) = PRECISION.findall(scored.stdout)
+    assert match[1] == "80" and float(match[0]) > 0.3
+
+    # The same variables, moving averages included, as the single-device
+    # binary's checkpoints.
+    single = tmp_path / "single"
+    assert (
+        run_binary(
+            "cifar10_train.py",
+            "--data_dir=%s" % dataset["root"],
+            "--train_dir=%s" % single,
+            "--max_steps=1",
+            *FAST_FLAGS,
+        ).returncode
+        == 0
+    )
+    towers = dict(tf.train.list_variables(tf.train.latest_checkpoint(str(train_dir))))
+    one = dict(tf.train.list_variables(tf.train.latest_checkpoint(str(single))))
+    assert towers == one
+
+
+@pytest.mark.slow
+def test_one_tower_sigint_then_two_towers_resume(dataset, tmp_path):
+    train_dir = tmp_path / "train"
+    code, out, err = run_until_step_then_signal(
+        dataset,
+        train_dir,
+        signal.SIGINT,
+        at_step=5,
+        script="cifar10_multi_gpu_train.py",
+    )
+    assert code == 0, err
+    assert "Running 1 tower(s) on /cpu:0" in out
+    step = int(re.search(r"Stopped by SIGINT at step (\d+)", out).group(1))
+    assert checkpoint_step(train_dir) == step
+
+    resumed = multi_gpu_train(
+        dataset, train_dir, "--num_gpus=2", "--max_steps=%d" % (step + 5)
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "at step %d." % step in resumed.stdout
+    assert checkpoint_step(train_dir) == step + 5
+
+
+@pytest.mark.slow
+def test_zero_gpus_is_a_clear_error(dataset, tmp_path):
+    result = multi_gpu_train(dataset, tmp_path / "train", "--num_gpus=0")
+    assert result.returncode == 1
+    assert "--num_gpus" in result.stderr and "Traceback" not in result.stderr
