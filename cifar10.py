@@ -70,6 +70,15 @@ tf.compat.v1.flags.DEFINE_integer(
     lower_bound=1,
 )
 
+tf.compat.v1.flags.DEFINE_integer(
+    "num_preprocess_threads",
+    None,
+    "Threads that read and distort training images (default: one per core, "
+    "at most %d). The original tutorial used 16 whatever the machine."
+    % cifar10_input.NUM_PREPROCESS_THREADS,
+    lower_bound=1,
+)
+
 # Data set constants, from the reader.
 IMAGE_SIZE = cifar10_input.IMAGE_SIZE
 NUM_CLASSES = cifar10_input.NUM_CLASSES
@@ -166,6 +175,7 @@ def distorted_inputs():
         data_dir=os.path.join(FLAGS.data_dir, DATA_FOLDER),
         batch_size=FLAGS.batch_size,
         min_queue_examples=FLAGS.min_queue_examples,
+        num_threads=FLAGS.num_preprocess_threads,
     )
     return tf.cast(images, _float_type()), labels
 

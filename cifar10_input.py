@@ -4,9 +4,10 @@ The binary version of CIFAR-10 is a handful of files of fixed-length records:
 one label byte (0-9) followed by 3072 pixel bytes, the red, green and blue
 planes of a 32x32 image, each stored row by row.
 
-Training batches come from a shuffling queue fed by many preprocessing
-threads that crop, flip and recolour each image differently; evaluation
-batches are read once, in file order, so every image is counted once.
+Training batches come from a shuffling queue fed by preprocessing threads
+that read records in chunks and crop, flip and recolour every image
+differently; evaluation batches are read once, in file order, so every
+image is counted once.
 """
 
 import os
@@ -36,6 +37,9 @@ TEST_FILES = ["test_batch.bin"]
 # shuffling queue, so consecutive batches mix images from all over the data.
 MIN_FRACTION_OF_EXAMPLES_IN_QUEUE = 0.4
 
+# Records read, distorted and queued by one run of a preprocessing thread.
+RECORDS_PER_READ = 128
+# The most preprocessing threads to start (by default one per core).
 NUM_PREPROCESS_THREADS = 16
 
 
@@ -54,11 +58,25 @@ class CIFAR10Record:
     uint8image = None  # uint8 Tensor [height, width, depth]
 
 
+def _decode(values):
+    """Splits raw records into labels and images.
+
+    Args:
+      values: 1-D string Tensor of RECORD_BYTES-long records.
+
+    Returns:
+      labels: int32 [n], the last label byte of each record.
+      images: uint8 [n, HEIGHT, WIDTH, DEPTH].
+    """
+    records = tf.reshape(tf.io.decode_raw(values, tf.uint8), [-1, RECORD_BYTES])
+    labels = tf.cast(records[:, LABEL_BYTES - 1], tf.int32)
+    # Stored as [depth, height, width] planes; the network wants [h, w, depth].
+    planes = tf.reshape(records[:, LABEL_BYTES:], [-1, DEPTH, HEIGHT, WIDTH])
+    return labels, tf.transpose(planes, [0, 2, 3, 1])
+
+
 def read_cifar10(filename_queue):
     """Reads the next record from the files named by filename_queue.
-
-    Each call adds one reader to the graph; to read in parallel, call it once
-    per thread.
 
     Args:
       filename_queue: a queue of file names, e.g. from
@@ -70,13 +88,60 @@ def read_cifar10(filename_queue):
     result = CIFAR10Record()
     reader = tf.compat.v1.FixedLengthRecordReader(record_bytes=RECORD_BYTES)
     result.key, value = reader.read(filename_queue)
-    record = tf.io.decode_raw(value, tf.uint8)
-
-    result.label = tf.cast(tf.reshape(record[:LABEL_BYTES], []), tf.int32)
-    # Stored as [depth, height, width] planes; the network wants [h, w, depth].
-    planes = tf.reshape(record[LABEL_BYTES:RECORD_BYTES], [DEPTH, HEIGHT, WIDTH])
-    result.uint8image = tf.transpose(planes, [1, 2, 0])
+    labels, images = _decode(tf.expand_dims(value, 0))
+    result.label = labels[0]
+    result.uint8image = images[0]
     return result
+
+
+def _read_records(filename_queue, num_records):
+    """Reads up to num_records records at once (fewer at the end of a file).
+
+    One graph run over many records costs far less per image than a run
+    per record, which matters when the input shares the CPU with training.
+
+    Returns:
+      labels: int32 [n].
+      images: float32 [n, HEIGHT, WIDTH, DEPTH].
+    """
+    reader = tf.compat.v1.FixedLengthRecordReader(record_bytes=RECORD_BYTES)
+    _, values = reader.read_up_to(filename_queue, num_records)
+    labels, images = _decode(values)
+    return labels, tf.cast(images, tf.float32)
+
+
+def _distort(images):
+    """The training distortions, drawn independently for every image.
+
+    Each image gets what tf.image's random_crop (to IMAGE_SIZE),
+    random_flip_left_right, random_brightness(max_delta=63) and
+    random_contrast(0.2, 1.8) would give it one image at a time, computed as
+    a few ops over the whole batch.
+
+    Args:
+      images: float32 [n, HEIGHT, WIDTH, DEPTH].
+
+    Returns:
+      float32 [n, IMAGE_SIZE, IMAGE_SIZE, DEPTH].
+    """
+    n = tf.shape(images)[0]
+    # A random IMAGE_SIZE window of each image, its columns read backwards
+    # for the half of the images that are mirrored.
+    top = tf.random.uniform([n, 1], 0, HEIGHT - IMAGE_SIZE + 1, tf.int32)
+    left = tf.random.uniform([n, 1], 0, WIDTH - IMAGE_SIZE + 1, tf.int32)
+    mirror = tf.random.uniform([n, 1]) < 0.5
+    steps = tf.range(IMAGE_SIZE)[None, :]
+    rows = top + steps
+    cols = left + tf.where(mirror, IMAGE_SIZE - 1 - steps, steps)
+    images = tf.gather(images, rows, axis=1, batch_dims=1)
+    images = tf.gather(images, cols, axis=2, batch_dims=1)
+
+    # Brightness: one offset for all of an image's pixels.
+    images += tf.random.uniform([n, 1, 1, 1], -63.0, 63.0)
+    # Contrast: scale each channel's deviations from its mean.
+    factor = tf.random.uniform([n, 1, 1, 1], 0.2, 1.8)
+    mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+    return (images - mean) * factor + mean
 
 
 def check_data_files(data_dir, filenames):
@@ -117,13 +182,15 @@ def check_data_files(data_dir, filenames):
     return paths
 
 
-def distorted_inputs(data_dir, batch_size, min_queue_examples=None):
+def distorted_inputs(data_dir, batch_size, min_queue_examples=None, num_threads=None):
     """Shuffled training batches, every image randomly distorted.
 
     Args:
       data_dir: folder with the data_batch_N.bin files.
       batch_size: images per batch.
       min_queue_examples: shuffling depth; defaults to 40% of an epoch.
+      num_threads: preprocessing threads; defaults to one per core, at most
+        NUM_PREPROCESS_THREADS.
 
     Returns:
       images: float32 Tensor [batch_size, IMAGE_SIZE, IMAGE_SIZE, 3].
@@ -137,37 +204,31 @@ def distorted_inputs(data_dir, batch_size, min_queue_examples=None):
         min_queue_examples = int(
             NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN * MIN_FRACTION_OF_EXAMPLES_IN_QUEUE
         )
+    if num_threads is None:
+        num_threads = min(os.cpu_count() or 1, NUM_PREPROCESS_THREADS)
 
     with tf.name_scope("data_augmentation"):
         filename_queue = tf.compat.v1.train.string_input_producer(filenames)
-        read_input = read_cifar10(filename_queue)
-        image = tf.cast(read_input.uint8image, tf.float32)
-
+        labels, images = _read_records(filename_queue, RECORDS_PER_READ)
         # Each image a little different each epoch: a random crop, a mirror
-        # image half of the time, and random brightness and contrast. The
-        # order of the last two matters little; this is the tutorial's.
-        image = tf.image.random_crop(image, [IMAGE_SIZE, IMAGE_SIZE, DEPTH])
-        image = tf.image.random_flip_left_right(image)
-        image = tf.image.random_brightness(image, max_delta=63)
-        image = tf.image.random_contrast(image, lower=0.2, upper=1.8)
-        image = tf.image.per_image_standardization(image)
-
-        image.set_shape([IMAGE_SIZE, IMAGE_SIZE, DEPTH])
-        read_input.label.set_shape([])
+        # image half of the time, and random brightness and contrast.
+        images = tf.image.per_image_standardization(_distort(images))
+        images.set_shape([None, IMAGE_SIZE, IMAGE_SIZE, DEPTH])
 
         print(
             "Filling queue with %d CIFAR images before starting to train. "
             "This will take a few minutes." % min_queue_examples
         )
         images, labels = tf.compat.v1.train.shuffle_batch(
-            [image, read_input.label],
+            [images, labels],
             batch_size=batch_size,
-            num_threads=NUM_PREPROCESS_THREADS,
+            num_threads=num_threads,
             capacity=min_queue_examples + 3 * batch_size,
             min_after_dequeue=min_queue_examples,
+            enqueue_many=True,
         )
         tf.compat.v1.summary.image("images", images)
-        return images, tf.reshape(labels, [batch_size])
+        return images, labels
 
 
 def inputs(eval_data, data_dir, batch_size):
@@ -196,16 +257,8 @@ def inputs(eval_data, data_dir, batch_size):
         filename_queue = tf.compat.v1.train.string_input_producer(
             filenames, num_epochs=1, shuffle=False
         )
-        # A whole batch of records a read, then one preprocessing graph over
-        # the batch: in order, and far less per-image overhead than a reader
-        # per record. A single thread keeps the file order.
-        reader = tf.compat.v1.FixedLengthRecordReader(record_bytes=RECORD_BYTES)
-        _, values = reader.read_up_to(filename_queue, batch_size)
-        records = tf.reshape(tf.io.decode_raw(values, tf.uint8), [-1, RECORD_BYTES])
-        labels = tf.cast(records[:, 0], tf.int32)
-        planes = tf.reshape(records[:, LABEL_BYTES:], [-1, DEPTH, HEIGHT, WIDTH])
-        images = tf.cast(tf.transpose(planes, [0, 2, 3, 1]), tf.float32)
-
+        # In file order: a single reader, run by a single thread.
+        labels, images = _read_records(filename_queue, batch_size)
         images = tf.image.resize_with_crop_or_pad(images, IMAGE_SIZE, IMAGE_SIZE)
         images = tf.image.per_image_standardization(images)
         images.set_shape([None, IMAGE_SIZE, IMAGE_SIZE, DEPTH])

@@ -158,3 +158,29 @@ def test_truncated_data_file_is_a_clear_error(dataset, tmp_path):
         cifar10_input.distorted_inputs(str(folder), 16)
     assert str(truncated) in str(e.value)
     assert "truncated" in str(e.value)
+
+
+def test_brightness_and_contrast_are_drawn_per_image_in_range():
+    """Before standardization (which removes it) the brightness offset shows
+    as the change of an image's mean; the contrast factor as the change of
+    a channel's spread."""
+    rng = np.random.default_rng(3)
+    images = rng.uniform(0, 255, size=(400, 32, 32, 3)).astype(np.float32)
+    flat = np.full((400, 32, 32, 3), 100.0, np.float32)
+    flat[:, :, :, 0] = 50.0  # the means of every crop are known
+    flat[:, ::2, :, 1] = 160.0  # and so is the spread of the green channel
+    flat[:, 1::2, :, 1] = 40.0
+    with tf.Graph().as_default():
+        out = tf.compat.v1.Session().run(
+            cifar10_input._distort(tf.constant(np.concatenate([images, flat])))
+        )
+    assert out.shape == (800, 24, 24, 3)
+    out = out[400:]
+    brightness = out.mean(axis=(1, 2, 3)) - (50 + 100 + 100) / 3
+    contrast = out[:, :, :, 1].std(axis=(1, 2)) / 60.0
+    assert brightness.min() >= -63 - 1e-3 and brightness.max() < 63 + 1e-3
+    assert brightness.min() < -50 and brightness.max() > 50
+    assert contrast.min() >= 0.2 - 1e-4 and contrast.max() < 1.8 + 1e-4
+    assert contrast.min() < 0.3 and contrast.max() > 1.7
+    # Independent draws: brightness and contrast are uncorrelated.
+    assert abs(np.corrcoef(brightness, contrast)[0, 1]) < 0.2

@@ -1,0 +1,247 @@
+"""Training and evaluation speed, each against its compute-only ceiling.
+
+    python benchmarks/benchmark.py                 # about 6 minutes
+    python benchmarks/benchmark.py --quick         # a rough look, about 3
+
+It writes its own data set in the official layout (so it runs offline) and
+measures, in this one run:
+
+  (a) ceiling: the training graph (model, SGD, moving averages) fed from a
+      batch held in memory;
+  (b) cifar10_train.py end to end, from its own log lines, after the queue
+      has filled;
+  (c) the input pipeline alone: distorted_inputs() batches with no model;
+  (d) eval: the forward pass from memory vs cifar10_eval.py --run_once;
+  (e) the time the training queue takes to fill;
+  (f) the peak resident memory of the training process;
+  (g) cifar10_multi_gpu_train.py with 1 and 2 towers.
+
+Each rate is the median of several windows after a warm-up. The machine is
+shared and noisy, so the figures that matter are the ratios of two rates
+measured minutes apart in the same run: (b)/(a) and eval/forward.
+A table goes to stdout, everything to --json.
+"""
+
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+import cifar10  # noqa: E402
+import fake_cifar  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_boolean("quick", False, "Fewer and shorter windows.")
+flags.DEFINE_string(
+    "json",
+    os.path.join(ROOT, "benchmarks", "results", "benchmark.json"),
+    "Where to write the figures.",
+)
+flags.DEFINE_string(
+    "work_dir", None, "Folder for the data and runs (default: a temporary one)."
+)
+
+LOG_RATE = re.compile(r": step (\d+), loss = \S+ \(([\d.]+) examples/sec")
+QUEUE_FILLED = re.compile(r"first step took ([\d.]+) s")
+EVAL_RATE = re.compile(
+    r"precision @ 1 = \S+ \(step \d+, (\d+) images, ([\d.]+) images/sec"
+)
+
+
+def median_rate(run_once, examples_per_run, windows, runs_per_window, warmup):
+    """Median examples/sec of run_once over windows, after warm-up runs."""
+    for _ in range(warmup):
+        run_once()
+    rates = []
+    for _ in range(windows):
+        start = time.perf_counter()
+        for _ in range(runs_per_window):
+            run_once()
+        rates.append(examples_per_run * runs_per_window / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def training_ceiling(windows, steps):
+    """(a): the training step on one constant batch, no input pipeline."""
+    rng = np.random.default_rng(0)
+    batch = FLAGS.batch_size
+    with tf.Graph().as_default():
+        global_step = tf.compat.v1.train.get_or_create_global_step()
+        images = tf.constant(rng.normal(size=(batch, 24, 24, 3)), tf.float32)
+        labels = tf.constant(rng.integers(0, 10, batch), tf.int32)
+        loss = cifar10.loss(cifar10.inference(images), labels)
+        train_op = cifar10.train(loss, global_step)
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            return median_rate(
+                lambda: sess.run(train_op), batch, windows, steps, warmup=5
+            )
+
+
+def forward_ceiling(windows, steps):
+    """The eval graph's forward pass and in_top_k on one constant batch."""
+    rng = np.random.default_rng(0)
+    batch = FLAGS.batch_size
+    with tf.Graph().as_default():
+        images = tf.constant(rng.normal(size=(batch, 24, 24, 3)), tf.float32)
+        labels = tf.constant(rng.integers(0, 10, batch), tf.int32)
+        top_k = tf.nn.in_top_k(
+            targets=labels, predictions=cifar10.inference(images), k=1
+        )
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            return median_rate(lambda: sess.run(top_k), batch, windows, steps, warmup=5)
+
+
+def input_pipeline(windows, steps):
+    """(c): distorted_inputs() alone, after its queue has filled."""
+    with tf.Graph().as_default():
+        images, labels = cifar10.distorted_inputs()
+        with tf.compat.v1.Session() as sess:
+            coord = tf.train.Coordinator()
+            threads = tf.compat.v1.train.start_queue_runners(sess=sess, coord=coord)
+            try:
+                return median_rate(
+                    lambda: sess.run([images, labels]),
+                    FLAGS.batch_size,
+                    windows,
+                    steps,
+                    warmup=2,
+                )
+            finally:
+                coord.request_stop()
+                coord.join(threads, stop_grace_period_secs=10)
+
+
+def run_binary(script, *args):
+    """Runs a binary; returns (stdout, peak RSS in MB of that process)."""
+    cmd = (
+        ["/usr/bin/time", "-f", "MAXRSS %M"] if os.path.exists("/usr/bin/time") else []
+    )
+    result = subprocess.run(
+        [*cmd, sys.executable, os.path.join(ROOT, script), *args],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode:
+        sys.exit("%s failed:\n%s" % (script, result.stderr[-3000:]))
+    rss = re.search(r"MAXRSS (\d+)", result.stderr)
+    return result.stdout, int(rss.group(1)) / 1024 if rss else None
+
+
+def end_to_end(script, work_dir, name, steps, skip, *flags_):
+    """(b), (e), (f): a training binary's own log lines."""
+    out, rss = run_binary(
+        script,
+        "--data_dir=%s" % os.path.join(work_dir, "data"),
+        "--train_dir=%s" % os.path.join(work_dir, name),
+        "--max_steps=%d" % steps,
+        "--log_frequency=20",
+        "--batch_size=%d" % FLAGS.batch_size,
+        *flags_,
+    )
+    rates = [float(m.group(2)) for m in LOG_RATE.finditer(out)][skip:]
+    fill = float(QUEUE_FILLED.search(out).group(1))
+    return statistics.median(rates), fill, rss
+
+
+def evaluation(work_dir, train_dir):
+    out, _ = run_binary(
+        "cifar10_eval.py",
+        "--data_dir=%s" % os.path.join(work_dir, "data"),
+        "--checkpoint_dir=%s" % train_dir,
+        "--eval_dir=%s" % os.path.join(work_dir, "eval"),
+        "--run_once",
+        "--batch_size=%d" % FLAGS.batch_size,
+    )
+    m = EVAL_RATE.search(out)
+    assert int(m.group(1)) == 10000
+    return float(m.group(2))
+
+
+def main(argv):
+    del argv
+    tf.compat.v1.disable_eager_execution()
+    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
+    quick = FLAGS.quick
+    windows, steps = (3, 10) if quick else (5, 20)
+    train_steps = 200 if quick else 400
+
+    work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="cifar10_bench_")
+    print("Writing a full-size fake data set to %s ..." % work_dir, flush=True)
+    fake_cifar.write_dataset(
+        os.path.join(work_dir, "data"), records_per_file=10000, test_records=10000
+    )
+    FLAGS.data_dir = os.path.join(work_dir, "data")
+
+    results = {"machine": {"cores": os.cpu_count(), "platform": platform.platform(),
+                           "tensorflow": tf.__version__},
+               "batch_size": FLAGS.batch_size}  # fmt: skip
+    print("(a) training ceiling ...", flush=True)
+    results["train_ceiling"] = training_ceiling(windows, steps)
+    print("(b) cifar10_train.py ...", flush=True)
+    rate, fill, rss = end_to_end(
+        "cifar10_train.py", work_dir, "train", train_steps, skip=2
+    )
+    results.update(train_end_to_end=rate, queue_fill_secs=fill, train_peak_rss_mb=rss)
+    print("(c) input pipeline alone ...", flush=True)
+    results["input_pipeline"] = input_pipeline(windows, steps)
+    print("(d) eval ...", flush=True)
+    results["forward_ceiling"] = forward_ceiling(windows, steps)
+    results["eval_end_to_end"] = evaluation(work_dir, os.path.join(work_dir, "train"))
+    print("(g) multi-GPU binary, 1 and 2 towers on CPU ...", flush=True)
+    for towers in (1, 2):
+        rate, _, _ = end_to_end(
+            "cifar10_multi_gpu_train.py", work_dir, "towers%d" % towers,
+            train_steps // towers, 2, "--num_gpus=%d" % towers,
+        )  # fmt: skip
+        results["multi_gpu_%d" % towers] = rate
+    results["train_ratio"] = results["train_end_to_end"] / results["train_ceiling"]
+    results["eval_ratio"] = results["eval_end_to_end"] / results["forward_ceiling"]
+    results["children_peak_rss_mb"] = (
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    )
+
+    rows = [
+        ("(a) training ceiling, batch in memory", "train_ceiling", "%.0f examples/sec"),
+        ("(b) cifar10_train.py end to end", "train_end_to_end", "%.0f examples/sec"),
+        ("    (b)/(a)", "train_ratio", "%.3f"),
+        ("(c) distorted_inputs alone", "input_pipeline", "%.0f images/sec"),
+        ("(d) forward ceiling, batch in memory", "forward_ceiling", "%.0f images/sec"),
+        ("(d) cifar10_eval.py, 10,000 images", "eval_end_to_end", "%.0f images/sec"),
+        ("    eval/forward", "eval_ratio", "%.3f"),
+        ("(e) queue filling (20,000 images)", "queue_fill_secs", "%.1f s"),
+        ("(f) peak RSS, cifar10_train.py", "train_peak_rss_mb", "%.0f MB"),
+        ("(g) multi-GPU binary, 1 tower", "multi_gpu_1", "%.0f examples/sec"),
+        ("(g) multi-GPU binary, 2 towers", "multi_gpu_2", "%.0f examples/sec"),
+    ]
+    print()
+    print("| figure | value |")
+    print("|---|---|")
+    for name, key, fmt in rows:
+        value = results[key]
+        print("| %s | %s |" % (name, "n/a" if value is None else fmt % value))
+
+    os.makedirs(os.path.dirname(FLAGS.json), exist_ok=True)
+    with open(FLAGS.json, "w") as f:
+        json.dump(results, f, indent=2)
+    print("\nWrote %s" % FLAGS.json)
+
+
+if __name__ == "__main__":
+    app.run(main)
