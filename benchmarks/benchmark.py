@@ -37,6 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as the binaries do
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -145,11 +146,16 @@ def run_binary(script, *args):
 
 
 def end_to_end(script, work_dir, name, steps, skip, *flags_):
-    """(b), (e), (f): a training binary's own log lines."""
+    """(b), (e), (f): a training binary's own log lines, from a new train_dir.
+
+    Returns:
+      (median examples/sec, queue-filling seconds, peak RSS MB, train_dir).
+    """
+    train_dir = tempfile.mkdtemp(prefix=name + "-", dir=work_dir)
     out, rss = run_binary(
         script,
         "--data_dir=%s" % os.path.join(work_dir, "data"),
-        "--train_dir=%s" % os.path.join(work_dir, name),
+        "--train_dir=%s" % train_dir,
         "--max_steps=%d" % steps,
         "--log_frequency=20",
         "--batch_size=%d" % FLAGS.batch_size,
@@ -157,7 +163,7 @@ def end_to_end(script, work_dir, name, steps, skip, *flags_):
     )
     rates = [float(m.group(2)) for m in LOG_RATE.finditer(out)][skip:]
     fill = float(QUEUE_FILLED.search(out).group(1))
-    return statistics.median(rates), fill, rss
+    return statistics.median(rates), fill, rss, train_dir
 
 
 def evaluation(work_dir, train_dir):
@@ -165,7 +171,7 @@ def evaluation(work_dir, train_dir):
         "cifar10_eval.py",
         "--data_dir=%s" % os.path.join(work_dir, "data"),
         "--checkpoint_dir=%s" % train_dir,
-        "--eval_dir=%s" % os.path.join(work_dir, "eval"),
+        "--eval_dir=%s" % tempfile.mkdtemp(prefix="eval-", dir=work_dir),
         "--run_once",
         "--batch_size=%d" % FLAGS.batch_size,
     )
@@ -195,7 +201,7 @@ def main(argv):
     print("(a) training ceiling ...", flush=True)
     results["train_ceiling"] = training_ceiling(windows, steps)
     print("(b) cifar10_train.py ...", flush=True)
-    rate, fill, rss = end_to_end(
+    rate, fill, rss, train_dir = end_to_end(
         "cifar10_train.py", work_dir, "train", train_steps, skip=2
     )
     results.update(train_end_to_end=rate, queue_fill_secs=fill, train_peak_rss_mb=rss)
@@ -203,10 +209,10 @@ def main(argv):
     results["input_pipeline"] = input_pipeline(windows, steps)
     print("(d) eval ...", flush=True)
     results["forward_ceiling"] = forward_ceiling(windows, steps)
-    results["eval_end_to_end"] = evaluation(work_dir, os.path.join(work_dir, "train"))
+    results["eval_end_to_end"] = evaluation(work_dir, train_dir)
     print("(g) multi-GPU binary, 1 and 2 towers on CPU ...", flush=True)
     for towers in (1, 2):
-        rate, _, _ = end_to_end(
+        rate, _, _, _ = end_to_end(
             "cifar10_multi_gpu_train.py", work_dir, "towers%d" % towers,
             train_steps // towers, 2, "--num_gpus=%d" % towers,
         )  # fmt: skip
