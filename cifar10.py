@@ -217,7 +217,7 @@ def inference(images):
     # of cifar10_multi_gpu_train.py can reuse these variables.
     with tf.compat.v1.variable_scope("conv1") as scope:
         kernel = _variable_with_weight_decay(
-            "weights", shape=[5, 5, 3, 64], stddev=5e-2, wd=None
+            "weights", shape=[5, 5, cifar10_input.DEPTH, 64], stddev=5e-2, wd=None
         )
         conv = tf.nn.conv2d(images, kernel, [1, 1, 1, 1], padding="SAME")
         biases = _variable_on_cpu("biases", [64], tf.constant_initializer(0.0))

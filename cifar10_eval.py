@@ -113,11 +113,15 @@ def eval_once(averages, savers, summary_writer, top_k_op, summary_op, checkpoint
         threads = tf.compat.v1.train.start_queue_runners(sess=sess, coord=coord)
         num_examples = FLAGS.num_examples
         true_count = counted = 0
-        start = last_report = time.time()
+        begin = time.time()
         try:
             # The summaries ride along with the first batch: a run of their
             # own would take a batch away from the count.
             correct, summary_str = sess.run([top_k_op, summary_op])
+            # The rate leaves out the first batch, which also pays for
+            # start-up: threads, kernel set-up and the summaries.
+            first_batch = min(len(correct), num_examples)
+            start = last_report = time.time()
             while True:
                 correct = correct[: num_examples - counted]
                 true_count += int(np.sum(correct))
@@ -138,15 +142,13 @@ def eval_once(averages, savers, summary_writer, top_k_op, summary_op, checkpoint
             coord.join(threads, stop_grace_period_secs=10)
 
     precision = true_count / counted
+    if counted > first_batch:
+        rate = (counted - first_batch) / (time.time() - start)
+    else:
+        rate = counted / (time.time() - begin)
     print(
         "%s: precision @ 1 = %.3f (step %d, %d images, %.1f images/sec)"
-        % (
-            datetime.datetime.now(),
-            precision,
-            global_step,
-            counted,
-            counted / (time.time() - start),
-        ),
+        % (datetime.datetime.now(), precision, global_step, counted, rate),
         flush=True,
     )
     summary = tf.compat.v1.Summary()

@@ -102,12 +102,11 @@ def _read_records(filename_queue, num_records):
 
     Returns:
       labels: int32 [n].
-      images: float32 [n, HEIGHT, WIDTH, DEPTH].
+      images: uint8 [n, HEIGHT, WIDTH, DEPTH].
     """
     reader = tf.compat.v1.FixedLengthRecordReader(record_bytes=RECORD_BYTES)
     _, values = reader.read_up_to(filename_queue, num_records)
-    labels, images = _decode(values)
-    return labels, tf.cast(images, tf.float32)
+    return _decode(values)
 
 
 def _distort(images):
@@ -119,7 +118,7 @@ def _distort(images):
     a few ops over the whole batch.
 
     Args:
-      images: float32 [n, HEIGHT, WIDTH, DEPTH].
+      images: uint8 [n, HEIGHT, WIDTH, DEPTH].
 
     Returns:
       float32 [n, IMAGE_SIZE, IMAGE_SIZE, DEPTH].
@@ -135,6 +134,7 @@ def _distort(images):
     cols = left + tf.where(mirror, IMAGE_SIZE - 1 - steps, steps)
     images = tf.gather(images, rows, axis=1, batch_dims=1)
     images = tf.gather(images, cols, axis=2, batch_dims=1)
+    images = tf.cast(images, tf.float32)  # after the crop: fewer pixels
 
     # Brightness: one offset for all of an image's pixels.
     images += tf.random.uniform([n, 1, 1, 1], -63.0, 63.0)
@@ -260,7 +260,7 @@ def inputs(eval_data, data_dir, batch_size):
         # In file order: a single reader, run by a single thread.
         labels, images = _read_records(filename_queue, batch_size)
         images = tf.image.resize_with_crop_or_pad(images, IMAGE_SIZE, IMAGE_SIZE)
-        images = tf.image.per_image_standardization(images)
+        images = tf.image.per_image_standardization(tf.cast(images, tf.float32))
         images.set_shape([None, IMAGE_SIZE, IMAGE_SIZE, DEPTH])
 
         images, labels = tf.compat.v1.train.batch(

@@ -65,7 +65,15 @@ def write_records(path, labels, images):
         f.write(encode_records(labels, images))
 
 
-def write_dataset(root, records_per_file=100, test_records=100, learnable=True, seed=0):
+def write_dataset(
+    root,
+    records_per_file=100,
+    test_records=100,
+    learnable=True,
+    seed=0,
+    size=32,
+    num_classes=10,
+):
     """Writes the data set's folder under root.
 
     Args:
@@ -74,18 +82,20 @@ def write_dataset(root, records_per_file=100, test_records=100, learnable=True, 
       test_records: records in test_batch.bin.
       learnable: class hues (True) or pure noise (False).
       seed: random seed; the same seed gives the same files.
+      size, num_classes: another image size and class count, for data sets
+        other than CIFAR-10.
 
     Returns:
       A dict: 'dir' (the cifar-10-batches-bin path), 'train' and 'test', each a
-      (labels [n] uint8, images [n, 32, 32, 3] uint8) pair in file order.
+      (labels [n] uint8, images [n, size, size, 3] uint8) pair in file order.
     """
     rng = np.random.default_rng(seed)
     folder = os.path.join(root, FOLDER)
     os.makedirs(folder, exist_ok=True)
 
     def write(name, n):
-        labels = rng.integers(0, 10, size=n).astype(np.uint8)
-        images = make_images(labels, rng, learnable)
+        labels = rng.integers(0, num_classes, size=n).astype(np.uint8)
+        images = make_images(labels, rng, learnable, size, num_classes)
         write_records(os.path.join(folder, name), labels, images)
         return labels, images
 

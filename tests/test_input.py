@@ -165,11 +165,11 @@ def test_brightness_and_contrast_are_drawn_per_image_in_range():
     as the change of an image's mean; the contrast factor as the change of
     a channel's spread."""
     rng = np.random.default_rng(3)
-    images = rng.uniform(0, 255, size=(400, 32, 32, 3)).astype(np.float32)
-    flat = np.full((400, 32, 32, 3), 100.0, np.float32)
-    flat[:, :, :, 0] = 50.0  # the means of every crop are known
-    flat[:, ::2, :, 1] = 160.0  # and so is the spread of the green channel
-    flat[:, 1::2, :, 1] = 40.0
+    images = rng.integers(0, 256, size=(400, 32, 32, 3), dtype=np.uint8)
+    flat = np.full((400, 32, 32, 3), 100, np.uint8)
+    flat[:, :, :, 0] = 50  # the means of every crop are known
+    flat[:, ::2, :, 1] = 160  # and so is the spread of the green channel
+    flat[:, 1::2, :, 1] = 40
     with tf.Graph().as_default():
         out = tf.compat.v1.Session().run(
             cifar10_input._distort(tf.constant(np.concatenate([images, flat])))

@@ -1,0 +1,88 @@
+"""cifar10.py as a template: another data set by the README's changes only.
+
+The modules are copied to a new folder and only the constants that the
+README's "Use as a template" section names are changed: 16x16 images
+cropped to 12x12, 5 classes, 500 training and 100 test images. Then the
+copied binaries train and evaluate, unchanged otherwise.
+"""
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+import fake_cifar
+from conftest import PRECISION, ROOT
+
+MODULES = ["cifar10.py", "cifar10_input.py", "cifar10_train.py", "cifar10_eval.py"]
+CHANGES = {
+    "cifar10_input.py": {
+        "HEIGHT": "16",
+        "WIDTH": "16",
+        "IMAGE_SIZE": "12",
+        "NUM_CLASSES": "5",
+        "NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN": "500",
+        "NUM_EXAMPLES_PER_EPOCH_FOR_EVAL": "100",
+    },
+}
+
+
+def _set_constant(source, name, value):
+    """Source with the one line `NAME = ...` set to value."""
+    pattern = re.compile(r"^%s = .*$" % name, re.MULTILINE)
+    assert len(pattern.findall(source)) == 1, name
+    return pattern.sub("%s = %s" % (name, value), source)
+
+
+def _run(folder, script, *args):
+    return subprocess.run(
+        [sys.executable, os.path.join(folder, script), *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_another_image_size_and_class_count_trains_and_evaluates(tmp_path):
+    code = tmp_path / "code"
+    code.mkdir()
+    for name in MODULES:
+        source = pathlib.Path(ROOT, name).read_text()
+        for constant, value in CHANGES.get(name, {}).items():
+            source = _set_constant(source, constant, value)
+        (code / name).write_text(source)
+
+    data = tmp_path / "data"
+    fake_cifar.write_dataset(
+        str(data), records_per_file=100, test_records=100, size=16, num_classes=5
+    )
+    train_dir = tmp_path / "train"
+    common = ["--data_dir=%s" % data, "--batch_size=25"]
+    trained = _run(
+        code,
+        "cifar10_train.py",
+        *common,
+        "--train_dir=%s" % train_dir,
+        "--max_steps=120",
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert "Filling queue with 200 CIFAR images" in trained.stdout  # 40% of 500
+
+    scored = _run(
+        code,
+        "cifar10_eval.py",
+        *common,
+        "--checkpoint_dir=%s" % train_dir,
+        "--eval_dir=%s" % (tmp_path / "eval"),
+        "--run_once",
+        "--num_examples=100",
+    )
+    assert scored.returncode == 0, scored.stderr
+    (match,) = PRECISION.findall(scored.stdout)
+    assert match[1:] == ("120", "100")
+    assert float(match[0]) > 0.5  # chance is 0.2

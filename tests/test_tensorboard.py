@@ -1,0 +1,110 @@
+"""TensorBoard, pointed at a short training run and its evaluation, serves
+every curve, histogram, image and graph the README tells users to look at."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from conftest import FAST_FLAGS, run_binary
+
+SCALARS = [
+    "total_loss",
+    "total_loss (raw)",
+    "cross_entropy",
+    "cross_entropy (raw)",
+    "local3/weight_loss",
+    "local4/weight_loss (raw)",
+    "learning_rate",
+    "conv1/conv1/sparsity",
+    "softmax_linear/softmax_linear/sparsity",
+]
+HISTOGRAMS = [
+    "conv1/conv1/activations",
+    "local4/local4/activations",
+    "conv1/weights",
+    "softmax_linear/biases",
+    "conv2/weights/gradients",
+    "local3/weights/gradients",
+]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(base, path, **query):
+    url = base + path + ("?" + urllib.parse.urlencode(query) if query else "")
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)
+
+
+@pytest.mark.slow
+def test_tensorboard_serves_training_and_eval_summaries(dataset, tmp_path):
+    logdir = tmp_path / "logs"
+    data = "--data_dir=%s" % dataset["root"]
+    trained = run_binary(
+        "cifar10_train.py", data, "--train_dir=%s" % (logdir / "train"),
+        "--max_steps=30", "--save_summaries_steps=10", *FAST_FLAGS,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    scored = run_binary(
+        "cifar10_eval.py", data, "--checkpoint_dir=%s" % (logdir / "train"),
+        "--eval_dir=%s" % (logdir / "eval"), "--run_once", "--num_examples=300",
+        "--batch_size=32",
+    )  # fmt: skip
+    assert scored.returncode == 0, scored.stderr
+
+    port = _free_port()
+    base = "http://127.0.0.1:%d" % port
+    board = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
+         "--host", "127.0.0.1", "--port", str(port), "--load_fast", "false",
+         "--reload_interval", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 90
+        scalar_tags = {}
+        while time.time() < deadline:
+            assert board.poll() is None, board.stderr.read()
+            try:
+                scalar_tags = _get(base, "/data/plugin/scalars/tags")
+            except OSError:
+                scalar_tags = {}
+            if "Precision @ 1" in scalar_tags.get("eval", {}) and scalar_tags.get(
+                "train"
+            ):
+                break
+            time.sleep(1)
+        assert set(SCALARS) <= set(scalar_tags["train"]), sorted(scalar_tags["train"])
+
+        precision = _get(
+            base, "/data/plugin/scalars/scalars", run="eval", tag="Precision @ 1"
+        )
+        assert [step for _, step, _ in precision] == [30]
+        learning_rate = _get(
+            base, "/data/plugin/scalars/scalars", run="train", tag="learning_rate"
+        )
+        assert [step for _, step, _ in learning_rate] == [1, 11, 21]
+        assert all(value == pytest.approx(0.1) for _, _, value in learning_rate)
+
+        histograms = _get(base, "/data/plugin/histograms/tags")["train"]
+        assert set(HISTOGRAMS) <= set(histograms), sorted(histograms)
+        images = _get(base, "/data/plugin/images/tags")
+        assert any("images" in tag for tag in images["train"])
+        assert any("images" in tag for tag in images["eval"])
+        graphs = _get(base, "/data/plugin/graphs/info")
+        assert graphs["train"]["run_graph"] and graphs["eval"]["run_graph"]
+    finally:
+        board.terminate()
+        board.wait(timeout=30)
