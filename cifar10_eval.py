@@ -68,8 +68,12 @@ PROGRESS_SECS = 30
 
 
 def _checkpoint_step(checkpoint):
-    """The global step in a checkpoint's name, model.ckpt-<step>."""
-    return int(checkpoint.rsplit("-", 1)[-1])
+    """The global step of a checkpoint: from its name, model.ckpt-<step>, or
+    from its global_step variable for a checkpoint named otherwise."""
+    try:
+        return int(checkpoint.rsplit("-", 1)[-1])
+    except ValueError:
+        return int(tf.train.load_variable(checkpoint, "global_step"))
 
 
 def eval_once(averages, savers, summary_writer, top_k_op, summary_op, checkpoint):
@@ -88,9 +92,9 @@ def eval_once(averages, savers, summary_writer, top_k_op, summary_op, checkpoint
       The precision, or None when the checkpoint vanished while being read
       (training keeps only the newest few).
     """
-    global_step = _checkpoint_step(checkpoint)
     with tf.compat.v1.Session() as sess:
         try:
+            global_step = _checkpoint_step(checkpoint)
             stored = {name for name, _ in tf.train.list_variables(checkpoint)}
             saver = savers[0]
             if not averages <= stored:

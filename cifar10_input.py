@@ -217,7 +217,8 @@ def distorted_inputs(data_dir, batch_size, min_queue_examples=None, num_threads=
 
         print(
             "Filling queue with %d CIFAR images before starting to train. "
-            "This will take a few minutes." % min_queue_examples
+            "This will take a few minutes." % min_queue_examples,
+            flush=True,
         )
         images, labels = tf.compat.v1.train.shuffle_batch(
             [images, labels],

@@ -124,14 +124,20 @@ class _ProgressHook(tf.compat.v1.train.SessionRunHook):
         if not np.isfinite(loss_value):
             raise TrainingError(
                 "Model diverged with loss = %s at step %d. The checkpoints in "
-                "%s from before it are kept." % (loss_value, self.step, FLAGS.train_dir)
+                "%s from before it are kept."
+                % (
+                    "NaN" if np.isnan(loss_value) else loss_value,
+                    self.step,
+                    FLAGS.train_dir,
+                )
             )
         if self._last_step is None:
             # The first step waits for the shuffling queue to fill; leave it
             # out of the rates.
             print(
                 "Input queue filled; the first step took %.1f s."
-                % (now - self._last_time)
+                % (now - self._last_time),
+                flush=True,
             )
             self._last_time, self._last_step = now, self.step
         elif self.step % FLAGS.log_frequency == 0:

@@ -62,13 +62,13 @@ def test_another_image_size_and_class_count_trains_and_evaluates(tmp_path):
         str(data), records_per_file=100, test_records=100, size=16, num_classes=5
     )
     train_dir = tmp_path / "train"
-    common = ["--data_dir=%s" % data, "--batch_size=25"]
+    common = ["--data_dir=%s" % data, "--batch_size=50"]
     trained = _run(
         code,
         "cifar10_train.py",
         *common,
         "--train_dir=%s" % train_dir,
-        "--max_steps=120",
+        "--max_steps=100",
     )
     assert trained.returncode == 0, trained.stderr
     assert "Filling queue with 200 CIFAR images" in trained.stdout  # 40% of 500
@@ -84,5 +84,5 @@ def test_another_image_size_and_class_count_trains_and_evaluates(tmp_path):
     )
     assert scored.returncode == 0, scored.stderr
     (match,) = PRECISION.findall(scored.stdout)
-    assert match[1:] == ("120", "100")
+    assert match[1:] == ("100", "100")
     assert float(match[0]) > 0.5  # chance is 0.2

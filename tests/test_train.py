@@ -152,7 +152,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
             cifar10_train.run_main(cifar10_train.train)
     message = str(e.value.code)
     assert re.match(
-        r"Error: Model diverged with loss = (nan|inf) at step \d+\.", message
+        r"Error: Model diverged with loss = (NaN|inf) at step \d+\.", message
     )
     diverged_at = int(re.search(r"at step (\d+)", message).group(1))
     # Checkpoints made before the divergence stay; none holds a bad weight.
