@@ -425,28 +425,35 @@ def _download(url, path):
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as r:
             total = int(r.headers.get("Content-Length") or 0)
             done = 0
+            # On a terminal one line updated in place; in a log, a line for
+            # every tenth of the file.
+            in_place = sys.stdout.isatty()
+            shown = -1
             while True:
                 chunk = r.read(1 << 20)
                 if not chunk:
                     break
                 out.write(chunk)
                 done += len(chunk)
-                if total:
-                    sys.stdout.write(
-                        "\r>> Downloading %s %.1f%% (%.1f of %.1f MB)"
-                        % (
+                percent = min(100.0, 100.0 * done / total) if total else 0.0
+                if in_place or int(percent) // 10 > shown:
+                    shown = int(percent) // 10
+                    if total:
+                        line = ">> Downloading %s %.1f%% (%.1f of %.1f MB)" % (
                             filename,
-                            min(100.0, 100.0 * done / total),
+                            percent,
                             done / 1e6,
                             total / 1e6,
                         )
+                    else:
+                        line = ">> Downloading %s %.1f MB" % (filename, done / 1e6)
+                    print(
+                        "\r" + line if in_place else line,
+                        end="" if in_place else "\n",
+                        flush=True,
                     )
-                else:
-                    sys.stdout.write(
-                        "\r>> Downloading %s %.1f MB" % (filename, done / 1e6)
-                    )
-                sys.stdout.flush()
-        print()
+        if in_place:
+            print()
         if total and done < total:
             raise cifar10_input.DataError(
                 "The download from %s stopped after %d of %d bytes. Run again to "
