@@ -78,6 +78,29 @@ def run_binary(script, *args, timeout=300):
     )
 
 
+def train(dataset, train_dir, *flags, script="cifar10_train.py"):
+    """Runs a training binary on the fake data set with FAST_FLAGS."""
+    return run_binary(
+        script,
+        "--data_dir=%s" % dataset["root"],
+        "--train_dir=%s" % train_dir,
+        *FAST_FLAGS,
+        *flags,
+    )
+
+
+def evaluate(data_root, checkpoint_dir, eval_dir, *flags):
+    """Runs cifar10_eval.py with batches of 32."""
+    return run_binary(
+        "cifar10_eval.py",
+        "--data_dir=%s" % data_root,
+        "--checkpoint_dir=%s" % checkpoint_dir,
+        "--eval_dir=%s" % eval_dir,
+        "--batch_size=32",
+        *flags,
+    )
+
+
 def start_binary(script, *args, output=None):
     """Starts one of the binaries.
 

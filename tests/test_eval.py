@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import cifar10
 import fake_cifar
-from conftest import FAST_FLAGS, PRECISION, run_binary, start_binary
+from conftest import FAST_FLAGS, PRECISION, evaluate, start_binary, train
 
 
 @pytest.fixture(scope="module")
@@ -23,14 +23,7 @@ def trained(dataset, tmp_path_factory):
     rate, smaller batches learn this data less reliably in so few steps.)
     """
     train_dir = tmp_path_factory.mktemp("trained")
-    result = run_binary(
-        "cifar10_train.py",
-        "--data_dir=%s" % dataset["root"],
-        "--train_dir=%s" % train_dir,
-        "--max_steps=100",
-        *FAST_FLAGS,
-        "--batch_size=64",
-    )
+    result = train(dataset, train_dir, "--max_steps=100", "--batch_size=64")
     assert result.returncode == 0, result.stderr
     return str(train_dir)
 
@@ -44,18 +37,6 @@ def noise(tmp_path_factory):
                                     learnable=False, seed=1)  # fmt: skip
     data["root"] = root
     return data
-
-
-def evaluate(data_root, checkpoint_dir, eval_dir, *flags, **kwargs):
-    return run_binary(
-        "cifar10_eval.py",
-        "--data_dir=%s" % data_root,
-        "--checkpoint_dir=%s" % checkpoint_dir,
-        "--eval_dir=%s" % eval_dir,
-        "--batch_size=32",
-        *flags,
-        **kwargs,
-    )
 
 
 def independent_precision(checkpoint, labels, images):
@@ -224,14 +205,7 @@ def test_bad_flags_are_clear_errors(dataset, trained, tmp_path, flag, expected):
 @pytest.mark.slow
 def test_fp16_checkpoint_evaluates(dataset, tmp_path):
     train_dir = tmp_path / "train"
-    trained = run_binary(
-        "cifar10_train.py",
-        "--data_dir=%s" % dataset["root"],
-        "--train_dir=%s" % train_dir,
-        "--max_steps=10",
-        "--use_fp16",
-        *FAST_FLAGS,
-    )
+    trained = train(dataset, train_dir, "--max_steps=10", "--use_fp16")
     assert trained.returncode == 0, trained.stderr
     result = evaluate(
         dataset["root"], train_dir, tmp_path / "eval", "--run_once", "--use_fp16",

@@ -12,12 +12,12 @@ from absl.testing import flagsaver
 import cifar10_multi_gpu_train
 import cifar10_train
 from conftest import (
-    FAST_FLAGS,
     LOG_LINE,
     PRECISION,
     checkpoint_step,
-    run_binary,
+    evaluate,
     run_until_step_then_signal,
+    train,
 )
 
 
@@ -48,13 +48,7 @@ def test_more_towers_than_gpus_is_an_error(monkeypatch):
 
 
 def multi_gpu_train(dataset, train_dir, *flags):
-    return run_binary(
-        "cifar10_multi_gpu_train.py",
-        "--data_dir=%s" % dataset["root"],
-        "--train_dir=%s" % train_dir,
-        *FAST_FLAGS,
-        *flags,
-    )
+    return train(dataset, train_dir, *flags, script="cifar10_multi_gpu_train.py")
 
 
 @pytest.mark.slow
@@ -76,14 +70,12 @@ def test_two_towers_on_cpu_learn_and_eval_scores_them(dataset, tmp_path):
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.5, losses
     assert checkpoint_step(train_dir) == 100
 
-    scored = run_binary(
-        "cifar10_eval.py",
-        "--data_dir=%s" % dataset["root"],
-        "--checkpoint_dir=%s" % train_dir,
-        "--eval_dir=%s" % (tmp_path / "eval"),
+    scored = evaluate(
+        dataset["root"],
+        train_dir,
+        tmp_path / "eval",
         "--run_once",
         "--num_examples=300",
-        "--batch_size=32",
     )
     assert scored.returncode == 0, scored.stderr
     (match,) = PRECISION.findall(scored.stdout)
@@ -92,16 +84,7 @@ def test_two_towers_on_cpu_learn_and_eval_scores_them(dataset, tmp_path):
     # The same variables, moving averages included, as the single-device
     # binary's checkpoints.
     single = tmp_path / "single"
-    assert (
-        run_binary(
-            "cifar10_train.py",
-            "--data_dir=%s" % dataset["root"],
-            "--train_dir=%s" % single,
-            "--max_steps=1",
-            *FAST_FLAGS,
-        ).returncode
-        == 0
-    )
+    assert train(dataset, single, "--max_steps=1").returncode == 0
     towers = dict(tf.train.list_variables(tf.train.latest_checkpoint(str(train_dir))))
     one = dict(tf.train.list_variables(tf.train.latest_checkpoint(str(single))))
     assert towers == one

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from conftest import FAST_FLAGS, run_binary
+from conftest import evaluate, train
 
 SCALARS = [
     "total_loss",
@@ -49,16 +49,13 @@ def _get(base, path, **query):
 @pytest.mark.slow
 def test_tensorboard_serves_training_and_eval_summaries(dataset, tmp_path):
     logdir = tmp_path / "logs"
-    data = "--data_dir=%s" % dataset["root"]
-    trained = run_binary(
-        "cifar10_train.py", data, "--train_dir=%s" % (logdir / "train"),
-        "--max_steps=30", "--save_summaries_steps=10", *FAST_FLAGS,
-    )  # fmt: skip
+    trained = train(
+        dataset, logdir / "train", "--max_steps=30", "--save_summaries_steps=10"
+    )
     assert trained.returncode == 0, trained.stderr
-    scored = run_binary(
-        "cifar10_eval.py", data, "--checkpoint_dir=%s" % (logdir / "train"),
-        "--eval_dir=%s" % (logdir / "eval"), "--run_once", "--num_examples=300",
-        "--batch_size=32",
+    scored = evaluate(
+        dataset["root"], logdir / "train", logdir / "eval", "--run_once",
+        "--num_examples=300",
     )  # fmt: skip
     assert scored.returncode == 0, scored.stderr
 

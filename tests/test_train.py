@@ -14,12 +14,11 @@ from absl.testing import flagsaver
 import cifar10
 import cifar10_train
 from conftest import (
-    FAST_FLAGS,
     LOG_LINE,
     checkpoint_step,
     logged_steps,
-    run_binary,
     run_until_step_then_signal,
+    train,
 )
 
 
@@ -31,16 +30,6 @@ def summary_tags(train_dir):
             for value in event.summary.value:
                 tags.setdefault(value.tag, set()).add(event.step)
     return {tag: sorted(steps) for tag, steps in tags.items()}
-
-
-def train(dataset, train_dir, *flags):
-    return run_binary(
-        "cifar10_train.py",
-        "--data_dir=%s" % dataset["root"],
-        "--train_dir=%s" % train_dir,
-        *FAST_FLAGS,
-        *flags,
-    )
 
 
 @pytest.mark.slow
