@@ -249,8 +249,9 @@ def run_training(
     """Runs train_op until --max_steps, a signal, or divergence.
 
     Call it with the training graph as the default graph. It resumes from the
-    newest checkpoint in --train_dir, writes summaries and checkpoints, and
-    saves a last checkpoint when it stops.
+    newest checkpoint in --train_dir (after checking that it fits the graph),
+    writes summaries and checkpoints, and saves a last checkpoint when it
+    stops.
 
     Args:
       train_op: one training step; it must increment the global step.
@@ -266,14 +267,6 @@ def run_training(
     checkpoint = tf.train.latest_checkpoint(FLAGS.train_dir)
     if checkpoint:
         _check_resumable(checkpoint)
-        step = _checkpoint_step(checkpoint)
-        if step >= FLAGS.max_steps:
-            print(
-                "%s is at step %d, already at --max_steps=%d: nothing to do."
-                % (checkpoint, step, FLAGS.max_steps)
-            )
-            return
-        print("Resuming from %s at step %d." % (checkpoint, step))
 
     if config is None:
         config = tf.compat.v1.ConfigProto(
@@ -343,11 +336,22 @@ def train():
 def run_main(train_fn):
     """What every training binary does around its graph.
 
-    Prepares --train_dir, makes sure the data is there, runs train_fn, and
+    Prepares --train_dir, says where training resumes (or that --max_steps
+    is already reached), makes sure the data is there, runs train_fn, and
     turns the errors a user can cause into one message and exit status 1.
     """
     try:
         _prepare_train_dir()
+        checkpoint = tf.train.latest_checkpoint(FLAGS.train_dir)
+        if checkpoint:
+            step = _checkpoint_step(checkpoint)
+            if step >= FLAGS.max_steps:
+                print(
+                    "%s is at step %d, already at --max_steps=%d: nothing to do."
+                    % (checkpoint, step, FLAGS.max_steps)
+                )
+                return
+            print("Resuming from %s at step %d." % (checkpoint, step), flush=True)
         cifar10.maybe_download_and_extract()
         train_fn()
     except (cifar10_input.DataError, TrainingError) as e:
