@@ -11,7 +11,9 @@ measures, in this one run:
   (b) cifar10_train.py end to end, from its own log lines, after the queue
       has filled;
   (c) the input pipeline alone: distorted_inputs() batches with no model;
-  (d) eval: the forward pass from memory vs cifar10_eval.py --run_once;
+  (d) eval: the forward pass fed by cifar10_eval.py's input pipeline vs fed
+      from memory (interleaved windows in one session), and the rate that
+      cifar10_eval.py --run_once itself reports;
   (e) the time the training queue takes to fill;
   (f) the peak resident memory of the training process;
   (g) cifar10_multi_gpu_train.py with 1 and 2 towers.
@@ -94,19 +96,50 @@ def training_ceiling(windows, steps):
             )
 
 
-def forward_ceiling(windows, steps):
-    """The eval graph's forward pass and in_top_k on one constant batch."""
+def eval_pipeline_and_ceiling(windows, steps):
+    """(d): the eval graph fed by cifar10_eval.py's pipeline, and the same
+    forward pass fed from a batch in memory, in one session with their
+    windows interleaved, so that the machine's drift cancels out.
+
+    Returns:
+      (pipeline images/sec, in-memory images/sec, median of the window ratios).
+    """
     rng = np.random.default_rng(0)
     batch = FLAGS.batch_size
     with tf.Graph().as_default():
-        images = tf.constant(rng.normal(size=(batch, 24, 24, 3)), tf.float32)
-        labels = tf.constant(rng.integers(0, 10, batch), tf.int32)
-        top_k = tf.nn.in_top_k(
-            targets=labels, predictions=cifar10.inference(images), k=1
-        )
+        # The training files: 50,000 images, enough for every window.
+        images, labels = cifar10.inputs(eval_data=False)
+        fixed_images = tf.constant(rng.normal(size=(batch, 24, 24, 3)), tf.float32)
+        fixed_labels = tf.constant(rng.integers(0, 10, batch), tf.int32)
+        with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope()) as scope:
+            fed = tf.nn.in_top_k(
+                targets=labels, predictions=cifar10.inference(images), k=1
+            )
+            scope.reuse_variables()
+            fixed = tf.nn.in_top_k(
+                targets=fixed_labels, predictions=cifar10.inference(fixed_images), k=1
+            )
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
-            return median_rate(lambda: sess.run(top_k), batch, windows, steps, warmup=5)
+            sess.run(tf.compat.v1.local_variables_initializer())
+            coord = tf.train.Coordinator()
+            threads = tf.compat.v1.train.start_queue_runners(sess=sess, coord=coord)
+            try:
+                pipeline, memory = [], []
+                for _ in range(windows):
+                    for op, rates in ((fed, pipeline), (fixed, memory)):
+                        rates.append(
+                            median_rate(lambda op=op: sess.run(op), batch, 1, steps, 2)
+                        )
+            finally:
+                coord.request_stop()
+                coord.join(threads, stop_grace_period_secs=10)
+    ratios = [p / m for p, m in zip(pipeline, memory, strict=True)]
+    return (
+        statistics.median(pipeline),
+        statistics.median(memory),
+        statistics.median(ratios),
+    )
 
 
 def input_pipeline(windows, steps):
@@ -216,15 +249,11 @@ def main(argv):
     )
     print("(c) input pipeline alone ...", flush=True)
     results["input_pipeline"] = input_pipeline(windows, steps)
-    print("(d) eval, three times beside the forward ceiling ...", flush=True)
-    forward, full = [], []
-    for _ in range(3):
-        forward.append(forward_ceiling(windows, steps))
-        full.append(evaluation(work_dir, train_dir))
-    results["forward_ceiling"] = statistics.median(forward)
-    results["eval_end_to_end"] = statistics.median(full)
-    ratios = [f / c for f, c in zip(full, forward, strict=True)]
-    results["eval_ratio"] = statistics.median(ratios)
+    print("(d) eval pipeline beside the forward ceiling ...", flush=True)
+    pipeline, memory, ratio = eval_pipeline_and_ceiling(2 * windows, steps)
+    results.update(eval_pipeline=pipeline, forward_ceiling=memory, eval_ratio=ratio)
+    print("(d) cifar10_eval.py ...", flush=True)
+    results["eval_end_to_end"] = evaluation(work_dir, train_dir)
     print("(g) multi-GPU binary, 1 and 2 towers on CPU ...", flush=True)
     for towers in (1, 2):
         rate, _, _, _ = end_to_end(
@@ -243,8 +272,9 @@ def main(argv):
         ("    (b)/(a)", "train_ratio", "%.3f"),
         ("(c) distorted_inputs alone", "input_pipeline", "%.0f images/sec"),
         ("(d) forward ceiling, batch in memory", "forward_ceiling", "%.0f images/sec"),
-        ("(d) cifar10_eval.py, 10,000 images", "eval_end_to_end", "%.0f images/sec"),
+        ("(d) same graph fed by the eval pipeline", "eval_pipeline", "%.0f images/sec"),
         ("    eval/forward", "eval_ratio", "%.3f"),
+        ("(d) cifar10_eval.py, 10,000 images", "eval_end_to_end", "%.0f images/sec"),
         ("(e) queue filling (20,000 images)", "queue_fill_secs", "%.1f s"),
         ("(f) peak RSS, cifar10_train.py", "train_peak_rss_mb", "%.0f MB"),
         ("(g) multi-GPU binary, 1 tower", "multi_gpu_1", "%.0f examples/sec"),
