@@ -55,15 +55,16 @@ def multi_gpu_train(dataset, train_dir, *flags):
 def test_two_towers_on_cpu_learn_and_eval_scores_them(dataset, tmp_path):
     train_dir = tmp_path / "train"
     result = multi_gpu_train(
-        dataset, train_dir, "--num_gpus=2", "--max_steps=100", "--log_frequency=10"
-    )
+        dataset, train_dir, "--num_gpus=2", "--max_steps=100", "--log_frequency=10",
+        "--batch_size=64",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "Running 2 tower(s) on /cpu:0, /cpu:1 (no GPU found)." in result.stdout
     matches = [m for m in map(LOG_LINE.match, result.stdout.splitlines()) if m]
     assert [int(m[1]) for m in matches] == list(range(10, 101, 10))
     for m in matches:
-        # Two batches of 32 a step; sec/batch is the step time per tower.
-        assert float(m[3]) == pytest.approx(64 / (2 * float(m[4])), rel=0.05)
+        # Two batches of 64 a step; sec/batch is the step time per tower.
+        assert float(m[3]) == pytest.approx(128 / (2 * float(m[4])), rel=0.05)
     # Single batches are noisy; the last three logged losses, on average,
     # are well below the first three.
     losses = [float(m[2]) for m in matches]

@@ -62,7 +62,7 @@ def test_another_image_size_and_class_count_trains_and_evaluates(tmp_path):
         str(data), records_per_file=100, test_records=100, size=16, num_classes=5
     )
     train_dir = tmp_path / "train"
-    common = ["--data_dir=%s" % data, "--batch_size=50"]
+    common = ["--data_dir=%s" % data, "--batch_size=100"]
     trained = _run(
         code,
         "cifar10_train.py",
