@@ -339,7 +339,7 @@ def _add_loss_summaries(total_loss):
     return loss_averages_op
 
 
-def train(total_loss, global_step, grads_and_vars=None):
+def train(total_loss, global_step, grads_and_vars=None, wrap_optimizer=None):
     """One step of plain gradient descent, then the weights' moving averages.
 
     Args:
@@ -348,6 +348,10 @@ def train(total_loss, global_step, grads_and_vars=None):
       grads_and_vars: (gradient, variable) pairs to apply instead of the
         gradients of total_loss; cifar10_multi_gpu_train.py passes the
         average of its towers' gradients.
+      wrap_optimizer: None, or a function (optimizer, variable_averages) that
+        returns an optimizer to use instead, one that also updates
+        variable_averages; for synchronous updates on a cluster
+        (cifar10_cluster.py).
 
     Returns:
       The training op.
@@ -367,6 +371,14 @@ def train(total_loss, global_step, grads_and_vars=None):
     loss_averages_op = _add_loss_summaries(total_loss)
 
     opt = tf.compat.v1.train.GradientDescentOptimizer(lr)
+    # Evaluation uses these averages rather than the raw weights: they smooth
+    # out the noise of the last few steps. num_updates makes the decay small
+    # early on, so the averages catch up with fast-changing young weights.
+    variable_averages = tf.compat.v1.train.ExponentialMovingAverage(
+        MOVING_AVERAGE_DECAY, global_step
+    )
+    if wrap_optimizer is not None:
+        opt = wrap_optimizer(opt, variable_averages)
     with tf.control_dependencies([loss_averages_op]):
         if grads_and_vars is None:
             grads_and_vars = opt.compute_gradients(total_loss)
@@ -378,12 +390,8 @@ def train(total_loss, global_step, grads_and_vars=None):
         if grad is not None:
             _histogram_summary(var.op.name + "/gradients", grad)
 
-    # Evaluation uses these averages rather than the raw weights: they smooth
-    # out the noise of the last few steps. num_updates makes the decay small
-    # early on, so the averages catch up with fast-changing young weights.
-    variable_averages = tf.compat.v1.train.ExponentialMovingAverage(
-        MOVING_AVERAGE_DECAY, global_step
-    )
+    if wrap_optimizer is not None:
+        return apply_gradient_op  # its optimizer updates the averages
     with tf.control_dependencies([apply_gradient_op]):
         variables_averages_op = variable_averages.apply(
             tf.compat.v1.trainable_variables()

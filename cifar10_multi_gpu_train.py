@@ -11,8 +11,9 @@ Without GPUs the towers run on as many CPU devices, which share the
 machine's cores: the graph and its checkpoints are the same, the speed is
 not.
 
-The training loop, checkpoints, resume, Ctrl+C and the log line are those of
-cifar10_train.py.
+The training loop, checkpoints, resume, Ctrl+C, the log line and the
+cluster flags are those of cifar10_train.py: on a cluster, each worker runs
+its towers and the parameter servers hold the one set of variables.
 """
 
 import os
@@ -26,12 +27,14 @@ import tensorflow as tf  # noqa: E402
 from absl import app  # noqa: E402
 
 import cifar10  # noqa: E402
+import cifar10_cluster  # noqa: E402
 import cifar10_train  # noqa: E402
 
 FLAGS = tf.compat.v1.flags.FLAGS
 # --help lists the shared flags beside this binary's own.
 tf.compat.v1.flags.adopt_module_key_flags(cifar10)
 tf.compat.v1.flags.adopt_module_key_flags(cifar10_train)
+tf.compat.v1.flags.adopt_module_key_flags(cifar10_cluster)
 
 tf.compat.v1.flags.DEFINE_integer(
     "num_gpus", 1, "How many GPUs (towers) to use.", lower_bound=1
@@ -91,10 +94,19 @@ def _tower_devices():
     return devices, config
 
 
-def train():
-    """Builds the multi-tower training graph and runs it."""
+def train(cluster=None):
+    """Builds the multi-tower training graph and runs it.
+
+    Args:
+      cluster: a cifar10_cluster.Cluster to train on as one of its workers,
+        or None for this machine alone.
+    """
     devices, config = _tower_devices()
-    with tf.Graph().as_default(), tf.device("/cpu:0"):
+    with (
+        tf.Graph().as_default(),
+        cifar10_cluster.device_scope(cluster),
+        tf.device("/cpu:0"),
+    ):
         global_step = tf.compat.v1.train.get_or_create_global_step()
 
         # One input pipeline on the CPU, feeding a small queue of ready
@@ -131,7 +143,12 @@ def train():
 
         # The loss summaries, learning rate, moving averages and the step
         # itself are cifar10.train()'s, applied to the averaged gradients.
-        train_op = cifar10.train(loss, global_step, average_gradients(tower_grads))
+        train_op = cifar10.train(
+            loss,
+            global_step,
+            average_gradients(tower_grads),
+            wrap_optimizer=cluster and cluster.wrap_optimizer,
+        )
 
         # Every tower has the same activation summaries; keep the last one's.
         other_towers = tuple(
@@ -151,6 +168,7 @@ def train():
             num_towers=len(devices),
             summary_op=summary_op,
             config=config,
+            cluster=cluster,
         )
 
 

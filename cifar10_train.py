@@ -14,6 +14,10 @@ A run that finds a checkpoint in --train_dir continues from it; pass
 --fresh_start to begin again (the old folder is kept under a new name).
 Ctrl+C or SIGTERM stops after the current step and saves a checkpoint.
 
+To train on several processes or machines, start parameter servers and
+workers with the cluster flags (--ps_hosts, --worker_hosts, --job_name,
+--task_index, --sync_replicas); see cifar10_cluster.py and the README.
+
 The training loop here is shared: cifar10_multi_gpu_train.py builds another
 graph and hands it to run_main().
 """
@@ -36,11 +40,13 @@ import tensorflow as tf  # noqa: E402
 from absl import app  # noqa: E402
 
 import cifar10  # noqa: E402
+import cifar10_cluster  # noqa: E402
 import cifar10_input  # noqa: E402
 
 FLAGS = tf.compat.v1.flags.FLAGS
-# --help lists the shared flags beside this binary's own.
+# --help lists the shared and cluster flags beside this binary's own.
 tf.compat.v1.flags.adopt_module_key_flags(cifar10)
+tf.compat.v1.flags.adopt_module_key_flags(cifar10_cluster)
 
 tf.compat.v1.flags.DEFINE_string(
     "train_dir",
@@ -95,31 +101,43 @@ class TrainingError(Exception):
 
 
 class _ProgressHook(tf.compat.v1.train.SessionRunHook):
-    """Prints the log line, stops on a NaN loss and counts the global step.
+    """Prints the log line, stops on a NaN loss and follows the global step.
 
     It runs before the summary and checkpoint hooks, so a diverged step is
     never saved.
+
+    On one machine only this process moves the global step, so counting runs
+    from the restored value gives the true step without reading it. On a
+    cluster (shared_step) every worker moves it: the hook reads it each run,
+    and logs every --log_frequency of this worker's own steps.
     """
 
-    def __init__(self, loss, examples_per_step, num_towers):
+    def __init__(self, loss, examples_per_step, num_towers, shared_step=False):
         self._loss = loss
         self._examples_per_step = examples_per_step
         self._num_towers = num_towers
+        self._shared_step = shared_step
         self.step = None
+        self.local_steps = 0
 
     def after_create_session(self, session, coord):
-        # Only this process moves the global step, so counting runs from the
-        # restored value gives the true step without reading it every run.
         self.step = int(session.run(tf.compat.v1.train.get_global_step()))
         self._last_time = time.time()
         self._last_step = None
 
     def before_run(self, run_context):
-        return tf.compat.v1.train.SessionRunArgs(self._loss)
+        fetches = {"loss": self._loss}
+        if self._shared_step:
+            fetches["step"] = tf.compat.v1.train.get_global_step()
+        return tf.compat.v1.train.SessionRunArgs(fetches)
 
     def after_run(self, run_context, run_values):
-        self.step += 1
-        loss_value = run_values.results
+        self.local_steps += 1
+        if self._shared_step:
+            self.step = int(run_values.results["step"]) + 1
+        else:
+            self.step += 1
+        loss_value = run_values.results["loss"]
         now = time.time()
         if not np.isfinite(loss_value):
             raise TrainingError(
@@ -139,9 +157,13 @@ class _ProgressHook(tf.compat.v1.train.SessionRunHook):
                 % (now - self._last_time),
                 flush=True,
             )
-            self._last_time, self._last_step = now, self.step
-        elif self.step % FLAGS.log_frequency == 0:
-            sec_per_step = (now - self._last_time) / (self.step - self._last_step)
+            self._last_time, self._last_step = now, self.local_steps
+        elif (self.local_steps if self._shared_step else self.step) % (
+            FLAGS.log_frequency
+        ) == 0:
+            sec_per_step = (now - self._last_time) / (
+                self.local_steps - self._last_step
+            )
             print(
                 "%s: step %d, loss = %.2f (%.1f examples/sec; %.3f sec/batch)"
                 % (
@@ -153,7 +175,7 @@ class _ProgressHook(tf.compat.v1.train.SessionRunHook):
                 ),
                 flush=True,
             )
-            self._last_time, self._last_step = now, self.step
+            self._last_time, self._last_step = now, self.local_steps
 
 
 class _StopOnSignal:
@@ -244,14 +266,20 @@ def _check_resumable(checkpoint):
 
 
 def run_training(
-    train_op, loss, examples_per_step, num_towers=1, summary_op=None, config=None
+    train_op,
+    loss,
+    examples_per_step,
+    num_towers=1,
+    summary_op=None,
+    config=None,
+    cluster=None,
 ):
     """Runs train_op until --max_steps, a signal, or divergence.
 
     Call it with the training graph as the default graph. It resumes from the
     newest checkpoint in --train_dir (after checking that it fits the graph),
     writes summaries and checkpoints, and saves a last checkpoint when it
-    stops.
+    stops. On a cluster only the chief does these; the other workers train.
 
     Args:
       train_op: one training step; it must increment the global step.
@@ -260,11 +288,15 @@ def run_training(
       num_towers: towers sharing a step; sec/batch is per tower's batch.
       summary_op: summaries to write; all of the graph's by default.
       config: a tf.compat.v1.ConfigProto for the session.
+      cluster: a cifar10_cluster.Cluster when training on a cluster; build
+        the graph under its device_setter().
 
     Raises:
       TrainingError: the loss diverged, or the checkpoint does not fit.
+      cifar10_cluster.ClusterError: the cluster cannot be reached.
     """
-    checkpoint = tf.train.latest_checkpoint(FLAGS.train_dir)
+    is_chief = cluster is None or cluster.is_chief
+    checkpoint = tf.train.latest_checkpoint(FLAGS.train_dir) if is_chief else None
     if checkpoint:
         _check_resumable(checkpoint)
 
@@ -275,51 +307,72 @@ def run_training(
     scaffold = tf.compat.v1.train.Scaffold(
         summary_op=summary_op,
         # Relative paths in the 'checkpoint' file keep a moved or renamed
-        # train_dir usable.
+        # train_dir usable. On a cluster, one shard: the chief then writes
+        # the whole checkpoint itself, rather than each parameter server its
+        # part on its own machine.
         saver=tf.compat.v1.train.Saver(
-            max_to_keep=FLAGS.keep_checkpoints, sharded=True, save_relative_paths=True
+            max_to_keep=FLAGS.keep_checkpoints,
+            sharded=cluster is None,
+            save_relative_paths=True,
         ),
     )
     if FLAGS.save_checkpoint_secs:
         cadence = dict(save_secs=FLAGS.save_checkpoint_secs)
     else:
         cadence = dict(save_steps=FLAGS.save_checkpoint_steps)
-    progress = _ProgressHook(loss, examples_per_step, num_towers)
+    progress = _ProgressHook(
+        loss, examples_per_step, num_towers, shared_step=cluster is not None
+    )
     hooks = [
         progress,  # First: it stops a diverged step before anything saves it.
         tf.compat.v1.train.StopAtStepHook(last_step=FLAGS.max_steps),
-        tf.compat.v1.train.SummarySaverHook(
-            save_steps=FLAGS.save_summaries_steps,
-            output_dir=FLAGS.train_dir,
-            scaffold=scaffold,
-        ),
-        tf.compat.v1.train.CheckpointSaverHook(
-            FLAGS.train_dir, scaffold=scaffold, **cadence
-        ),
     ]
-    session_creator = tf.compat.v1.train.ChiefSessionCreator(
-        scaffold=scaffold, checkpoint_dir=FLAGS.train_dir, config=config
-    )
+    if cluster:
+        hooks += cluster.hooks()
+    if is_chief:
+        hooks += [
+            tf.compat.v1.train.SummarySaverHook(
+                save_steps=FLAGS.save_summaries_steps,
+                output_dir=FLAGS.train_dir,
+                scaffold=scaffold,
+            ),
+            tf.compat.v1.train.CheckpointSaverHook(
+                FLAGS.train_dir, scaffold=scaffold, **cadence
+            ),
+        ]
+    if cluster:
+        config = cluster.session_config(config)
+        session_creator = cifar10_cluster.SessionCreator(
+            cluster, cluster.start_server(config), scaffold, config, FLAGS.train_dir
+        )
+    else:
+        session_creator = tf.compat.v1.train.ChiefSessionCreator(
+            scaffold=scaffold, checkpoint_dir=FLAGS.train_dir, config=config
+        )
     with _StopOnSignal() as stop:
         # Leaving the block normally runs the hooks' end(): the checkpoint
         # hook saves the last step, and the queue runners are stopped.
         with tf.compat.v1.train.MonitoredSession(session_creator, hooks) as sess:
             while not stop.received and not sess.should_stop():
                 sess.run(train_op)
-    if stop.received:
-        print(
-            "Stopped by %s at step %d; checkpoint saved in %s."
-            % (stop.received, progress.step, FLAGS.train_dir)
-        )
+    how = "Stopped by %s at" % stop.received if stop.received else "Done:"
+    if is_chief:
+        step = _checkpoint_step(tf.train.latest_checkpoint(FLAGS.train_dir))
+        print("%s step %d; checkpoint saved in %s." % (how, step, FLAGS.train_dir))
     else:
-        print(
-            "Done: step %d; checkpoint saved in %s." % (progress.step, FLAGS.train_dir)
-        )
+        print("%s global step %d." % (how, progress.step))
+    if cluster:
+        print("This worker ran %d steps." % progress.local_steps, flush=True)
 
 
-def train():
-    """Builds the single-device training graph and runs it."""
-    with tf.Graph().as_default():
+def train(cluster=None):
+    """Builds the single-device training graph and runs it.
+
+    Args:
+      cluster: a cifar10_cluster.Cluster to train on, or None for this
+        machine alone.
+    """
+    with tf.Graph().as_default(), cifar10_cluster.device_scope(cluster):
         global_step = tf.compat.v1.train.get_or_create_global_step()
 
         # The input pipeline stays on the CPU even on a GPU machine: its
@@ -329,18 +382,32 @@ def train():
 
         logits = cifar10.inference(images)
         loss = cifar10.loss(logits, labels)
-        train_op = cifar10.train(loss, global_step)
-        run_training(train_op, loss, examples_per_step=FLAGS.batch_size)
+        train_op = cifar10.train(
+            loss, global_step, wrap_optimizer=cluster and cluster.wrap_optimizer
+        )
+        run_training(
+            train_op, loss, examples_per_step=FLAGS.batch_size, cluster=cluster
+        )
 
 
 def run_main(train_fn):
     """What every training binary does around its graph.
 
-    Prepares --train_dir, says where training resumes (or that --max_steps
-    is already reached), makes sure the data is there, runs train_fn, and
-    turns the errors a user can cause into one message and exit status 1.
+    Reads the cluster flags (a parameter server only serves), prepares
+    --train_dir, says where training resumes (or that --max_steps is already
+    reached), makes sure the data is there, runs train_fn(cluster), and turns
+    the errors a user can cause into one message and exit status 1.
     """
     try:
+        cluster = cifar10_cluster.from_flags()
+        if cluster and cluster.job_name == "ps":
+            cifar10_cluster.serve(cluster)
+            return
+        if cluster and not cluster.is_chief:
+            # Only the chief writes to --train_dir.
+            cifar10.maybe_download_and_extract()
+            train_fn(cluster)
+            return
         _prepare_train_dir()
         checkpoint = tf.train.latest_checkpoint(FLAGS.train_dir)
         if checkpoint:
@@ -353,8 +420,12 @@ def run_main(train_fn):
                 return
             print("Resuming from %s at step %d." % (checkpoint, step), flush=True)
         cifar10.maybe_download_and_extract()
-        train_fn()
-    except (cifar10_input.DataError, TrainingError) as e:
+        train_fn(cluster)
+    except (
+        cifar10_input.DataError,
+        TrainingError,
+        cifar10_cluster.ClusterError,
+    ) as e:
         sys.exit("Error: %s" % e)
 
 

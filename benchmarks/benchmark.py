@@ -16,7 +16,10 @@ measures, in this one run:
       cifar10_eval.py --run_once itself reports;
   (e) the time the training queue takes to fill;
   (f) the peak resident memory of the training process;
-  (g) cifar10_multi_gpu_train.py with 1 and 2 towers.
+  (g) cifar10_multi_gpu_train.py with 1 and 2 towers;
+  (h) cifar10_train.py on a cluster on this machine: 1 parameter server and
+      1 worker, then 2 workers, asynchronous and --sync_replicas; the rate
+      is the sum of the workers' own rates.
 
 Each rate is the median of several windows after a warm-up. The machine is
 shared and noisy, so the figures that matter are the ratios of two rates
@@ -47,6 +50,7 @@ from absl import app, flags  # noqa: E402
 
 import cifar10  # noqa: E402
 import fake_cifar  # noqa: E402
+import loopback  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_boolean("quick", False, "Fewer and shorter windows.")
@@ -199,6 +203,49 @@ def end_to_end(script, work_dir, name, steps, skip, *flags_):
     return statistics.median(rates), fill, rss, train_dir
 
 
+def on_cluster(work_dir, name, num_workers, steps, *flags_):
+    """(h): 1 ps and num_workers workers of cifar10_train.py, as processes.
+
+    Returns:
+      The sum over the workers of the median of each one's logged rates,
+      leaving out its first two lines.
+    """
+    ps_hosts, worker_hosts = loopback.cluster_hosts(num_workers)
+    common = [
+        sys.executable,
+        os.path.join(ROOT, "cifar10_train.py"),
+        "--ps_hosts=" + ps_hosts,
+        "--worker_hosts=" + worker_hosts,
+        "--data_dir=%s" % os.path.join(work_dir, "data"),
+        "--train_dir=%s" % tempfile.mkdtemp(prefix=name + "-", dir=work_dir),
+        "--max_steps=%d" % steps,
+        "--log_frequency=20",
+        "--batch_size=%d" % FLAGS.batch_size,
+        *flags_,
+    ]
+    run = dict(stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    ps = subprocess.Popen([*common, "--job_name=ps"], **run)
+    try:
+        workers = [
+            subprocess.Popen(
+                [*common, "--job_name=worker", "--task_index=%d" % i], **run
+            )
+            for i in range(num_workers)
+        ]
+        outputs = [w.communicate()[0] for w in workers]
+    finally:
+        ps.terminate()
+        ps.wait()
+    total = 0.0
+    for worker, out in zip(workers, outputs, strict=True):
+        if worker.returncode:
+            sys.exit("%s: a worker failed:\n%s" % (name, out[-3000:]))
+        total += statistics.median(
+            [float(m.group(2)) for m in LOG_RATE.finditer(out)][2:]
+        )
+    return total
+
+
 def evaluation(work_dir, train_dir):
     out, _ = run_binary(
         "cifar10_eval.py",
@@ -261,6 +308,12 @@ def main(argv):
             train_steps // towers, 2, "--num_gpus=%d" % towers,
         )  # fmt: skip
         results["multi_gpu_%d" % towers] = rate
+    print("(h) cluster on this machine: 1 ps + 1 or 2 workers ...", flush=True)
+    results["cluster_1"] = on_cluster(work_dir, "cluster1", 1, train_steps)
+    results["cluster_2"] = on_cluster(work_dir, "cluster2", 2, train_steps)
+    results["cluster_2_sync"] = on_cluster(
+        work_dir, "cluster2sync", 2, train_steps // 2, "--sync_replicas"
+    )
     results["train_ratio"] = results["train_end_to_end"] / results["train_ceiling"]
     results["children_peak_rss_mb"] = (
         resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -279,6 +332,9 @@ def main(argv):
         ("(f) peak RSS, cifar10_train.py", "train_peak_rss_mb", "%.0f MB"),
         ("(g) multi-GPU binary, 1 tower", "multi_gpu_1", "%.0f examples/sec"),
         ("(g) multi-GPU binary, 2 towers", "multi_gpu_2", "%.0f examples/sec"),
+        ("(h) cluster: 1 ps + 1 worker", "cluster_1", "%.0f examples/sec"),
+        ("(h) cluster: 1 ps + 2 workers", "cluster_2", "%.0f examples/sec"),
+        ("(h) cluster: 1 ps + 2 workers, sync", "cluster_2_sync", "%.0f examples/sec"),
     ]
     print()
     print("| figure | value |")

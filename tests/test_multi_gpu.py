@@ -65,10 +65,11 @@ def test_two_towers_on_cpu_learn_and_eval_scores_them(dataset, tmp_path):
     for m in matches:
         # Two batches of 64 a step; sec/batch is the step time per tower.
         assert float(m[3]) == pytest.approx(128 / (2 * float(m[4])), rel=0.05)
-    # Single batches are noisy; the last three logged losses, on average,
-    # are well below the first three.
+    # Single batches are noisy, and at the tutorial's learning rate a batch
+    # now and then spikes (to 8 in one run); the median of the last four
+    # logged losses is well below that of the first four.
     losses = [float(m[2]) for m in matches]
-    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.5, losses
+    assert np.median(losses[-4:]) < np.median(losses[:4]) - 0.5, losses
     assert checkpoint_step(train_dir) == 100
 
     scored = evaluate(

@@ -17,7 +17,13 @@ import pytest
 import fake_cifar
 from conftest import PRECISION, ROOT
 
-MODULES = ["cifar10.py", "cifar10_input.py", "cifar10_train.py", "cifar10_eval.py"]
+MODULES = [
+    "cifar10.py",
+    "cifar10_input.py",
+    "cifar10_cluster.py",
+    "cifar10_train.py",
+    "cifar10_eval.py",
+]
 CHANGES = {
     "cifar10_input.py": {
         "HEIGHT": "16",

@@ -1,0 +1,305 @@
+"""Training on a cluster: 1 parameter server and 2 workers as processes on
+127.0.0.1, asynchronous and synchronous, with workers killed and restarted;
+and the cluster flags' errors."""
+
+import os
+import re
+import signal
+import time
+
+import pytest
+from absl.testing import flagsaver
+
+import cifar10_cluster
+import loopback
+from conftest import (
+    FAST_FLAGS,
+    LOG_LINE,
+    PRECISION,
+    checkpoint_step,
+    evaluate,
+    logged_steps,
+    run_binary,
+    start_binary,
+)
+
+# How long any one wait of these tests may take before it counts as a hang.
+PATIENCE_SECS = 180
+
+
+class Task:
+    """One process of the cluster, its output going to a file."""
+
+    def __init__(self, proc, log_path):
+        self.proc = proc
+        self.log_path = log_path
+
+    def output(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def wait_for(self, pattern):
+        """Waits until the output matches pattern; returns the match."""
+        deadline = time.time() + PATIENCE_SECS
+        while time.time() < deadline:
+            match = re.search(pattern, self.output(), re.MULTILINE)
+            if match:
+                return match
+            assert self.proc.poll() is None, self.output()
+            time.sleep(0.2)
+        raise AssertionError("%r not seen in time:\n%s" % (pattern, self.output()))
+
+    def wait_for_step(self, after=0):
+        """Waits for a log line of a global step above `after`; returns it."""
+        while True:
+            self.wait_for(LOG_LINE.pattern[1:-1])
+            steps = [s for s in logged_steps(self.output()) if s > after]
+            if steps:
+                return steps[0]
+            time.sleep(0.2)
+
+    def finish(self):
+        """Waits for the process to end; returns (exit status, output).
+
+        The output must not hold a traceback or an error logged by TensorFlow.
+        """
+        try:
+            self.proc.wait(timeout=PATIENCE_SECS)
+        except Exception:
+            self.proc.kill()
+            raise
+        out = self.output()
+        assert "Traceback" not in out and "ERROR:tensorflow" not in out, out
+        return self.proc.returncode, out
+
+
+class LocalCluster:
+    """1 ps and some workers of the training binaries, on loopback ports."""
+
+    def __init__(self, dataset, tmp_path, num_workers, *flags):
+        ps_hosts, worker_hosts = loopback.cluster_hosts(num_workers)
+        self.tmp_path = tmp_path
+        self.worker_hosts_flag = "--worker_hosts=" + worker_hosts
+        self.train_dir = tmp_path / "train"
+        self.flags = [
+            "--ps_hosts=" + ps_hosts,
+            self.worker_hosts_flag,
+            "--data_dir=%s" % dataset["root"],
+            "--train_dir=%s" % self.train_dir,
+            *FAST_FLAGS,
+            *flags,
+        ]
+        self.tasks = []
+
+    def start(self, job_name, task_index, *flags, script="cifar10_train.py"):
+        log_path = self.tmp_path / (
+            "%s%d-%d.log" % (job_name, task_index, len(self.tasks))
+        )
+        with open(log_path, "w") as log:
+            proc = start_binary(
+                script,
+                *self.flags,
+                "--job_name=%s" % job_name,
+                "--task_index=%d" % task_index,
+                *flags,
+                output=log,
+            )
+        self.tasks.append(Task(proc, log_path))
+        return self.tasks[-1]
+
+    def stop_all(self):
+        for task in self.tasks:
+            if task.proc.poll() is None:
+                task.proc.kill()
+                task.proc.wait()
+
+
+@pytest.fixture
+def local_cluster(dataset, tmp_path):
+    """Makes LocalClusters; kills whatever they left running."""
+    made = []
+
+    def make(num_workers, *flags):
+        made.append(LocalCluster(dataset, tmp_path, num_workers, *flags))
+        return made[-1]
+
+    yield make
+    for cluster in made:
+        cluster.stop_all()
+
+
+def precision_of(dataset, cluster):
+    scored = evaluate(
+        dataset["root"],
+        cluster.train_dir,
+        cluster.tmp_path / "eval",
+        "--run_once",
+        "--num_examples=300",
+    )
+    assert scored.returncode == 0, scored.stderr
+    ((precision, step),) = [m[:2] for m in PRECISION.findall(scored.stdout)]
+    return float(precision), int(step)
+
+
+def local_steps(output):
+    return int(re.search(r"This worker ran (\d+) steps\.", output).group(1))
+
+
+@pytest.mark.slow
+def test_async_workers_survive_restarts_and_the_chief_checkpoint_scores(
+    dataset, local_cluster
+):
+    max_steps = 100
+    cluster = local_cluster(
+        2, "--max_steps=%d" % max_steps, "--batch_size=128", "--log_frequency=5"
+    )
+    ps = cluster.start("ps", 0)
+    ps.wait_for("Parameter server 0 listening on 127.0.0.1:")
+    chief = cluster.start("worker", 0)
+    # A worker whose host lists differ from the chief's (here: one more
+    # worker) is turned away.
+    _, extra = loopback.cluster_hosts(1)
+    stranger = cluster.start("worker", 1, cluster.worker_hosts_flag + "," + extra)
+    code, out = stranger.finish()
+    assert code == 1
+    assert "Error: This worker's host lists differ from the chief's." in out
+    worker = cluster.start("worker", 1)
+
+    # Worker 1 dies mid-run and comes back: it rejoins and goes on from the
+    # shared global step, not from 0.
+    seen = worker.wait_for_step()
+    worker.proc.kill()
+    worker.proc.wait()
+    worker = cluster.start("worker", 1)
+    assert worker.wait_for_step() > seen
+
+    # Ctrl+C on the chief saves a checkpoint; restarted, it resumes there.
+    chief.wait_for_step()
+    chief.proc.send_signal(signal.SIGINT)
+    code, out = chief.finish()
+    assert code == 0, out
+    stopped = int(re.search(r"Stopped by SIGINT at step (\d+);", out).group(1))
+    assert checkpoint_step(cluster.train_dir) == stopped
+    chief = cluster.start("worker", 0)
+    chief.wait_for("Resuming from .*model.ckpt-%d at step %d." % (stopped, stopped))
+
+    code, out = chief.finish()
+    assert code == 0, out
+    final = int(re.search(r"^Done: step (\d+); checkpoint saved", out, re.M).group(1))
+    # Asynchronous workers may each add a step after the last one is due.
+    assert max_steps <= final <= max_steps + 2
+    assert checkpoint_step(cluster.train_dir) == final
+    code, out = worker.finish()
+    assert code == 0, out
+    assert re.search(r"^Done: global step \d+\.$", out, re.M)
+    # Each worker's log line reports its own rate and the shared step.
+    assert logged_steps(out) and max(logged_steps(out)) <= final + 1
+
+    precision, step = precision_of(dataset, cluster)
+    assert step == final and precision > 0.2  # chance is 0.1
+
+
+@pytest.mark.slow
+def test_sync_workers_step_together_and_all_stop(dataset, local_cluster):
+    max_steps = 60
+    cluster = local_cluster(
+        2, "--max_steps=%d" % max_steps, "--batch_size=64", "--sync_replicas"
+    )
+    cluster.start("ps", 0)
+    workers = [cluster.start("worker", i) for i in range(2)]
+    outputs = []
+    for worker in workers:
+        code, out = worker.finish()
+        assert code == 0, out
+        outputs.append(out)
+    assert "Done: step %d; checkpoint saved" % max_steps in outputs[0]
+    assert checkpoint_step(cluster.train_dir) == max_steps
+    # Every global step averages one gradient from each of the 2 workers:
+    # they ran about 2 x max_steps runs between them (asynchronous workers
+    # would have run about max_steps).
+    total = sum(local_steps(out) for out in outputs)
+    assert 2 * max_steps - 2 <= total <= 2 * max_steps + 6, total
+
+    precision, step = precision_of(dataset, cluster)
+    assert step == max_steps and precision > 0.3
+
+
+@pytest.mark.slow
+def test_unreachable_parameter_server_is_a_clear_error(dataset, local_cluster):
+    cluster = local_cluster(1, "--cluster_timeout_secs=3")  # no ps started
+    started = time.time()
+    code, out = cluster.start("worker", 0).finish()
+    assert code == 1
+    assert "Waiting for parameter server 0 at 127.0.0.1:" in out
+    assert "Error: Cannot reach parameter server 0 at 127.0.0.1:" in out
+    assert time.time() - started < 60  # bounded: the timeout, not a hang
+    # Nothing was written for a run that never started.
+    assert checkpoint_step(cluster.train_dir) is None
+
+
+HOSTS = dict(ps_hosts="127.0.0.1:2222", worker_hosts="127.0.0.1:2223,127.0.0.1:2224")
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (dict(ps_hosts="h:1", job_name="worker"), "--worker_hosts missing"),
+        (dict(worker_hosts="h:1"), "--ps_hosts and --job_name missing"),
+        (dict(HOSTS, job_name="worker", task_index=2), "--task_index=2 is out of"),
+        (dict(HOSTS, job_name="ps", task_index=1), "--ps_hosts lists 1 ps task"),
+        (
+            dict(ps_hosts="h:1", worker_hosts="h:2,h:1", job_name="ps"),
+            "h:1 is listed twice",
+        ),
+        (dict(HOSTS, ps_hosts="h", job_name="ps"), "--ps_hosts: 'h' is not host:port"),
+        (dict(HOSTS, ps_hosts=" , ", job_name="ps"), "--ps_hosts lists no host"),
+        (dict(sync_replicas=True), "--sync_replicas only applies to training on a"),
+        (dict(task_index=1), "--task_index only applies"),
+        (
+            dict(HOSTS, job_name="worker", replicas_to_aggregate=2),
+            "only applies with --sync_replicas",
+        ),
+        (
+            dict(HOSTS, job_name="worker", sync_replicas=True, replicas_to_aggregate=3),
+            "--replicas_to_aggregate=3, but --worker_hosts lists 2",
+        ),
+    ],
+)
+def test_inconsistent_cluster_flags_are_one_clear_error(flags, expected):
+    with flagsaver.flagsaver(**flags):
+        with pytest.raises(cifar10_cluster.ClusterError) as e:
+            cifar10_cluster.from_flags()
+    assert expected in str(e.value)
+
+
+def test_cluster_flags_describe_this_task():
+    with flagsaver.flagsaver(**HOSTS, job_name="worker", task_index=1):
+        cluster = cifar10_cluster.from_flags()
+    assert (cluster.is_chief, cluster.num_workers) == (False, 2)
+    assert cluster.address == "127.0.0.1:2224"
+    with flagsaver.flagsaver(**HOSTS, job_name="worker"):
+        assert cifar10_cluster.from_flags().is_chief
+    assert cifar10_cluster.from_flags() is None  # no cluster flags: one machine
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "flag, expected",
+    [
+        ("--job_name=chief", "value should be one of <ps|worker>"),
+        ("--job_name=worker", "Error: --task_index=5 is out of range"),
+    ],
+)
+def test_binary_reports_bad_cluster_flags(dataset, tmp_path, flag, expected):
+    result = run_binary(
+        "cifar10_train.py",
+        "--train_dir=%s" % (tmp_path / "train"),
+        "--data_dir=%s" % dataset["root"],
+        "--ps_hosts=127.0.0.1:2222",
+        "--worker_hosts=127.0.0.1:2223",
+        "--task_index=5",
+        flag,
+    )
+    assert result.returncode == 1
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert not os.path.exists(tmp_path / "train")
