@@ -187,8 +187,9 @@ class _StopOnSignal:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self):
+    def __init__(self, saves_checkpoint=True):
         self.received = None
+        self._then = " and saving a checkpoint" if saves_checkpoint else ""
 
     def _handle(self, signum, frame):
         name = signal.Signals(signum).name
@@ -197,8 +198,8 @@ class _StopOnSignal:
             os._exit(128 + signum)
         self.received = name
         print(
-            "\n%s: stopping after this step and saving a checkpoint "
-            "(send it again to quit at once)." % name,
+            "\n%s: stopping after this step%s (send it again to quit at once)."
+            % (name, self._then),
             flush=True,
         )
 
@@ -349,7 +350,7 @@ def run_training(
         session_creator = tf.compat.v1.train.ChiefSessionCreator(
             scaffold=scaffold, checkpoint_dir=FLAGS.train_dir, config=config
         )
-    with _StopOnSignal() as stop:
+    with _StopOnSignal(saves_checkpoint=is_chief) as stop:
         # Leaving the block normally runs the hooks' end(): the checkpoint
         # hook saves the last step, and the queue runners are stopped.
         with tf.compat.v1.train.MonitoredSession(session_creator, hooks) as sess:

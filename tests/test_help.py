@@ -9,8 +9,14 @@ from conftest import run_binary
 @pytest.mark.parametrize(
     "script, own",
     [
-        ("cifar10_train.py", ["--train_dir", "--max_steps", "--fresh_start"]),
-        ("cifar10_multi_gpu_train.py", ["--num_gpus", "--train_dir", "--max_steps"]),
+        (
+            "cifar10_train.py",
+            ["--train_dir", "--fresh_start", "--ps_hosts", "--sync_replicas"],
+        ),
+        (
+            "cifar10_multi_gpu_train.py",
+            ["--num_gpus", "--train_dir", "--max_steps", "--job_name", "--task_index"],
+        ),
         ("cifar10_eval.py", ["--eval_dir", "--checkpoint_dir", "--run_once"]),
     ],
 )
