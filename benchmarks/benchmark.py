@@ -1,7 +1,7 @@
 """Training and evaluation speed, each against its compute-only ceiling.
 
-    python benchmarks/benchmark.py                 # about 6 minutes
-    python benchmarks/benchmark.py --quick         # a rough look, about 3
+    python benchmarks/benchmark.py                 # about 10 minutes
+    python benchmarks/benchmark.py --quick         # a rough look, about 6
 
 It writes its own data set in the official layout (so it runs offline) and
 measures, in this one run:
