@@ -328,8 +328,6 @@ def run_training(
         progress,  # First: it stops a diverged step before anything saves it.
         tf.compat.v1.train.StopAtStepHook(last_step=FLAGS.max_steps),
     ]
-    if cluster:
-        hooks += cluster.hooks()
     if is_chief:
         hooks += [
             tf.compat.v1.train.SummarySaverHook(
@@ -342,6 +340,7 @@ def run_training(
             ),
         ]
     if cluster:
+        hooks += cluster.hooks()
         config = cluster.session_config(config)
         session_creator = cifar10_cluster.SessionCreator(
             cluster, cluster.start_server(config), scaffold, config, FLAGS.train_dir
