@@ -412,11 +412,11 @@ class SessionCreator(tf.compat.v1.train.SessionCreator):
         self._scaffold = scaffold
         self._config = config
         self._checkpoint_dir = checkpoint_dir
-        self._created = 0
+        self._connected = False
         self._failing_since = None
 
     def create_session(self):
-        if self._created:
+        if self._connected:
             print(
                 "Lost the connection to the cluster; reconnecting. The chief "
                 "restores its last checkpoint if a parameter server restarted.",
@@ -437,7 +437,7 @@ class SessionCreator(tf.compat.v1.train.SessionCreator):
                     "--worker_hosts." % (self._cluster, e.message.splitlines()[0])
                 ) from None
             raise
-        self._created += 1
+        self._connected = True
         self._failing_since = None
         return session
 

@@ -49,14 +49,10 @@ class Task:
             time.sleep(0.2)
         raise AssertionError("%r not seen in time:\n%s" % (pattern, self.output()))
 
-    def wait_for_step(self, after=0):
-        """Waits for a log line of a global step above `after`; returns it."""
-        while True:
-            self.wait_for(LOG_LINE.pattern[1:-1])
-            steps = [s for s in logged_steps(self.output()) if s > after]
-            if steps:
-                return steps[0]
-            time.sleep(0.2)
+    def wait_for_step(self):
+        """Waits for this task's first log line; returns its global step."""
+        self.wait_for(LOG_LINE.pattern)  # ^ and $ match at each line
+        return logged_steps(self.output())[0]
 
     def finish(self):
         """Waits for the process to end; returns (exit status, output).
