@@ -15,20 +15,12 @@ NUM_EXAMPLES_PER_EPOCH_*, the file names) and the network below; the
 training and evaluation binaries follow.
 """
 
-import hashlib
-import http.client
 import os
 import re
-import shutil
-import sys
-import tarfile
-import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
 
 import tensorflow as tf
 
+import cifar10_download
 import cifar10_input
 
 FLAGS = tf.compat.v1.flags.FLAGS
@@ -339,7 +331,7 @@ def _add_loss_summaries(total_loss):
     return loss_averages_op
 
 
-def train(total_loss, global_step, grads_and_vars=None, wrap_optimizer=None):
+def train(total_loss, global_step, grads_and_vars=None, apply_fn=None):
     """One step of plain gradient descent, then the weights' moving averages.
 
     Args:
@@ -348,10 +340,9 @@ def train(total_loss, global_step, grads_and_vars=None, wrap_optimizer=None):
       grads_and_vars: (gradient, variable) pairs to apply instead of the
         gradients of total_loss; cifar10_multi_gpu_train.py passes the
         average of its towers' gradients.
-      wrap_optimizer: None, or a function (optimizer, variable_averages) that
-        returns an optimizer to use instead, one that also updates
-        variable_averages; for synchronous updates on a cluster
-        (cifar10_cluster.py).
+      apply_fn: a function to use instead of apply_gradients() below, with
+        the same arguments and result; cifar10_cluster.py passes one that
+        synchronizes the update across the workers of a cluster.
 
     Returns:
       The training op.
@@ -377,173 +368,57 @@ def train(total_loss, global_step, grads_and_vars=None, wrap_optimizer=None):
     variable_averages = tf.compat.v1.train.ExponentialMovingAverage(
         MOVING_AVERAGE_DECAY, global_step
     )
-    if wrap_optimizer is not None:
-        opt = wrap_optimizer(opt, variable_averages)
     with tf.control_dependencies([loss_averages_op]):
         if grads_and_vars is None:
             grads_and_vars = opt.compute_gradients(total_loss)
-        apply_gradient_op = opt.apply_gradients(grads_and_vars, global_step=global_step)
+        train_op = (apply_fn or apply_gradients)(
+            opt, grads_and_vars, global_step, variable_averages
+        )
 
     for var in tf.compat.v1.trainable_variables():
         _histogram_summary(var.op.name, var)
     for grad, var in grads_and_vars:
         if grad is not None:
             _histogram_summary(var.op.name + "/gradients", grad)
-
-    if wrap_optimizer is not None:
-        return apply_gradient_op  # its optimizer updates the averages
-    with tf.control_dependencies([apply_gradient_op]):
-        variables_averages_op = variable_averages.apply(
-            tf.compat.v1.trainable_variables()
-        )
-    return variables_averages_op
+    return train_op
 
 
-def _md5(path):
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def apply_gradients(optimizer, grads_and_vars, global_step, variable_averages):
+    """The update of train(): apply the gradients, then the moving averages.
 
+    Args:
+      optimizer: the optimizer that applies the gradients.
+      grads_and_vars: (gradient, variable) pairs.
+      global_step: incremented by the update.
+      variable_averages: the ExponentialMovingAverage of the weights.
 
-def _archive_problem(path):
-    """Why the archive at path is not the expected one, or None if it is."""
-    expected_md5 = FLAGS.data_md5.lower()
-    if expected_md5 == "skip":
-        return None
-    size = os.path.getsize(path)
-    if expected_md5 == OFFICIAL_MD5 and size != OFFICIAL_SIZE:
-        return "it is %d bytes, the CIFAR-10 archive is %d" % (size, OFFICIAL_SIZE)
-    md5 = _md5(path)
-    if md5 != expected_md5:
-        return "its MD5 is %s, expected %s (--data_md5)" % (md5, expected_md5)
-    return None
-
-
-def _download(url, path):
-    """Downloads url to path through a temporary file, with a progress line.
-
-    Raises:
-      cifar10_input.DataError: the download failed or is not the expected file.
+    Returns:
+      The op that runs the whole update.
     """
-    filename = os.path.basename(path)
-    fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), prefix=filename + ".")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as r:
-            total = int(r.headers.get("Content-Length") or 0)
-            done = 0
-            # On a terminal one line updated in place; in a log, a line for
-            # every tenth of the file.
-            in_place = sys.stdout.isatty()
-            shown = -1
-            while True:
-                chunk = r.read(1 << 20)
-                if not chunk:
-                    break
-                out.write(chunk)
-                done += len(chunk)
-                percent = min(100.0, 100.0 * done / total) if total else 0.0
-                if in_place or int(percent) // 10 > shown:
-                    shown = int(percent) // 10
-                    if total:
-                        line = ">> Downloading %s %.1f%% (%.1f of %.1f MB)" % (
-                            filename,
-                            percent,
-                            done / 1e6,
-                            total / 1e6,
-                        )
-                    else:
-                        line = ">> Downloading %s %.1f MB" % (filename, done / 1e6)
-                    print(
-                        "\r" + line if in_place else line,
-                        end="" if in_place else "\n",
-                        flush=True,
-                    )
-        if in_place:
-            print()
-        if total and done < total:
-            raise cifar10_input.DataError(
-                "The download from %s stopped after %d of %d bytes. Run again to "
-                "retry." % (url, done, total)
-            )
-        problem = _archive_problem(tmp_path)
-        if problem:
-            raise cifar10_input.DataError(
-                "The download from %s is not the expected archive: %s. Run again "
-                "to retry, or pass --data_url for another source (and --data_md5 "
-                "for another archive)." % (url, problem)
-            )
-        os.replace(tmp_path, path)
-        print("Successfully downloaded %s, %d bytes." % (filename, done))
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
-        raise cifar10_input.DataError(
-            "Could not download %s (%s). Without network access, place the "
-            "archive at %s or its extracted %s folder in --data_dir, or pass "
-            "--data_url=file:///path/to/%s or a mirror."
-            % (url, e, path, DATA_FOLDER, filename)
-        ) from None
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+    apply_gradient_op = optimizer.apply_gradients(
+        grads_and_vars, global_step=global_step
+    )
+    with tf.control_dependencies([apply_gradient_op]):
+        return variable_averages.apply(tf.compat.v1.trainable_variables())
 
 
 def maybe_download_and_extract():
     """Makes sure --data_dir holds the extracted data, fetching it if need be.
 
     Nothing is fetched or checked when the extracted folder is already there,
-    so the files can also be placed by hand. An archive already in --data_dir
-    is used when its checksum matches and fetched again when it does not (a
-    partial download of an earlier run, say). Both the download and the
-    extraction go to temporary names that are renamed into place when
-    complete, so a process reading the data beside this one never sees half
-    a file.
+    so the files can also be placed by hand. Otherwise the archive at
+    --data_url is downloaded (unless a copy with the right checksum is
+    already in --data_dir), checked against --data_md5 and extracted; see
+    cifar10_download.py.
 
     Raises:
       cifar10_input.DataError: the data cannot be fetched or is corrupt; the
         message says what to do.
     """
-    dest_directory = FLAGS.data_dir
-    extracted = os.path.join(dest_directory, DATA_FOLDER)
-    if os.path.isdir(extracted):
-        return
-    os.makedirs(dest_directory, exist_ok=True)
-
-    filename = os.path.basename(urllib.parse.urlparse(FLAGS.data_url).path)
-    filepath = os.path.join(dest_directory, filename or "cifar-10-binary.tar.gz")
-    if os.path.exists(filepath):
-        problem = _archive_problem(filepath)
-        if problem:
-            print(
-                "%s is incomplete or corrupt (%s); downloading it again."
-                % (filepath, problem)
-            )
-    else:
-        problem = "missing"
-    if problem:
-        _download(FLAGS.data_url, filepath)
-
-    staging = tempfile.mkdtemp(dir=dest_directory, prefix=".extracting-")
-    try:
-        try:
-            with tarfile.open(filepath, "r:gz") as tar:
-                tar.extractall(staging, filter="data")
-        except (tarfile.TarError, EOFError, OSError) as e:
-            raise cifar10_input.DataError(
-                "Could not extract %s (%s). Delete it and run again to download "
-                "it afresh." % (filepath, e)
-            ) from None
-        if not os.path.isdir(os.path.join(staging, DATA_FOLDER)):
-            raise cifar10_input.DataError(
-                "%s holds no %s folder: it is not the CIFAR-10 binary archive."
-                % (filepath, DATA_FOLDER)
-            )
-        try:
-            os.rename(os.path.join(staging, DATA_FOLDER), extracted)
-        except OSError:
-            # Another process (an eval started beside training) got there
-            # first; its copy is as good as ours.
-            if not os.path.isdir(extracted):
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    cifar10_download.maybe_download_and_extract(
+        url=FLAGS.data_url,
+        md5=FLAGS.data_md5,
+        size=OFFICIAL_SIZE if FLAGS.data_md5.lower() == OFFICIAL_MD5 else None,
+        data_dir=FLAGS.data_dir,
+        folder=DATA_FOLDER,
+    )

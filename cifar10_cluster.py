@@ -18,74 +18,71 @@ By default each worker applies its gradients as soon as they are computed
 every worker waits for that step before computing its next gradients.
 
 Every process gets the same --ps_hosts and --worker_hosts, and its own
---job_name and --task_index.
+--job_name and --task_index. The flags are defined in cifar10_loop.py, which
+hands over to run() here when one of them is given.
 """
 
-import contextlib
-import signal
 import socket
 import threading
 import time
 
 import tensorflow as tf
 
+import cifar10
+import cifar10_loop
+
 FLAGS = tf.compat.v1.flags.FLAGS
 
-tf.compat.v1.flags.DEFINE_string(
-    "ps_hosts",
-    "",
-    "Comma-separated host:port of the parameter servers, e.g. "
-    "'ps0.example.com:2222'. With --worker_hosts and --job_name, trains on a "
-    "cluster; without them, on this machine alone.",
-)
-tf.compat.v1.flags.DEFINE_string(
-    "worker_hosts",
-    "",
-    "Comma-separated host:port of the workers; the first is the chief, which "
-    "writes checkpoints and summaries.",
-)
-tf.compat.v1.flags.DEFINE_enum(
-    "job_name", None, ["ps", "worker"], "This process's job in the cluster."
-)
-tf.compat.v1.flags.DEFINE_integer(
-    "task_index",
-    0,
-    "This process's place in the host list of its job, from 0.",
-    lower_bound=0,
-)
-tf.compat.v1.flags.DEFINE_boolean(
-    "sync_replicas",
-    False,
-    "Apply the workers' gradients together, averaged, instead of each as soon "
-    "as it is ready.",
-)
-tf.compat.v1.flags.DEFINE_integer(
-    "replicas_to_aggregate",
-    None,
-    "With --sync_replicas: gradients averaged into one step (default: one per "
-    "worker). Fewer lets the slowest workers' gradients be dropped.",
-    lower_bound=1,
-)
-tf.compat.v1.flags.DEFINE_integer(
-    "cluster_timeout_secs",
-    300,
-    "How long a worker waits for the parameter servers to answer, and a worker "
-    "other than the chief for the chief to initialize the model, before it "
-    "gives up.",
-    lower_bound=1,
-)
 
-
-def device_scope(cluster):
-    """The device scope to build the training graph in: the cluster's
-    device_setter(), or none on one machine."""
-    if cluster is None:
-        return contextlib.nullcontext()
-    return tf.compat.v1.device(cluster.device_setter())
-
-
-class ClusterError(Exception):
+class ClusterError(cifar10_loop.TrainingError):
     """The cluster flags do not fit together, or the cluster cannot be reached."""
+
+
+def run(build_graph, examples_per_step, num_towers, config):
+    """This process's part of the cluster, as cifar10_loop.run() calls it.
+
+    A parameter server serves; a worker trains; the chief also prepares
+    --train_dir, resumes from it and writes checkpoints and summaries there.
+
+    Raises:
+      ClusterError: the cluster flags are wrong or the cluster cannot be
+        reached.
+    """
+    cluster = from_flags()
+    if cluster.job_name == "ps":
+        serve(cluster)
+        return
+    checkpoint = None
+    if cluster.is_chief:
+        checkpoint = cifar10_loop.prepare_train_dir()
+        if cifar10_loop.reached_max_steps(checkpoint):
+            return
+    cifar10.maybe_download_and_extract()
+    with tf.Graph().as_default():
+        with tf.compat.v1.device(cluster.device_setter()):
+            train_op, loss, summary_op = build_graph(apply_fn=cluster.apply_fn)
+        if checkpoint:
+            cifar10_loop.check_resumable(checkpoint)
+        scaffold = cifar10_loop.new_scaffold(summary_op)
+        progress = cifar10_loop.ProgressHook(
+            loss, examples_per_step, num_towers, shared_step=True
+        )
+        hooks = [progress, cifar10_loop.stop_at_max_steps()] + cluster.hooks()
+        if cluster.is_chief:
+            hooks += cifar10_loop.checkpoint_hooks(scaffold)
+        config = cluster.session_config(config or cifar10_loop.session_config())
+        session_creator = SessionCreator(cluster, scaffold, config, FLAGS.train_dir)
+        stopped_by = cifar10_loop.train(
+            session_creator, hooks, train_op, saves_checkpoint=cluster.is_chief
+        )
+    if cluster.is_chief:
+        cifar10_loop.report_checkpoint(stopped_by)
+    else:
+        print(
+            "%s global step %d."
+            % (cifar10_loop.stopped_phrase(stopped_by), progress.step)
+        )
+    print("This worker ran %d steps." % progress.own_steps, flush=True)
 
 
 def _hosts(flag_name):
@@ -104,14 +101,14 @@ def _hosts(flag_name):
 
 
 def from_flags():
-    """This process's Cluster, or None when no cluster flags are given.
+    """This process's Cluster, from the cluster flags.
 
     Raises:
       ClusterError: the cluster flags are incomplete or contradict each
         other; the message names the flag.
     """
-    cluster_flags = ("ps_hosts", "worker_hosts", "job_name")
-    given = [name for name in cluster_flags if FLAGS[name].value]
+    host_flags = ("ps_hosts", "worker_hosts", "job_name")
+    given = [name for name in host_flags if FLAGS[name].value]
     if not given:
         for name in ("sync_replicas", "replicas_to_aggregate", "task_index"):
             if FLAGS[name].value != FLAGS[name].default:
@@ -119,84 +116,102 @@ def from_flags():
                     "--%s only applies to training on a cluster: add --ps_hosts, "
                     "--worker_hosts and --job_name, or leave it out." % name
                 )
-        return None
-    missing = ["--" + name for name in cluster_flags if name not in given]
+    missing = ["--" + name for name in host_flags if name not in given]
     if missing:
         raise ClusterError(
             "Training on a cluster needs --ps_hosts, --worker_hosts and "
             "--job_name together; %s missing." % " and ".join(missing)
         )
-    ps_hosts, worker_hosts = _hosts("ps_hosts"), _hosts("worker_hosts")
+    jobs = {"ps": _hosts("ps_hosts"), "worker": _hosts("worker_hosts")}
+    _check_distinct(jobs)
+    job_name, task_index = FLAGS.job_name, FLAGS.task_index
+    if task_index >= len(jobs[job_name]):
+        raise ClusterError(
+            "--task_index=%d is out of range: --%s_hosts lists %d %s task(s), "
+            "numbered from 0 to %d."
+            % (
+                task_index,
+                job_name,
+                len(jobs[job_name]),
+                job_name,
+                len(jobs[job_name]) - 1,
+            )
+        )
+    _check_replicas(len(jobs["worker"]))
+    return Cluster(jobs, job_name, task_index)
+
+
+def _check_distinct(jobs):
     seen = set()
-    for entry in ps_hosts + worker_hosts:
+    for entry in jobs["ps"] + jobs["worker"]:
         if entry in seen:
             raise ClusterError(
                 "%s is listed twice in --ps_hosts and --worker_hosts; every task "
                 "needs an address of its own." % entry
             )
         seen.add(entry)
-    hosts = ps_hosts if FLAGS.job_name == "ps" else worker_hosts
-    if FLAGS.task_index >= len(hosts):
+
+
+def _check_replicas(num_workers):
+    if FLAGS.replicas_to_aggregate is None:
+        return
+    if not FLAGS.sync_replicas:
+        raise ClusterError("--replicas_to_aggregate only applies with --sync_replicas.")
+    if FLAGS.replicas_to_aggregate > num_workers:
         raise ClusterError(
-            "--task_index=%d is out of range: --%s_hosts lists %d %s task(s), "
-            "numbered from 0 to %d."
-            % (
-                FLAGS.task_index,
-                FLAGS.job_name,
-                len(hosts),
-                FLAGS.job_name,
-                len(hosts) - 1,
-            )
+            "--replicas_to_aggregate=%d, but --worker_hosts lists %d worker(s); "
+            "aggregate at most one gradient per worker."
+            % (FLAGS.replicas_to_aggregate, num_workers)
         )
-    if FLAGS.replicas_to_aggregate is not None:
-        if not FLAGS.sync_replicas:
-            raise ClusterError(
-                "--replicas_to_aggregate only applies with --sync_replicas."
-            )
-        if FLAGS.replicas_to_aggregate > len(worker_hosts):
-            raise ClusterError(
-                "--replicas_to_aggregate=%d, but --worker_hosts lists %d "
-                "worker(s); aggregate at most one gradient per worker."
-                % (FLAGS.replicas_to_aggregate, len(worker_hosts))
-            )
-    return Cluster(ps_hosts, worker_hosts, FLAGS.job_name, FLAGS.task_index)
 
 
 class Cluster:
     """This process's place in the cluster, and what training there needs.
 
+    Built once from the flags; nothing else here reads them.
+
     Attributes:
       job_name: 'ps' or 'worker'.
       task_index: this process's index in its job.
-      is_chief: whether this is worker 0.
+      is_chief: whether this is the chief (worker 0).
       num_workers: how many workers the cluster has.
-      wrap_optimizer: for cifar10.train(): None for asynchronous updates, or
-        the function that turns its optimizer into a SyncReplicasOptimizer.
+      apply_fn: for cifar10.train(): None for asynchronous updates, or the
+        synchronous updates' (see _SyncReplicasHook).
+      timeout_secs: --cluster_timeout_secs.
     """
 
-    def __init__(self, ps_hosts, worker_hosts, job_name, task_index):
-        self.ps_hosts = ps_hosts
+    def __init__(self, jobs, job_name, task_index):
+        self.jobs = jobs
         self.job_name = job_name
         self.task_index = task_index
         self.is_chief = job_name == "worker" and task_index == 0
-        self.num_workers = len(worker_hosts)
-        self.address = (ps_hosts if job_name == "ps" else worker_hosts)[task_index]
-        self.spec = tf.train.ClusterSpec({"ps": ps_hosts, "worker": worker_hosts})
-        self.wrap_optimizer = self._sync_replicas if FLAGS.sync_replicas else None
-        self.sync_optimizer = None
-        self.server = None
+        self.num_workers = len(jobs["worker"])
+        self.address = jobs[job_name][task_index]
+        self.timeout_secs = FLAGS.cluster_timeout_secs
+        self.spec = tf.train.ClusterSpec(jobs)
+        self._hooks = [_SameHostsHook(self)]
+        self.apply_fn = None
+        if FLAGS.sync_replicas:
+            replicas = FLAGS.replicas_to_aggregate or self.num_workers
+            sync = _SyncReplicasHook(replicas, self.num_workers, self.is_chief)
+            self.apply_fn = sync.apply_gradients
+            self._hooks.append(sync)
 
     def __str__(self):
         return "%s %d (%s)" % (self.job_name, self.task_index, self.address)
 
+    def hooks(self):
+        """Session hooks: the host-list check, and synchronous updates."""
+        return list(self._hooks)
+
     def start_server(self, config=None):
-        """Starts this task's server; returns its session target.
+        """Starts this task's server and returns it.
 
         Raises:
           ClusterError: the server cannot listen on its address.
         """
         try:
-            self.server = tf.distribute.Server(
+            server = tf.distribute.Server(
                 self.spec, self.job_name, self.task_index, config=config
             )
         except (tf.errors.OpError, ValueError) as e:
@@ -210,12 +225,13 @@ class Cluster:
                     self.job_name,
                 )
             ) from None
-        return self.server.target
+        return server
 
     def device_setter(self):
         """Places variables on the parameter servers, all else on this worker."""
         return tf.compat.v1.train.replica_device_setter(
-            worker_device="/job:worker/task:%d" % self.task_index, cluster=self.spec
+            worker_device="/job:%s/task:%d" % (self.job_name, self.task_index),
+            cluster=self.spec,
         )
 
     def session_config(self, config):
@@ -225,30 +241,9 @@ class Cluster:
         worker to be up, and a worker that died would block the others.
         """
         config.device_filters.extend(
-            ["/job:ps", "/job:worker/task:%d" % self.task_index]
+            ["/job:ps", "/job:%s/task:%d" % (self.job_name, self.task_index)]
         )
         return config
-
-    def _sync_replicas(self, optimizer, variable_averages):
-        replicas = FLAGS.replicas_to_aggregate or self.num_workers
-        self.sync_optimizer = tf.compat.v1.train.SyncReplicasOptimizer(
-            optimizer,
-            replicas_to_aggregate=replicas,
-            total_num_replicas=self.num_workers,
-            # The moving averages follow the aggregated steps, once each.
-            variable_averages=variable_averages,
-            variables_to_average=tf.compat.v1.trainable_variables(),
-        )
-        return self.sync_optimizer
-
-    def hooks(self):
-        """Session hooks: the host-list check, and synchronous updates."""
-        hooks = [_SameHostsHook(self)]
-        if self.sync_optimizer is not None:
-            hooks.append(
-                _SyncReplicasHook(self.sync_optimizer, self.is_chief, self.num_workers)
-            )
-        return hooks
 
     def wait_for_ps(self):
         """Returns once every parameter server accepts connections.
@@ -256,10 +251,10 @@ class Cluster:
         Raises:
           ClusterError: one did not within --cluster_timeout_secs.
         """
-        deadline = time.time() + FLAGS.cluster_timeout_secs
-        for task, address in enumerate(self.ps_hosts):
+        deadline = time.time() + self.timeout_secs
+        for task, address in enumerate(self.jobs["ps"]):
             host, _, port = address.rpartition(":")
-            said = False
+            waiting = False
             while True:
                 try:
                     socket.create_connection((host.strip("[]"), int(port)), 5).close()
@@ -270,21 +265,15 @@ class Cluster:
                             "Cannot reach parameter server %d at %s (%s) after "
                             "%d s. Start it with --job_name=ps --task_index=%d "
                             "and the same host lists, or correct --ps_hosts."
-                            % (
-                                task,
-                                address,
-                                e.strerror or e,
-                                FLAGS.cluster_timeout_secs,
-                                task,
-                            )
+                            % (task, address, e.strerror or e, self.timeout_secs, task)
                         ) from None
-                    if not said:
+                    if not waiting:
                         print(
                             "Waiting for parameter server %d at %s ..."
                             % (task, address),
                             flush=True,
                         )
-                        said = True
+                        waiting = True
                     time.sleep(1)
 
 
@@ -299,35 +288,34 @@ class _SameHostsHook(tf.compat.v1.train.SessionRunHook):
 
     def __init__(self, cluster):
         self._cluster = cluster
+        self._own_hosts = "--ps_hosts=%s --worker_hosts=%s" % (
+            ",".join(cluster.jobs["ps"]),
+            ",".join(cluster.jobs["worker"]),
+        )
 
     def begin(self):
-        hosts = self._cluster.spec.as_dict()
-        text = "--ps_hosts=%s --worker_hosts=%s" % (
-            ",".join(hosts["ps"]),
-            ",".join(hosts["worker"]),
-        )
         with tf.device("/job:ps/task:0"):
             # Not in any collection: neither saved nor initialized with the
             # model.
             self._chief_hosts = tf.compat.v1.Variable(
-                text, trainable=False, collections=[], name="chief_hosts"
+                self._own_hosts, trainable=False, collections=[], name="chief_hosts"
             )
             if not self._cluster.is_chief:
                 self._is_set = tf.compat.v1.is_variable_initialized(self._chief_hosts)
-        self._own_hosts = text
 
     def after_create_session(self, session, coord):
         if self._cluster.is_chief:
             session.run(self._chief_hosts.initializer)
             return
         # The chief sets it right after initializing the model.
-        deadline = time.time() + FLAGS.cluster_timeout_secs
+        timeout_secs = self._cluster.timeout_secs
+        deadline = time.time() + timeout_secs
         while not session.run(self._is_set):
             if time.time() > deadline:
                 raise ClusterError(
                     "The chief (worker 0) did not leave its host lists on "
                     "parameter server 0 within %d s (--cluster_timeout_secs). "
-                    "Is it running?" % FLAGS.cluster_timeout_secs
+                    "Is it running?" % timeout_secs
                 )
             time.sleep(0.5)
         chief_hosts = session.run(self._chief_hosts).decode()
@@ -340,11 +328,14 @@ class _SameHostsHook(tf.compat.v1.train.SessionRunHook):
 
 
 class _SyncReplicasHook(tf.compat.v1.train.SessionRunHook):
-    """Runs synchronous updates alongside the training loop.
+    """Synchronous updates: the training step, and the loop that applies them.
 
-    Each worker, after sending its gradients, waits for a token. On the
-    chief, a thread applies the average once enough gradients for a step
-    have arrived, then hands every worker a token for the next step.
+    Its apply_gradients() is cifar10.train()'s apply_fn: each worker sends its
+    gradients to accumulators on the parameter servers and waits for a token.
+    On the chief, a thread applies the average once enough gradients for a
+    step have arrived, together with the weights' moving averages (once per
+    step, not once per worker), then hands every worker a token for the next
+    step.
 
     SyncReplicasOptimizer's own hook runs that thread as a queue runner,
     which the session waits two minutes for at the end, since its last run
@@ -356,14 +347,26 @@ class _SyncReplicasHook(tf.compat.v1.train.SessionRunHook):
     its run, sees the final global step and stops too.
     """
 
-    def __init__(self, sync_optimizer, is_chief, num_workers):
-        self._sync_optimizer = sync_optimizer
-        self._is_chief = is_chief
+    def __init__(self, replicas_to_aggregate, num_workers, is_chief):
+        self._replicas_to_aggregate = replicas_to_aggregate
         self._num_workers = num_workers
+        self._is_chief = is_chief
+        self._optimizer = None
         self._ending = False
 
+    def apply_gradients(self, optimizer, grads_and_vars, global_step, averages):
+        """cifar10.apply_gradients(), synchronized across the workers."""
+        self._optimizer = tf.compat.v1.train.SyncReplicasOptimizer(
+            optimizer,
+            replicas_to_aggregate=self._replicas_to_aggregate,
+            total_num_replicas=self._num_workers,
+            variable_averages=averages,
+            variables_to_average=tf.compat.v1.trainable_variables(),
+        )
+        return self._optimizer.apply_gradients(grads_and_vars, global_step)
+
     def begin(self):
-        opt = self._sync_optimizer
+        opt = self._optimizer
         self._release_op = opt.get_init_tokens_op(self._num_workers)
         # The session creator has already waited for the chief's
         # initialization; this op of the optimizer's is not needed.
@@ -401,14 +404,15 @@ class _SyncReplicasHook(tf.compat.v1.train.SessionRunHook):
 class SessionCreator(tf.compat.v1.train.SessionCreator):
     """Creates (and after a lost connection re-creates) a worker's session.
 
-    It first waits, for a bounded time, until the parameter servers answer.
-    The chief then initializes the variables or restores the newest
-    checkpoint in checkpoint_dir; the other workers wait until it has.
+    It starts this worker's server, and before each session waits, for a
+    bounded time, until the parameter servers answer. The chief then
+    initializes the variables or restores the newest checkpoint in
+    checkpoint_dir; the other workers wait until it has.
     """
 
-    def __init__(self, cluster, target, scaffold, config, checkpoint_dir):
+    def __init__(self, cluster, scaffold, config, checkpoint_dir):
         self._cluster = cluster
-        self._target = target
+        self._server = cluster.start_server(config)
         self._scaffold = scaffold
         self._config = config
         self._checkpoint_dir = checkpoint_dir
@@ -430,7 +434,7 @@ class SessionCreator(tf.compat.v1.train.SessionCreator):
             session = self._create()
         except (tf.errors.AbortedError, tf.errors.UnavailableError) as e:
             self._failing_since = self._failing_since or time.time()
-            if time.time() - self._failing_since > FLAGS.cluster_timeout_secs:
+            if time.time() - self._failing_since > self._cluster.timeout_secs:
                 raise ClusterError(
                     "%s cannot start a session with the cluster (%s). Check "
                     "that every process got the same --ps_hosts and "
@@ -445,7 +449,7 @@ class SessionCreator(tf.compat.v1.train.SessionCreator):
         if self._cluster.is_chief:
             return tf.compat.v1.train.ChiefSessionCreator(
                 scaffold=self._scaffold,
-                master=self._target,
+                master=self._server.target,
                 config=self._config,
                 checkpoint_dir=self._checkpoint_dir,
             ).create_session()
@@ -462,31 +466,30 @@ class SessionCreator(tf.compat.v1.train.SessionCreator):
                 "Waiting for the chief (worker 0) to initialize the model.",
                 flush=True,
             )
+        timeout_secs = self._cluster.timeout_secs
         try:
             return manager.wait_for_session(
-                self._target,
-                config=self._config,
-                max_wait_secs=FLAGS.cluster_timeout_secs,
+                self._server.target, config=self._config, max_wait_secs=timeout_secs
             )
         except tf.errors.DeadlineExceededError:
             raise ClusterError(
                 "The chief (worker 0) has not initialized the model within %d s "
                 "(--cluster_timeout_secs). Start it with --job_name=worker "
-                "--task_index=0, or check --worker_hosts." % FLAGS.cluster_timeout_secs
+                "--task_index=0, or check --worker_hosts." % timeout_secs
             ) from None
 
 
 def serve(cluster):
     """Runs a parameter server until Ctrl+C or SIGTERM."""
-    cluster.start_server()
+    _server = cluster.start_server()  # it serves while this reference lives
     print(
         "Parameter server %d listening on %s. Stop it with Ctrl+C when "
         "training is done." % (cluster.task_index, cluster.address),
         flush=True,
     )
     # The server runs on its own threads. Waiting here in Python, rather than
-    # in server.join(), keeps Ctrl+C working.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # in server.join(), keeps Ctrl+C and SIGTERM working (cifar10_app turns
+    # both into KeyboardInterrupt).
     try:
         while True:
             time.sleep(3600)

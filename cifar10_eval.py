@@ -14,23 +14,19 @@ global step, for TensorBoard. --run_once scores the newest checkpoint and
 exits.
 """
 
+import cifar10_app
+
+import datetime
 import os
+import sys
+import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Keep TF's C++ chatter quiet.
-# oneDNN's CPU kernels, which TensorFlow turns on by itself only on some CPUs,
-# make the training step about 1.4x faster on plain AVX2 machines.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+import numpy as np
+import tensorflow as tf
 
-import datetime  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import app  # noqa: E402
-
-import cifar10  # noqa: E402
-import cifar10_input  # noqa: E402
+import cifar10
+import cifar10_checkpoint
+import cifar10_input
 
 FLAGS = tf.compat.v1.flags.FLAGS
 # --help lists the shared flags beside this binary's own.
@@ -67,22 +63,15 @@ tf.compat.v1.flags.DEFINE_boolean(
 PROGRESS_SECS = 30
 
 
-def _checkpoint_step(checkpoint):
-    """The global step of a checkpoint: from its name, model.ckpt-<step>, or
-    from its global_step variable for a checkpoint named otherwise."""
-    try:
-        return int(checkpoint.rsplit("-", 1)[-1])
-    except ValueError:
-        return int(tf.train.load_variable(checkpoint, "global_step"))
+class EvalError(Exception):
+    """Evaluation cannot go on; the message says why and what to do."""
 
 
-def eval_once(averages, savers, summary_writer, top_k_op, summary_op, checkpoint):
+def eval_once(restore, summary_writer, top_k_op, summary_op, checkpoint):
     """Scores one checkpoint on the first --num_examples images.
 
     Args:
-      averages: the checkpoint names of the moving averages to restore.
-      savers: (moving-average saver, raw-weights saver); the second serves
-        checkpoints saved without moving averages.
+      restore: restore(session, checkpoint) loads the weights to score.
       summary_writer: writes the summaries to --eval_dir.
       top_k_op: bool Tensor [<=batch], whether each prediction is right.
       summary_op: the evaluation graph's summaries.
@@ -94,15 +83,8 @@ def eval_once(averages, savers, summary_writer, top_k_op, summary_op, checkpoint
     """
     with tf.compat.v1.Session() as sess:
         try:
-            global_step = _checkpoint_step(checkpoint)
-            stored = {name for name, _ in tf.train.list_variables(checkpoint)}
-            saver = savers[0]
-            if not averages <= stored:
-                print(
-                    "%s has no moving averages; scoring its raw weights." % checkpoint
-                )
-                saver = savers[1]
-            saver.restore(sess, checkpoint)
+            global_step = cifar10_checkpoint.step(checkpoint)
+            restore(sess, checkpoint)
         except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as e:
             print(
                 "Warning: could not read %s (%s); it was probably replaced by a "
@@ -110,46 +92,11 @@ def eval_once(averages, savers, summary_writer, top_k_op, summary_op, checkpoint
                 flush=True,
             )
             return None
-
-        # The epoch counter of the input is a local variable.
-        sess.run(tf.compat.v1.local_variables_initializer())
-        coord = tf.train.Coordinator()
-        threads = tf.compat.v1.train.start_queue_runners(sess=sess, coord=coord)
-        num_examples = FLAGS.num_examples
-        true_count = counted = 0
-        begin = time.time()
-        try:
-            # The summaries ride along with the first batch: a run of their
-            # own would take a batch away from the count.
-            correct, summary_str = sess.run([top_k_op, summary_op])
-            # The rate leaves out the first batch, which also pays for
-            # start-up: threads, kernel set-up and the summaries.
-            first_batch = min(len(correct), num_examples)
-            start = last_report = time.time()
-            while True:
-                correct = correct[: num_examples - counted]
-                true_count += int(np.sum(correct))
-                counted += len(correct)
-                if counted >= num_examples:
-                    break
-                if time.time() - last_report > PROGRESS_SECS:
-                    last_report = time.time()
-                    print(
-                        "  scored %d of %d images..." % (counted, num_examples),
-                        flush=True,
-                    )
-                correct = sess.run(top_k_op)
-        except tf.errors.OutOfRangeError:
-            pass  # Fewer images than --num_examples; checked beforehand.
-        finally:
-            coord.request_stop()
-            coord.join(threads, stop_grace_period_secs=10)
+        true_count, counted, rate, summary_str = _count_correct(
+            sess, top_k_op, summary_op
+        )
 
     precision = true_count / counted
-    if counted > first_batch:
-        rate = (counted - first_batch) / (time.time() - start)
-    else:
-        rate = counted / (time.time() - begin)
     print(
         "%s: precision @ 1 = %.3f (step %d, %d images, %.1f images/sec)"
         % (datetime.datetime.now(), precision, global_step, counted, rate),
@@ -163,8 +110,79 @@ def eval_once(averages, savers, summary_writer, top_k_op, summary_op, checkpoint
     return precision
 
 
+def _count_correct(sess, top_k_op, summary_op):
+    """Runs the input over the first --num_examples images.
+
+    Returns:
+      (right predictions, images counted, images/sec, serialized summaries).
+    """
+    # The epoch counter of the input is a local variable.
+    sess.run(tf.compat.v1.local_variables_initializer())
+    coord = tf.train.Coordinator()
+    threads = tf.compat.v1.train.start_queue_runners(sess=sess, coord=coord)
+    num_examples = FLAGS.num_examples
+    true_count = counted = 0
+    begin = time.time()
+    try:
+        # The summaries ride along with the first batch: a run of their own
+        # would take a batch away from the count.
+        correct, summary_str = sess.run([top_k_op, summary_op])
+        # The rate leaves out the first batch, which also pays for start-up:
+        # threads, kernel set-up and the summaries.
+        first_batch = min(len(correct), num_examples)
+        start = last_report = time.time()
+        while True:
+            correct = correct[: num_examples - counted]
+            true_count += int(np.sum(correct))
+            counted += len(correct)
+            if counted >= num_examples:
+                break
+            if time.time() - last_report > PROGRESS_SECS:
+                last_report = time.time()
+                print(
+                    "  scored %d of %d images..." % (counted, num_examples),
+                    flush=True,
+                )
+            correct = sess.run(top_k_op)
+    except tf.errors.OutOfRangeError:
+        pass  # Fewer images than --num_examples; checked beforehand.
+    finally:
+        coord.request_stop()
+        coord.join(threads, stop_grace_period_secs=10)
+    if counted > first_batch:
+        rate = (counted - first_batch) / (time.time() - start)
+    else:
+        rate = counted / (time.time() - begin)
+    return true_count, counted, rate, summary_str
+
+
+def _restorer():
+    """restore(session, checkpoint): each weight from its moving average, or
+    the raw weights of a checkpoint saved without moving averages."""
+    variable_averages = tf.compat.v1.train.ExponentialMovingAverage(
+        cifar10.MOVING_AVERAGE_DECAY
+    )
+    averages = variable_averages.variables_to_restore()
+    average_saver = tf.compat.v1.train.Saver(averages)
+    raw_saver = tf.compat.v1.train.Saver(tf.compat.v1.global_variables())
+
+    def restore(session, checkpoint):
+        stored = {name for name, _ in tf.train.list_variables(checkpoint)}
+        if set(averages) <= stored:
+            average_saver.restore(session, checkpoint)
+        else:
+            print("%s has no moving averages; scoring its raw weights." % checkpoint)
+            raw_saver.restore(session, checkpoint)
+
+    return restore
+
+
 def evaluate():
-    """Scores checkpoints from --checkpoint_dir: the newest, or each new one."""
+    """Scores checkpoints from --checkpoint_dir: the newest, or each new one.
+
+    Raises:
+      EvalError: --run_once found no checkpoint it could score.
+    """
     with tf.Graph().as_default() as g:
         eval_data = FLAGS.eval_data == "test"
         images, labels = cifar10.inputs(eval_data=eval_data)
@@ -172,48 +190,34 @@ def evaluate():
         top_k_op = tf.nn.in_top_k(
             targets=labels, predictions=tf.cast(logits, tf.float32), k=1
         )
-
-        # Restore each weight from its moving average.
-        variable_averages = tf.compat.v1.train.ExponentialMovingAverage(
-            cifar10.MOVING_AVERAGE_DECAY
-        )
-        averages = variable_averages.variables_to_restore()
-        savers = (
-            tf.compat.v1.train.Saver(averages),
-            tf.compat.v1.train.Saver(tf.compat.v1.global_variables()),
-        )
+        restore = _restorer()
         summary_op = tf.compat.v1.summary.merge_all()
         summary_writer = tf.compat.v1.summary.FileWriter(FLAGS.eval_dir, g)
 
         last_scored = None
-        said_waiting = False
+        waiting = False
         while True:
             checkpoint = tf.train.latest_checkpoint(FLAGS.checkpoint_dir)
             if checkpoint is None:
                 if FLAGS.run_once:
-                    sys.exit(
-                        "Error: No checkpoint file found at %s. Train first, or "
-                        "point --checkpoint_dir at the training binary's "
-                        "--train_dir." % FLAGS.checkpoint_dir
+                    raise EvalError(
+                        "No checkpoint file found at %s. Train first, or point "
+                        "--checkpoint_dir at the training binary's --train_dir."
+                        % FLAGS.checkpoint_dir
                     )
-                if not said_waiting:
+                if not waiting:
                     print(
                         "No checkpoint file found at %s; looking again every %d s."
                         % (FLAGS.checkpoint_dir, FLAGS.eval_interval_secs),
                         flush=True,
                     )
-                    said_waiting = True
+                    waiting = True
             elif checkpoint != last_scored:
                 precision = eval_once(
-                    set(averages),
-                    savers,
-                    summary_writer,
-                    top_k_op,
-                    summary_op,
-                    checkpoint,
+                    restore, summary_writer, top_k_op, summary_op, checkpoint
                 )
                 if precision is None and FLAGS.run_once:
-                    sys.exit("Error: could not read %s." % checkpoint)
+                    raise EvalError("Could not read %s." % checkpoint)
                 last_scored = checkpoint
             if FLAGS.run_once:
                 return
@@ -221,7 +225,12 @@ def evaluate():
 
 
 def _check_num_examples():
-    """--num_examples may not exceed the images of the chosen split."""
+    """--num_examples may not exceed the images of the chosen split.
+
+    Raises:
+      EvalError: it does.
+      cifar10_input.DataError: a data file is missing or truncated.
+    """
     data_dir = os.path.join(FLAGS.data_dir, cifar10.DATA_FOLDER)
     if FLAGS.eval_data == "test":
         files = cifar10_input.TEST_FILES
@@ -230,25 +239,21 @@ def _check_num_examples():
     paths = cifar10_input.check_data_files(data_dir, files)
     available = sum(os.path.getsize(p) for p in paths) // cifar10_input.RECORD_BYTES
     if FLAGS.num_examples > available:
-        raise cifar10_input.DataError(
+        raise EvalError(
             "--num_examples=%d is more than the %d images of the %s data in %s."
             % (FLAGS.num_examples, available, FLAGS.eval_data, data_dir)
         )
 
 
-def main(argv=None):
+def main(argv):
     del argv
     try:
         cifar10.maybe_download_and_extract()
         _check_num_examples()
         evaluate()
-    except cifar10_input.DataError as e:
+    except (cifar10_input.DataError, EvalError) as e:
         sys.exit("Error: %s" % e)
-    except KeyboardInterrupt:
-        sys.exit("Interrupted.")
 
 
 if __name__ == "__main__":
-    tf.compat.v1.disable_eager_execution()
-    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
-    app.run(main)
+    cifar10_app.run(main)

@@ -38,25 +38,23 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as the binaries do
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# TensorFlow's environment, as the binaries set it.
+import cifar10_app  # noqa: E402, F401, I001
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import cifar10  # noqa: E402
-import fake_cifar  # noqa: E402
-import loopback  # noqa: E402
+from harness import fake_cifar, procs  # noqa: E402
+from harness.sessions import queue_session  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_boolean("quick", False, "Fewer and shorter windows.")
 flags.DEFINE_string(
     "json",
-    os.path.join(ROOT, "benchmarks", "results", "benchmark.json"),
+    os.path.join(procs.ROOT, "benchmarks", "results", "benchmark.json"),
     "Where to write the figures.",
 )
 flags.DEFINE_string(
@@ -68,6 +66,26 @@ QUEUE_FILLED = re.compile(r"first step took ([\d.]+) s")
 EVAL_RATE = re.compile(
     r"precision @ 1 = \S+ \(step \d+, (\d+) images, ([\d.]+) images/sec"
 )
+
+
+# The table: (row, key of the figure, format).
+ROWS = [
+    ("(a) training ceiling, batch in memory", "train_ceiling", "%.0f examples/sec"),
+    ("(b) cifar10_train.py end to end", "train_end_to_end", "%.0f examples/sec"),
+    ("    (b)/(a)", "train_ratio", "%.3f"),
+    ("(c) distorted_inputs alone", "input_pipeline", "%.0f images/sec"),
+    ("(d) forward ceiling, batch in memory", "forward_ceiling", "%.0f images/sec"),
+    ("(d) same graph fed by the eval pipeline", "eval_pipeline", "%.0f images/sec"),
+    ("    eval/forward", "eval_ratio", "%.3f"),
+    ("(d) cifar10_eval.py, 10,000 images", "eval_end_to_end", "%.0f images/sec"),
+    ("(e) queue filling (20,000 images)", "queue_fill_secs", "%.1f s"),
+    ("(f) peak RSS, cifar10_train.py", "train_peak_rss_mb", "%.0f MB"),
+    ("(g) multi-GPU binary, 1 tower", "multi_gpu_1", "%.0f examples/sec"),
+    ("(g) multi-GPU binary, 2 towers", "multi_gpu_2", "%.0f examples/sec"),
+    ("(h) cluster: 1 ps + 1 worker", "cluster_1", "%.0f examples/sec"),
+    ("(h) cluster: 1 ps + 2 workers", "cluster_2", "%.0f examples/sec"),
+    ("(h) cluster: 1 ps + 2 workers, sync", "cluster_2_sync", "%.0f examples/sec"),
+]
 
 
 def median_rate(run_once, examples_per_run, windows, runs_per_window, warmup):
@@ -123,21 +141,13 @@ def eval_pipeline_and_ceiling(windows, steps):
             fixed = tf.nn.in_top_k(
                 targets=fixed_labels, predictions=cifar10.inference(fixed_images), k=1
             )
-        with tf.compat.v1.Session() as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            sess.run(tf.compat.v1.local_variables_initializer())
-            coord = tf.train.Coordinator()
-            threads = tf.compat.v1.train.start_queue_runners(sess=sess, coord=coord)
-            try:
-                pipeline, memory = [], []
-                for _ in range(windows):
-                    for op, rates in ((fed, pipeline), (fixed, memory)):
-                        rates.append(
-                            median_rate(lambda op=op: sess.run(op), batch, 1, steps, 2)
-                        )
-            finally:
-                coord.request_stop()
-                coord.join(threads, stop_grace_period_secs=10)
+        with queue_session() as sess:
+            pipeline, memory = [], []
+            for _ in range(windows):
+                for op, rates in ((fed, pipeline), (fixed, memory)):
+                    rates.append(
+                        median_rate(lambda op=op: sess.run(op), batch, 1, steps, 2)
+                    )
     ratios = [p / m for p, m in zip(pipeline, memory, strict=True)]
     return (
         statistics.median(pipeline),
@@ -150,32 +160,22 @@ def input_pipeline(windows, steps):
     """(c): distorted_inputs() alone, after its queue has filled."""
     with tf.Graph().as_default():
         images, labels = cifar10.distorted_inputs()
-        with tf.compat.v1.Session() as sess:
-            coord = tf.train.Coordinator()
-            threads = tf.compat.v1.train.start_queue_runners(sess=sess, coord=coord)
-            try:
-                return median_rate(
-                    lambda: sess.run([images, labels]),
-                    FLAGS.batch_size,
-                    windows,
-                    steps,
-                    warmup=2,
-                )
-            finally:
-                coord.request_stop()
-                coord.join(threads, stop_grace_period_secs=10)
+        with queue_session() as sess:
+            return median_rate(
+                lambda: sess.run([images, labels]),
+                FLAGS.batch_size,
+                windows,
+                steps,
+                warmup=2,
+            )
 
 
 def run_binary(script, *args):
     """Runs a binary; returns (stdout, peak RSS in MB of that process)."""
-    cmd = (
+    prefix = (
         ["/usr/bin/time", "-f", "MAXRSS %M"] if os.path.exists("/usr/bin/time") else []
     )
-    result = subprocess.run(
-        [*cmd, sys.executable, os.path.join(ROOT, script), *args],
-        capture_output=True,
-        text=True,
-    )
+    result = procs.run_binary(script, *args, prefix=prefix, timeout=None)
     if result.returncode:
         sys.exit("%s failed:\n%s" % (script, result.stderr[-3000:]))
     rss = re.search(r"MAXRSS (\d+)", result.stderr)
@@ -210,19 +210,18 @@ def on_cluster(work_dir, name, num_workers, steps, *flags_):
       The sum over the workers of the median of each one's logged rates,
       leaving out its first two lines.
     """
-    ps_hosts, worker_hosts = loopback.cluster_hosts(num_workers)
-    common = [
-        sys.executable,
-        os.path.join(ROOT, "cifar10_train.py"),
-        "--ps_hosts=" + ps_hosts,
-        "--worker_hosts=" + worker_hosts,
+    ps_port, *worker_ports = procs.free_ports(1 + num_workers)
+    common = procs.command(
+        "cifar10_train.py",
+        "--ps_hosts=127.0.0.1:%d" % ps_port,
+        "--worker_hosts=" + ",".join("127.0.0.1:%d" % p for p in worker_ports),
         "--data_dir=%s" % os.path.join(work_dir, "data"),
         "--train_dir=%s" % tempfile.mkdtemp(prefix=name + "-", dir=work_dir),
         "--max_steps=%d" % steps,
         "--log_frequency=20",
         "--batch_size=%d" % FLAGS.batch_size,
         *flags_,
-    ]
+    )
     run = dict(stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     ps = subprocess.Popen([*common, "--job_name=ps"], **run)
     try:
@@ -260,13 +259,77 @@ def evaluation(work_dir, train_dir):
     return float(m.group(2))
 
 
+def measure_training(work_dir, windows, steps, train_steps):
+    """(a), (b), (c), (e), (f). Returns (figures, the train_dir of (b))."""
+    # The machine's speed drifts by 10% or more over minutes, so each
+    # end-to-end figure is set against ceilings measured right beside it.
+    print("(a) training ceiling ...", flush=True)
+    ceiling_before = training_ceiling(windows, steps)
+    print("(b) cifar10_train.py ...", flush=True)
+    rate, fill, rss, train_dir = end_to_end(
+        "cifar10_train.py", work_dir, "train", train_steps, skip=2
+    )
+    print("(a) training ceiling again ...", flush=True)
+    ceiling = (ceiling_before + training_ceiling(windows, steps)) / 2
+    print("(c) input pipeline alone ...", flush=True)
+    figures = dict(
+        train_ceiling=ceiling,
+        train_end_to_end=rate,
+        train_ratio=rate / ceiling,
+        queue_fill_secs=fill,
+        train_peak_rss_mb=rss,
+        input_pipeline=input_pipeline(windows, steps),
+    )
+    return figures, train_dir
+
+
+def measure_eval(work_dir, train_dir, windows, steps):
+    """(d)."""
+    print("(d) eval pipeline beside the forward ceiling ...", flush=True)
+    pipeline, memory, ratio = eval_pipeline_and_ceiling(2 * windows, steps)
+    print("(d) cifar10_eval.py ...", flush=True)
+    return dict(
+        eval_pipeline=pipeline,
+        forward_ceiling=memory,
+        eval_ratio=ratio,
+        eval_end_to_end=evaluation(work_dir, train_dir),
+    )
+
+
+def measure_scaling(work_dir, train_steps):
+    """(g) and (h)."""
+    figures = {}
+    print("(g) multi-GPU binary, 1 and 2 towers on CPU ...", flush=True)
+    for towers in (1, 2):
+        rate, _, _, _ = end_to_end(
+            "cifar10_multi_gpu_train.py", work_dir, "towers%d" % towers,
+            train_steps // towers, 2, "--num_gpus=%d" % towers,
+        )  # fmt: skip
+        figures["multi_gpu_%d" % towers] = rate
+    print("(h) cluster on this machine: 1 ps + 1 or 2 workers ...", flush=True)
+    figures["cluster_1"] = on_cluster(work_dir, "cluster1", 1, train_steps)
+    figures["cluster_2"] = on_cluster(work_dir, "cluster2", 2, train_steps)
+    figures["cluster_2_sync"] = on_cluster(
+        work_dir, "cluster2sync", 2, train_steps // 2, "--sync_replicas"
+    )
+    return figures
+
+
+def print_table(results):
+    print()
+    print("| figure | value |")
+    print("|---|---|")
+    for name, key, fmt in ROWS:
+        value = results.get(key)
+        print("| %s | %s |" % (name, "n/a" if value is None else fmt % value))
+
+
 def main(argv):
     del argv
     tf.compat.v1.disable_eager_execution()
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
-    quick = FLAGS.quick
-    windows, steps = (3, 10) if quick else (5, 20)
-    train_steps = 200 if quick else 400
+    windows, steps = (3, 10) if FLAGS.quick else (5, 20)
+    train_steps = 200 if FLAGS.quick else 400
 
     work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="cifar10_bench_")
     print("Writing a full-size fake data set to %s ..." % work_dir, flush=True)
@@ -278,71 +341,14 @@ def main(argv):
     results = {"machine": {"cores": os.cpu_count(), "platform": platform.platform(),
                            "tensorflow": tf.__version__},
                "batch_size": FLAGS.batch_size}  # fmt: skip
-    # The machine's speed drifts by 10% or more over minutes, so each
-    # end-to-end figure is set against ceilings measured right beside it.
-    print("(a) training ceiling ...", flush=True)
-    ceiling_before = training_ceiling(windows, steps)
-    print("(b) cifar10_train.py ...", flush=True)
-    rate, fill, rss, train_dir = end_to_end(
-        "cifar10_train.py", work_dir, "train", train_steps, skip=2
-    )
-    print("(a) training ceiling again ...", flush=True)
-    ceiling_after = training_ceiling(windows, steps)
-    results.update(
-        train_ceiling=(ceiling_before + ceiling_after) / 2,
-        train_end_to_end=rate,
-        queue_fill_secs=fill,
-        train_peak_rss_mb=rss,
-    )
-    print("(c) input pipeline alone ...", flush=True)
-    results["input_pipeline"] = input_pipeline(windows, steps)
-    print("(d) eval pipeline beside the forward ceiling ...", flush=True)
-    pipeline, memory, ratio = eval_pipeline_and_ceiling(2 * windows, steps)
-    results.update(eval_pipeline=pipeline, forward_ceiling=memory, eval_ratio=ratio)
-    print("(d) cifar10_eval.py ...", flush=True)
-    results["eval_end_to_end"] = evaluation(work_dir, train_dir)
-    print("(g) multi-GPU binary, 1 and 2 towers on CPU ...", flush=True)
-    for towers in (1, 2):
-        rate, _, _, _ = end_to_end(
-            "cifar10_multi_gpu_train.py", work_dir, "towers%d" % towers,
-            train_steps // towers, 2, "--num_gpus=%d" % towers,
-        )  # fmt: skip
-        results["multi_gpu_%d" % towers] = rate
-    print("(h) cluster on this machine: 1 ps + 1 or 2 workers ...", flush=True)
-    results["cluster_1"] = on_cluster(work_dir, "cluster1", 1, train_steps)
-    results["cluster_2"] = on_cluster(work_dir, "cluster2", 2, train_steps)
-    results["cluster_2_sync"] = on_cluster(
-        work_dir, "cluster2sync", 2, train_steps // 2, "--sync_replicas"
-    )
-    results["train_ratio"] = results["train_end_to_end"] / results["train_ceiling"]
+    figures, train_dir = measure_training(work_dir, windows, steps, train_steps)
+    results.update(figures)
+    results.update(measure_eval(work_dir, train_dir, windows, steps))
+    results.update(measure_scaling(work_dir, train_steps))
     results["children_peak_rss_mb"] = (
         resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     )
-
-    rows = [
-        ("(a) training ceiling, batch in memory", "train_ceiling", "%.0f examples/sec"),
-        ("(b) cifar10_train.py end to end", "train_end_to_end", "%.0f examples/sec"),
-        ("    (b)/(a)", "train_ratio", "%.3f"),
-        ("(c) distorted_inputs alone", "input_pipeline", "%.0f images/sec"),
-        ("(d) forward ceiling, batch in memory", "forward_ceiling", "%.0f images/sec"),
-        ("(d) same graph fed by the eval pipeline", "eval_pipeline", "%.0f images/sec"),
-        ("    eval/forward", "eval_ratio", "%.3f"),
-        ("(d) cifar10_eval.py, 10,000 images", "eval_end_to_end", "%.0f images/sec"),
-        ("(e) queue filling (20,000 images)", "queue_fill_secs", "%.1f s"),
-        ("(f) peak RSS, cifar10_train.py", "train_peak_rss_mb", "%.0f MB"),
-        ("(g) multi-GPU binary, 1 tower", "multi_gpu_1", "%.0f examples/sec"),
-        ("(g) multi-GPU binary, 2 towers", "multi_gpu_2", "%.0f examples/sec"),
-        ("(h) cluster: 1 ps + 1 worker", "cluster_1", "%.0f examples/sec"),
-        ("(h) cluster: 1 ps + 2 workers", "cluster_2", "%.0f examples/sec"),
-        ("(h) cluster: 1 ps + 2 workers, sync", "cluster_2_sync", "%.0f examples/sec"),
-    ]
-    print()
-    print("| figure | value |")
-    print("|---|---|")
-    for name, key, fmt in rows:
-        value = results[key]
-        print("| %s | %s |" % (name, "n/a" if value is None else fmt % value))
-
+    print_table(results)
     os.makedirs(os.path.dirname(FLAGS.json), exist_ok=True)
     with open(FLAGS.json, "w") as f:
         json.dump(results, f, indent=2)

@@ -11,103 +11,17 @@ import pytest
 from absl.testing import flagsaver
 
 import cifar10_cluster
-import loopback
-from conftest import (
-    FAST_FLAGS,
+from harness.procs import free_ports, run_binary
+from helpers import (
     LOG_LINE,
     PRECISION,
+    LocalCluster,
     checkpoint_step,
     evaluate,
+    finish_cleanly,
+    first_step,
     logged_steps,
-    run_binary,
-    start_binary,
 )
-
-# How long any one wait of these tests may take before it counts as a hang.
-PATIENCE_SECS = 180
-
-
-class Task:
-    """One process of the cluster, its output going to a file."""
-
-    def __init__(self, proc, log_path):
-        self.proc = proc
-        self.log_path = log_path
-
-    def output(self):
-        with open(self.log_path) as f:
-            return f.read()
-
-    def wait_for(self, pattern):
-        """Waits until the output matches pattern; returns the match."""
-        deadline = time.time() + PATIENCE_SECS
-        while time.time() < deadline:
-            match = re.search(pattern, self.output(), re.MULTILINE)
-            if match:
-                return match
-            assert self.proc.poll() is None, self.output()
-            time.sleep(0.2)
-        raise AssertionError("%r not seen in time:\n%s" % (pattern, self.output()))
-
-    def wait_for_step(self):
-        """Waits for this task's first log line; returns its global step."""
-        self.wait_for(LOG_LINE.pattern)  # ^ and $ match at each line
-        return logged_steps(self.output())[0]
-
-    def finish(self):
-        """Waits for the process to end; returns (exit status, output).
-
-        The output must not hold a traceback or an error logged by TensorFlow.
-        """
-        try:
-            self.proc.wait(timeout=PATIENCE_SECS)
-        except Exception:
-            self.proc.kill()
-            raise
-        out = self.output()
-        assert "Traceback" not in out and "ERROR:tensorflow" not in out, out
-        return self.proc.returncode, out
-
-
-class LocalCluster:
-    """1 ps and some workers of the training binaries, on loopback ports."""
-
-    def __init__(self, dataset, tmp_path, num_workers, *flags):
-        ps_hosts, worker_hosts = loopback.cluster_hosts(num_workers)
-        self.tmp_path = tmp_path
-        self.worker_hosts_flag = "--worker_hosts=" + worker_hosts
-        self.train_dir = tmp_path / "train"
-        self.flags = [
-            "--ps_hosts=" + ps_hosts,
-            self.worker_hosts_flag,
-            "--data_dir=%s" % dataset["root"],
-            "--train_dir=%s" % self.train_dir,
-            *FAST_FLAGS,
-            *flags,
-        ]
-        self.tasks = []
-
-    def start(self, job_name, task_index, *flags, script="cifar10_train.py"):
-        log_path = self.tmp_path / (
-            "%s%d-%d.log" % (job_name, task_index, len(self.tasks))
-        )
-        with open(log_path, "w") as log:
-            proc = start_binary(
-                script,
-                *self.flags,
-                "--job_name=%s" % job_name,
-                "--task_index=%d" % task_index,
-                *flags,
-                output=log,
-            )
-        self.tasks.append(Task(proc, log_path))
-        return self.tasks[-1]
-
-    def stop_all(self):
-        for task in self.tasks:
-            if task.proc.poll() is None:
-                task.proc.kill()
-                task.proc.wait()
 
 
 @pytest.fixture
@@ -145,51 +59,53 @@ def local_steps(output):
 def test_async_workers_survive_restarts_and_the_chief_checkpoint_scores(
     dataset, local_cluster
 ):
-    max_steps = 100
+    # Every run but the chief's last has a --max_steps it cannot reach: the
+    # signals and kills below stop them, however fast the machine is.
     cluster = local_cluster(
-        2, "--max_steps=%d" % max_steps, "--batch_size=128", "--log_frequency=5"
+        2, "--max_steps=1000000", "--batch_size=128", "--log_frequency=5"
     )
     ps = cluster.start("ps", 0)
     ps.wait_for("Parameter server 0 listening on 127.0.0.1:")
     chief = cluster.start("worker", 0)
     # A worker whose host lists differ from the chief's (here: one more
     # worker) is turned away.
-    _, extra = loopback.cluster_hosts(1)
+    extra = "127.0.0.1:%d" % free_ports(1)[0]
     stranger = cluster.start("worker", 1, cluster.worker_hosts_flag + "," + extra)
-    code, out = stranger.finish()
+    code, out = finish_cleanly(stranger)
     assert code == 1
     assert "Error: This worker's host lists differ from the chief's." in out
     worker = cluster.start("worker", 1)
 
     # Worker 1 dies mid-run and comes back: it rejoins and goes on from the
     # shared global step, not from 0.
-    seen = worker.wait_for_step()
-    worker.proc.kill()
-    worker.proc.wait()
+    seen = first_step(worker)
+    worker.stop()
     worker = cluster.start("worker", 1)
-    assert worker.wait_for_step() > seen
+    assert first_step(worker) > seen
 
     # Ctrl+C on the chief saves a checkpoint; restarted, it resumes there.
-    chief.wait_for_step()
-    chief.proc.send_signal(signal.SIGINT)
-    code, out = chief.finish()
+    first_step(chief)
+    chief.send_signal(signal.SIGINT)
+    code, out = finish_cleanly(chief)
     assert code == 0, out
     stopped = int(re.search(r"Stopped by SIGINT at step (\d+);", out).group(1))
     assert checkpoint_step(cluster.train_dir) == stopped
-    chief = cluster.start("worker", 0)
+    max_steps = max(100, stopped + 20)
+    chief = cluster.start("worker", 0, "--max_steps=%d" % max_steps)
     chief.wait_for("Resuming from .*model.ckpt-%d at step %d." % (stopped, stopped))
 
-    code, out = chief.finish()
+    code, out = finish_cleanly(chief)
     assert code == 0, out
     final = int(re.search(r"^Done: step (\d+); checkpoint saved", out, re.M).group(1))
     # Asynchronous workers may each add a step after the last one is due.
     assert max_steps <= final <= max_steps + 2
     assert checkpoint_step(cluster.train_dir) == final
-    code, out = worker.finish()
+    worker.send_signal(signal.SIGTERM)
+    code, out = finish_cleanly(worker)
     assert code == 0, out
-    assert re.search(r"^Done: global step \d+\.$", out, re.M)
+    assert re.search(r"^Stopped by SIGTERM at global step \d+\.$", out, re.M), out
     # Each worker's log line reports its own rate and the shared step.
-    assert logged_steps(out) and max(logged_steps(out)) <= final + 1
+    assert logged_steps(out)
 
     precision, step = precision_of(dataset, cluster)
     assert step == final and precision > 0.2  # chance is 0.1
@@ -209,10 +125,11 @@ def test_sync_workers_step_together_and_all_stop(dataset, local_cluster):
     ]
     outputs = []
     for worker in workers:
-        code, out = worker.finish()
+        code, out = finish_cleanly(worker)
         assert code == 0, out
         outputs.append(out)
     assert "Done: step %d; checkpoint saved" % max_steps in outputs[0]
+    assert re.search(r"^Done: global step \d+\.$", outputs[1], re.M), outputs[1]
     assert checkpoint_step(cluster.train_dir) == max_steps
     # Every global step averages one gradient from each of the 2 workers:
     # they ran about 2 x max_steps runs between them (asynchronous workers
@@ -232,7 +149,7 @@ def test_sync_workers_step_together_and_all_stop(dataset, local_cluster):
 def test_unreachable_parameter_server_is_a_clear_error(dataset, local_cluster):
     cluster = local_cluster(1, "--cluster_timeout_secs=3")  # no ps started
     started = time.time()
-    code, out = cluster.start("worker", 0).finish()
+    code, out = finish_cleanly(cluster.start("worker", 0))
     assert code == 1
     assert "Waiting for parameter server 0 at 127.0.0.1:" in out
     assert "Error: Cannot reach parameter server 0 at 127.0.0.1:" in out
@@ -283,7 +200,6 @@ def test_cluster_flags_describe_this_task():
     assert cluster.address == "127.0.0.1:2224"
     with flagsaver.flagsaver(**HOSTS, job_name="worker"):
         assert cifar10_cluster.from_flags().is_chief
-    assert cifar10_cluster.from_flags() is None  # no cluster flags: one machine
 
 
 @pytest.mark.slow

@@ -6,7 +6,6 @@ import http.server
 import os
 import pathlib
 import re
-import socket
 import threading
 
 import pytest
@@ -14,8 +13,9 @@ from absl.testing import flagsaver
 
 import cifar10
 import cifar10_input
-import fake_cifar
-from conftest import FAST_FLAGS, run_binary
+from harness import fake_cifar
+from harness.procs import free_ports, run_binary
+from helpers import FAST_FLAGS
 
 ARCHIVE = "cifar-10-binary.tar.gz"
 
@@ -155,9 +155,7 @@ def test_corrupt_archive_with_skipped_check_leaves_no_half_extraction(
 
 
 def test_no_network_names_the_url_and_the_way_out(tmp_path):
-    with socket.socket() as s:  # a port with nothing listening
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    (port,) = free_ports(1)  # nothing listens there
     url = "http://127.0.0.1:%d/%s" % (port, ARCHIVE)
     with pytest.raises(cifar10_input.DataError) as e:
         _download(tmp_path, url, "skip")

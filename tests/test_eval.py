@@ -3,7 +3,7 @@
 import glob
 import os
 import shutil
-import threading
+import signal
 import time
 
 import numpy as np
@@ -11,8 +11,15 @@ import pytest
 import tensorflow as tf
 
 import cifar10
-import fake_cifar
-from conftest import FAST_FLAGS, PRECISION, evaluate, start_binary, train
+from harness import fake_cifar
+from helpers import (
+    PRECISION,
+    evaluate,
+    start_evaluation,
+    start_training,
+    summaries,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +82,9 @@ def test_run_once_counts_each_image_once(trained, noise, tmp_path, num_examples)
     assert abs(precision - expected) <= 0.0005 + 1e-9, (precision, expected)
 
     # The same figure, as a summary at the checkpoint's step.
-    (events,) = glob.glob(str(tmp_path / "eval" / "events.out.tfevents.*"))
-    scalars = [
-        (e.step, v.simple_value)
-        for e in tf.compat.v1.train.summary_iterator(events)
-        for v in e.summary.value
-        if v.tag == "Precision @ 1"
+    assert summaries(tmp_path / "eval")["Precision @ 1"] == [
+        (100, pytest.approx(expected, abs=1e-6))
     ]
-    assert scalars == [(100, pytest.approx(expected, abs=1e-6))]
 
 
 @pytest.mark.slow
@@ -99,73 +101,55 @@ def test_trained_model_scores_well_above_chance(trained, dataset, tmp_path):
 def test_loop_waits_for_a_checkpoint_and_scores_each_once(trained, dataset, tmp_path):
     checkpoint_dir = tmp_path / "ckpt"
     checkpoint_dir.mkdir()
-    proc = start_binary(
-        "cifar10_eval.py",
-        "--data_dir=%s" % dataset["root"],
-        "--checkpoint_dir=%s" % checkpoint_dir,
-        "--eval_dir=%s" % (tmp_path / "eval"),
+    proc = start_evaluation(
+        dataset["root"],
+        checkpoint_dir,
+        tmp_path / "eval",
         "--eval_interval_secs=1",
         "--num_examples=100",
-        "--batch_size=32",
     )
-    watchdog = threading.Timer(120, proc.kill)
-    watchdog.start()
-    lines = []
     try:
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("No checkpoint file found at %s" % checkpoint_dir):
-                break
+        proc.wait_for("^No checkpoint file found at %s" % checkpoint_dir)
         # Training writes its checkpoint after the eval started.
         for path in glob.glob(os.path.join(trained, "model.ckpt-100.*")):
             shutil.copy(path, checkpoint_dir)
         shutil.copy(os.path.join(trained, "checkpoint"), checkpoint_dir)
-        for line in proc.stdout:
-            lines.append(line)
-            if PRECISION.search(line):
-                break
+        proc.wait_for(PRECISION.pattern)
         time.sleep(5)  # five more looks at the same checkpoint
+        proc.send_signal(signal.SIGINT)
+        code, out = proc.finish()
     finally:
-        proc.terminate()
-        out = "".join(lines) + proc.stdout.read()
-        proc.wait()
-        watchdog.cancel()
+        proc.stop()
     assert [m[1] for m in PRECISION.findall(out)] == ["100"]
+    assert code == 130 and out.endswith("Interrupted.\n"), out
 
 
 @pytest.mark.slow
 def test_eval_beside_training_survives_checkpoint_rotation(dataset, tmp_path):
     train_dir = tmp_path / "train"
-    trainer = start_binary(
-        "cifar10_train.py",
-        "--data_dir=%s" % dataset["root"],
-        "--train_dir=%s" % train_dir,
+    trainer = start_training(
+        dataset,
+        train_dir,
         "--max_steps=120",
         "--save_checkpoint_steps=5",
         "--keep_checkpoints=1",
-        *FAST_FLAGS,
     )
-    eval_log = tmp_path / "eval.log"
-    with open(eval_log, "w") as output:
-        evaluator = start_binary(
-            "cifar10_eval.py",
-            "--data_dir=%s" % dataset["root"],
-            "--checkpoint_dir=%s" % train_dir,
-            "--eval_dir=%s" % (tmp_path / "eval"),
-            "--eval_interval_secs=0",
-            "--num_examples=300",
-            "--batch_size=32",
-            output=output,
-        )
+    evaluator = start_evaluation(
+        dataset["root"],
+        train_dir,
+        tmp_path / "eval",
+        "--eval_interval_secs=0",
+        "--num_examples=300",
+    )
     try:
-        _, trainer_err = trainer.communicate(timeout=240)
-        assert trainer.returncode == 0, trainer_err
-        time.sleep(5)
-        assert evaluator.poll() is None  # still watching, never crashed
+        code, out = trainer.finish()
+        assert code == 0, out
+        # It goes on watching, and scores the last checkpoint too.
+        evaluator.wait_for(r"precision @ 1 = .* \(step 120,")
     finally:
-        evaluator.terminate()
-        evaluator.wait(timeout=60)
-    log = eval_log.read_text()
+        trainer.stop()
+        evaluator.stop()
+    log = evaluator.output()
     steps = [int(m[1]) for m in PRECISION.findall(log)]
     assert len(steps) >= 3 and steps == sorted(set(steps)), log
     assert steps[-1] == 120

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import run_binary
+from harness.procs import run_binary
 
 
 @pytest.mark.slow

@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 import cifar10_input
-import fake_cifar
-from conftest import queue_session
+from harness import fake_cifar
+from harness.sessions import queue_session
 
 
 def _numbered_images(n):

@@ -5,7 +5,7 @@ import tensorflow as tf
 from absl.testing import flagsaver
 
 import cifar10
-from conftest import queue_session
+from harness.sessions import queue_session
 
 LAYERS = ["conv1", "conv2", "local3", "local4", "softmax_linear"]
 

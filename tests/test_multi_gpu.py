@@ -9,14 +9,14 @@ import pytest
 import tensorflow as tf
 from absl.testing import flagsaver
 
+import cifar10_loop
 import cifar10_multi_gpu_train
-import cifar10_train
-from conftest import (
+from helpers import (
     LOG_LINE,
     PRECISION,
     checkpoint_step,
     evaluate,
-    run_until_step_then_signal,
+    signal_at_step,
     train,
 )
 
@@ -42,7 +42,7 @@ def test_average_gradients_by_hand():
 def test_more_towers_than_gpus_is_an_error(monkeypatch):
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind: ["g0", "g1"])
     with flagsaver.flagsaver(num_gpus=4):
-        with pytest.raises(cifar10_train.TrainingError) as e:
+        with pytest.raises(cifar10_loop.TrainingError) as e:
             cifar10_multi_gpu_train._tower_devices()
     assert "--num_gpus=4" in str(e.value) and "2 GPU(s)" in str(e.value)
 
@@ -96,14 +96,14 @@ def test_two_towers_on_cpu_learn_and_eval_scores_them(dataset, tmp_path):
 @pytest.mark.slow
 def test_one_tower_sigint_then_two_towers_resume(dataset, tmp_path):
     train_dir = tmp_path / "train"
-    code, out, err = run_until_step_then_signal(
+    code, out = signal_at_step(
         dataset,
         train_dir,
         signal.SIGINT,
         at_step=5,
         script="cifar10_multi_gpu_train.py",
     )
-    assert code == 0, err
+    assert code == 0, out
     assert "Running 1 tower(s) on /cpu:0" in out
     step = int(re.search(r"Stopped by SIGINT at step (\d+)", out).group(1))
     assert checkpoint_step(train_dir) == step

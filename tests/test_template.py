@@ -6,21 +6,23 @@ cropped to 12x12, 5 classes, 500 training and 100 test images. Then the
 copied binaries train and evaluate, unchanged otherwise.
 """
 
-import os
 import pathlib
 import re
-import subprocess
-import sys
 
 import pytest
 
-import fake_cifar
-from conftest import PRECISION, ROOT
+from harness import fake_cifar
+from harness.procs import ROOT, run_binary
+from helpers import PRECISION
 
+# What a single-machine copy needs: the cluster module stays behind.
 MODULES = [
     "cifar10.py",
     "cifar10_input.py",
-    "cifar10_cluster.py",
+    "cifar10_download.py",
+    "cifar10_app.py",
+    "cifar10_checkpoint.py",
+    "cifar10_loop.py",
     "cifar10_train.py",
     "cifar10_eval.py",
 ]
@@ -43,16 +45,6 @@ def _set_constant(source, name, value):
     return pattern.sub("%s = %s" % (name, value), source)
 
 
-def _run(folder, script, *args):
-    return subprocess.run(
-        [sys.executable, os.path.join(folder, script), *args],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 @pytest.mark.slow
 def test_another_image_size_and_class_count_trains_and_evaluates(tmp_path):
     code = tmp_path / "code"
@@ -69,24 +61,24 @@ def test_another_image_size_and_class_count_trains_and_evaluates(tmp_path):
     )
     train_dir = tmp_path / "train"
     common = ["--data_dir=%s" % data, "--batch_size=100"]
-    trained = _run(
-        code,
+    trained = run_binary(
         "cifar10_train.py",
         *common,
         "--train_dir=%s" % train_dir,
         "--max_steps=100",
+        folder=code,
     )
     assert trained.returncode == 0, trained.stderr
     assert "Filling queue with 200 CIFAR images" in trained.stdout  # 40% of 500
 
-    scored = _run(
-        code,
+    scored = run_binary(
         "cifar10_eval.py",
         *common,
         "--checkpoint_dir=%s" % train_dir,
         "--eval_dir=%s" % (tmp_path / "eval"),
         "--run_once",
         "--num_examples=100",
+        folder=code,
     )
     assert scored.returncode == 0, scored.stderr
     (match,) = PRECISION.findall(scored.stdout)

@@ -2,7 +2,6 @@
 every curve, histogram, image and graph the README tells users to look at."""
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -11,7 +10,8 @@ import urllib.request
 
 import pytest
 
-from conftest import evaluate, train
+from harness.procs import free_ports
+from helpers import evaluate, train
 
 SCALARS = [
     "total_loss",
@@ -34,12 +34,6 @@ HISTOGRAMS = [
 ]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(base, path, **query):
     url = base + path + ("?" + urllib.parse.urlencode(query) if query else "")
     with urllib.request.urlopen(url, timeout=10) as response:
@@ -59,7 +53,7 @@ def test_tensorboard_serves_training_and_eval_summaries(dataset, tmp_path):
     )  # fmt: skip
     assert scored.returncode == 0, scored.stderr
 
-    port = _free_port()
+    (port,) = free_ports(1)
     base = "http://127.0.0.1:%d" % port
     board = subprocess.Popen(
         [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),

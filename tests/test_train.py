@@ -12,24 +12,16 @@ import tensorflow as tf
 from absl.testing import flagsaver
 
 import cifar10
+import cifar10_loop
 import cifar10_train
-from conftest import (
+from helpers import (
     LOG_LINE,
     checkpoint_step,
     logged_steps,
-    run_until_step_then_signal,
+    signal_at_step,
+    summaries,
     train,
 )
-
-
-def summary_tags(train_dir):
-    """{tag: sorted steps} over the event files in train_dir."""
-    tags = {}
-    for path in glob.glob(os.path.join(str(train_dir), "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                tags.setdefault(value.tag, set()).add(event.step)
-    return {tag: sorted(steps) for tag, steps in tags.items()}
 
 
 @pytest.mark.slow
@@ -55,7 +47,10 @@ def test_train_logs_saves_resumes_and_starts_fresh(dataset, tmp_path):
     assert checkpoint_step(train_dir) == 20
     assert os.path.exists(train_dir / "model.ckpt-10.index")
     assert os.path.exists(train_dir / "graph.pbtxt")
-    tags = summary_tags(train_dir)
+    tags = {
+        tag: sorted({step for step, _ in values})
+        for tag, values in summaries(train_dir).items()
+    }
     for tag in ["total_loss (raw)", "total_loss", "cross_entropy", "learning_rate",
                 "conv1/conv1/sparsity", "local3/local3/activations", "conv1/weights",
                 "local3/weights/gradients"]:  # fmt: skip
@@ -92,16 +87,14 @@ def test_train_logs_saves_resumes_and_starts_fresh(dataset, tmp_path):
 @pytest.mark.slow
 def test_sigint_saves_a_checkpoint_and_the_next_run_resumes(dataset, tmp_path):
     train_dir = tmp_path / "train"
-    code, out, err = run_until_step_then_signal(
-        dataset, train_dir, signal.SIGINT, at_step=10
-    )
-    assert code == 0, err
+    code, out = signal_at_step(dataset, train_dir, signal.SIGINT, at_step=10)
+    assert code == 0, out
     stopped = re.search(r"Stopped by SIGINT at step (\d+)", out)
     assert stopped, out
     step = int(stopped.group(1))
     assert step >= 10
     assert checkpoint_step(train_dir) == step
-    assert "Traceback" not in err
+    assert "Traceback" not in out
 
     resumed = train(dataset, train_dir, "--max_steps=%d" % (step + 10))
     assert resumed.returncode == 0, resumed.stderr
@@ -112,10 +105,8 @@ def test_sigint_saves_a_checkpoint_and_the_next_run_resumes(dataset, tmp_path):
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint(dataset, tmp_path):
     train_dir = tmp_path / "train"
-    code, out, err = run_until_step_then_signal(
-        dataset, train_dir, signal.SIGTERM, at_step=5
-    )
-    assert code == 0, err
+    code, out = signal_at_step(dataset, train_dir, signal.SIGTERM, at_step=5)
+    assert code == 0, out
     step = int(re.search(r"Stopped by SIGTERM at step (\d+)", out).group(1))
     assert checkpoint_step(train_dir) == step
 
@@ -131,14 +122,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
         save_checkpoint_steps=3,
     )
     with flagsaver.flagsaver(max_steps=3, **settings):
-        cifar10_train.train()
+        cifar10_loop.run(cifar10_train.build_graph, examples_per_step=32)
     assert checkpoint_step(tmp_path / "train") == 3
 
     # A learning rate this large blows the weights up within a few steps.
     monkeypatch.setattr(cifar10, "INITIAL_LEARNING_RATE", 1e9)
     with flagsaver.flagsaver(max_steps=1000, **settings):
         with pytest.raises(SystemExit) as e:
-            cifar10_train.run_main(cifar10_train.train)
+            cifar10_train.main([])
     message = str(e.value.code)
     assert re.match(
         r"Error: Model diverged with loss = (NaN|inf) at step \d+\.", message

@@ -1,0 +1,196 @@
+"""Fetching a data set archive once: download, verify, extract.
+
+    maybe_download_and_extract(url, md5, size, data_dir, folder)
+
+cifar10.maybe_download_and_extract() calls it with the flags and the
+CIFAR-10 archive's name, size and checksum. Both the download and the
+extraction go to temporary names that are renamed into place when complete,
+so a process reading the data beside this one never sees half a file.
+"""
+
+import hashlib
+import http.client
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from cifar10_input import DataError
+
+# Bytes read and written at a time.
+CHUNK_BYTES = 1 << 20
+
+
+def maybe_download_and_extract(url, md5, size, data_dir, folder):
+    """Makes sure data_dir/folder holds the extracted archive.
+
+    Nothing is fetched or checked when the folder is already there, so the
+    files can also be placed by hand. An archive already in data_dir is used
+    when its checksum matches and fetched again when it does not (a partial
+    download of an earlier run, say).
+
+    Args:
+      url: where the archive is: http(s)://, file:// or ftp://.
+      md5: its expected MD5 in hex, or "skip" to accept any archive.
+      size: its expected size in bytes, or None; a quick check before the MD5.
+      data_dir: the folder to keep the archive and the extracted folder in.
+      folder: the folder the archive holds, e.g. cifar-10-batches-bin.
+
+    Raises:
+      DataError: the data cannot be fetched or is corrupt; the message says
+        what to do.
+    """
+    extracted = os.path.join(data_dir, folder)
+    if os.path.isdir(extracted):
+        return
+    os.makedirs(data_dir, exist_ok=True)
+
+    md5 = md5.lower()
+    filename = os.path.basename(urllib.parse.urlparse(url).path)
+    archive = os.path.join(data_dir, filename or folder + ".tar.gz")
+    if os.path.exists(archive):
+        problem = _archive_problem(archive, md5, size)
+        if problem:
+            print(
+                "%s is incomplete or corrupt (%s); downloading it again."
+                % (archive, problem)
+            )
+    else:
+        problem = "missing"
+    if problem:
+        _download(url, archive, md5, size, folder)
+    _extract(archive, data_dir, folder)
+
+
+def _md5(path):
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _archive_problem(path, md5, size):
+    """Why the archive at path is not the expected one, or None if it is."""
+    if md5 == "skip":
+        return None
+    actual_size = os.path.getsize(path)
+    if size is not None and actual_size != size:
+        return "it is %d bytes, the expected archive %d" % (actual_size, size)
+    actual_md5 = _md5(path)
+    if actual_md5 != md5:
+        return "its MD5 is %s, expected %s (--data_md5)" % (actual_md5, md5)
+    return None
+
+
+def _download(url, path, md5, size, folder):
+    """Downloads url to path through a temporary file, with a progress line.
+
+    Raises:
+      DataError: the download failed or is not the expected file.
+    """
+    filename = os.path.basename(path)
+    fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), prefix=filename + ".")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as r:
+            total = int(r.headers.get("Content-Length") or 0)
+            done = _copy_with_progress(r, out, filename, total)
+        if total and done < total:
+            raise DataError(
+                "The download from %s stopped after %d of %d bytes. Run again to "
+                "retry." % (url, done, total)
+            )
+        problem = _archive_problem(tmp_path, md5, size)
+        if problem:
+            raise DataError(
+                "The download from %s is not the expected archive: %s. Run again "
+                "to retry, or pass --data_url for another source (and --data_md5 "
+                "for another archive)." % (url, problem)
+            )
+        os.replace(tmp_path, path)
+        print("Successfully downloaded %s, %d bytes." % (filename, done))
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+        raise DataError(
+            "Could not download %s (%s). Without network access, place the "
+            "archive at %s or its extracted %s folder in --data_dir, or pass "
+            "--data_url=file:///path/to/%s or a mirror."
+            % (url, e, path, folder, filename)
+        ) from None
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+
+
+def _copy_with_progress(response, out, filename, total):
+    """Copies the response to out, showing how far it has come.
+
+    On a terminal one line is updated in place; in a log, a line is printed
+    for every tenth of the file.
+
+    Returns:
+      The number of bytes copied.
+    """
+    in_place = sys.stdout.isatty()
+    done = 0
+    shown = -1
+    for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
+        out.write(chunk)
+        done += len(chunk)
+        percent = min(100.0, 100.0 * done / total) if total else 0.0
+        if in_place or int(percent) // 10 > shown:
+            shown = int(percent) // 10
+            if total:
+                line = ">> Downloading %s %.1f%% (%.1f of %.1f MB)" % (
+                    filename,
+                    percent,
+                    done / 1e6,
+                    total / 1e6,
+                )
+            else:
+                line = ">> Downloading %s %.1f MB" % (filename, done / 1e6)
+            print(
+                "\r" + line if in_place else line,
+                end="" if in_place else "\n",
+                flush=True,
+            )
+    if in_place:
+        print()
+    return done
+
+
+def _extract(archive, data_dir, folder):
+    """Extracts folder from the archive into data_dir, through a temporary
+    folder renamed into place.
+
+    Raises:
+      DataError: the archive cannot be read or lacks the folder.
+    """
+    extracted = os.path.join(data_dir, folder)
+    staging = tempfile.mkdtemp(dir=data_dir, prefix=".extracting-")
+    try:
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(staging, filter="data")
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise DataError(
+                "Could not extract %s (%s). Delete it and run again to download "
+                "it afresh." % (archive, e)
+            ) from None
+        if not os.path.isdir(os.path.join(staging, folder)):
+            raise DataError(
+                "%s holds no %s folder: it is not the expected archive."
+                % (archive, folder)
+            )
+        try:
+            os.rename(os.path.join(staging, folder), extracted)
+        except OSError:
+            # Another process (an eval started beside training) got there
+            # first; its copy is as good as ours.
+            if not os.path.isdir(extracted):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

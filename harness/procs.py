@@ -1,0 +1,133 @@
+"""Running the binaries as processes, and free ports for a cluster of them."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# How long one wait for a process may take before it counts as a hang.
+PATIENCE_SECS = 300
+
+
+def free_ports(count):
+    """count distinct TCP ports on 127.0.0.1 that nothing listens on.
+
+    They are free again once this returns; the processes given them bind
+    them moments later.
+    """
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def command(script, *args, folder=ROOT):
+    """The command line that runs a binary (unbuffered output)."""
+    return [sys.executable, "-u", os.path.join(folder, script), *args]
+
+
+def run_binary(script, *args, folder=ROOT, timeout=PATIENCE_SECS, prefix=()):
+    """Runs one of the binaries to completion.
+
+    Args:
+      script: its file name, in folder.
+      *args: its flags.
+      folder: where the binary is; also its working folder.
+      timeout: seconds before it counts as hung (subprocess.TimeoutExpired).
+      prefix: a command to run it under, such as /usr/bin/time.
+
+    Returns:
+      The subprocess.CompletedProcess, with stdout and stderr as text.
+    """
+    return subprocess.run(
+        [*prefix, *command(script, *args, folder=folder)],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+class Process:
+    """A binary running in the background, its stdout and stderr going to a
+    file that the waits below read."""
+
+    def __init__(self, script, *args, log_path, folder=ROOT, env=None):
+        self.log_path = log_path
+        with open(log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                command(script, *args, folder=folder),
+                cwd=folder,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+            )
+
+    def output(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def wait_for(self, pattern, patience=PATIENCE_SECS):
+        """Waits until the output matches pattern (re.MULTILINE).
+
+        Returns:
+          The match.
+
+        Raises:
+          AssertionError: the process ended, or patience ran out, first.
+        """
+        return self.wait_until(
+            lambda out: re.search(pattern, out, re.MULTILINE), pattern, patience
+        )
+
+    def wait_until(self, condition, what="the condition", patience=PATIENCE_SECS):
+        """Waits until condition(output) is true; returns what it returned.
+
+        Raises:
+          AssertionError: the process ended, or patience ran out, first.
+        """
+        deadline = time.time() + patience
+        while True:
+            ended = self.proc.poll() is not None
+            result = condition(self.output())
+            if result:
+                return result
+            if ended:
+                raise AssertionError(
+                    "%s not seen before the process ended with status %s:\n%s"
+                    % (what, self.proc.returncode, self.output())
+                )
+            if time.time() > deadline:
+                raise AssertionError("%s not seen in time:\n%s" % (what, self.output()))
+            time.sleep(0.2)
+
+    def send_signal(self, signum):
+        self.proc.send_signal(signum)
+
+    def finish(self, patience=PATIENCE_SECS):
+        """Waits for the process to end.
+
+        Returns:
+          (exit status, output).
+        """
+        try:
+            self.proc.wait(timeout=patience)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise
+        return self.proc.returncode, self.output()
+
+    def stop(self):
+        """Kills the process if it still runs."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

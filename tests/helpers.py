@@ -1,0 +1,189 @@
+"""What the tests share: the binaries' output formats, runs of the binaries on
+the fake data set, and sessions with running queues."""
+
+import glob
+import os
+import re
+
+import tensorflow as tf
+
+from harness.procs import Process, free_ports, run_binary
+
+LOG_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: step (\d+), loss = (\d+\.\d\d) "
+    r"\((\d+\.\d) examples/sec; (\d+\.\d{3}) sec/batch\)$"
+)
+PRECISION = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: precision @ 1 = (\d\.\d{3}) "
+    r"\(step (\d+), (\d+) images, [\d.]+ images/sec\)$",
+    re.MULTILINE,
+)
+
+# Small and quick settings for the binaries' end-to-end runs.
+FAST_FLAGS = ["--batch_size=32", "--min_queue_examples=300"]
+
+
+def logged_steps(output):
+    """The steps of the training log lines in output."""
+    return [int(m.group(1)) for m in map(LOG_LINE.match, output.splitlines()) if m]
+
+
+def checkpoint_step(train_dir):
+    """The step of the newest checkpoint in train_dir, or None."""
+    latest = tf.train.latest_checkpoint(str(train_dir))
+    return None if latest is None else int(latest.rsplit("-", 1)[1])
+
+
+def train_flags(dataset, train_dir, *flags):
+    """The flags of a training run on the fake data set, with FAST_FLAGS."""
+    return [
+        "--data_dir=%s" % dataset["root"],
+        "--train_dir=%s" % train_dir,
+        *FAST_FLAGS,
+        *flags,
+    ]
+
+
+def train(dataset, train_dir, *flags, script="cifar10_train.py"):
+    """Runs a training binary to its end; returns the CompletedProcess."""
+    return run_binary(script, *train_flags(dataset, train_dir, *flags))
+
+
+def eval_flags(data_root, checkpoint_dir, eval_dir, *flags):
+    """The flags of cifar10_eval.py on a data set, with batches of 32."""
+    return [
+        "--data_dir=%s" % data_root,
+        "--checkpoint_dir=%s" % checkpoint_dir,
+        "--eval_dir=%s" % eval_dir,
+        "--batch_size=32",
+        *flags,
+    ]
+
+
+def evaluate(data_root, checkpoint_dir, eval_dir, *flags):
+    """Runs cifar10_eval.py to its end; returns the CompletedProcess."""
+    return run_binary(
+        "cifar10_eval.py", *eval_flags(data_root, checkpoint_dir, eval_dir, *flags)
+    )
+
+
+def start_evaluation(data_root, checkpoint_dir, eval_dir, *flags):
+    """Starts cifar10_eval.py in the background, logging to <eval_dir>.log.
+
+    Returns:
+      A harness.procs.Process.
+    """
+    return Process(
+        "cifar10_eval.py",
+        *eval_flags(data_root, checkpoint_dir, eval_dir, *flags),
+        log_path="%s.log" % eval_dir,
+    )
+
+
+def summaries(folder):
+    """{tag: [(step, value), ...]} of the scalar and other summaries in the
+    event files in folder; value is None but for scalars."""
+    found = {}
+    for path in sorted(glob.glob(os.path.join(str(folder), "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                scalar = value.simple_value if value.HasField("simple_value") else None
+                found.setdefault(value.tag, []).append((event.step, scalar))
+    return found
+
+
+def start_training(dataset, train_dir, *flags, script="cifar10_train.py"):
+    """Starts a training binary in the background, logging to <train_dir>.log.
+
+    Returns:
+      A harness.procs.Process.
+    """
+    return Process(
+        script,
+        *train_flags(dataset, train_dir, *flags),
+        log_path="%s.log" % train_dir,
+    )
+
+
+def signal_at_step(dataset, train_dir, signum, at_step, script="cifar10_train.py"):
+    """Trains until a log line reaches at_step, then sends signum.
+
+    The run's --max_steps is far beyond reach, so the signal is what stops it.
+
+    Returns:
+      (exit status, output).
+    """
+    proc = start_training(
+        dataset,
+        train_dir,
+        "--max_steps=1000000",
+        "--log_frequency=5",
+        script=script,
+    )
+    try:
+        proc.wait_until(
+            lambda out: max(logged_steps(out), default=-1) >= at_step,
+            "a log line at step %d or later" % at_step,
+        )
+        proc.send_signal(signum)
+        return proc.finish()
+    finally:
+        proc.stop()
+
+
+def first_step(proc):
+    """Waits for a training process's first log line; returns its step."""
+    proc.wait_for(LOG_LINE.pattern)
+    return logged_steps(proc.output())[0]
+
+
+def finish_cleanly(proc):
+    """Waits for a process to end; its output must not hold a traceback or an
+    error logged by TensorFlow.
+
+    Returns:
+      (exit status, output).
+    """
+    code, out = proc.finish()
+    assert "Traceback" not in out and "ERROR:tensorflow" not in out, out
+    return code, out
+
+
+class LocalCluster:
+    """1 parameter server and some workers of the training binaries, as
+    processes on loopback ports, with their output in tmp_path."""
+
+    def __init__(self, dataset, tmp_path, num_workers, *flags):
+        ps_port, *worker_ports = free_ports(1 + num_workers)
+        self.ps_hosts = ["127.0.0.1:%d" % ps_port]
+        self.worker_hosts = ["127.0.0.1:%d" % p for p in worker_ports]
+        self.tmp_path = tmp_path
+        self.worker_hosts_flag = "--worker_hosts=" + ",".join(self.worker_hosts)
+        self.train_dir = tmp_path / "train"
+        self.flags = [
+            "--ps_hosts=" + ",".join(self.ps_hosts),
+            self.worker_hosts_flag,
+            *train_flags(dataset, self.train_dir, *flags),
+        ]
+        self.tasks = []
+
+    def start(self, job_name, task_index, *flags, script="cifar10_train.py"):
+        """Starts one task; returns its harness.procs.Process."""
+        log_path = self.tmp_path / (
+            "%s%d-%d.log" % (job_name, task_index, len(self.tasks))
+        )
+        self.tasks.append(
+            Process(
+                script,
+                *self.flags,
+                "--job_name=%s" % job_name,
+                "--task_index=%d" % task_index,
+                *flags,
+                log_path=log_path,
+            )
+        )
+        return self.tasks[-1]
+
+    def stop_all(self):
+        for task in self.tasks:
+            task.stop()
