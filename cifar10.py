@@ -161,7 +161,7 @@ def distorted_inputs():
       labels: int32 [batch_size].
 
     Raises:
-      cifar10_input.DataError: a data file is missing or truncated.
+      cifar10_input.DataError: a data file is missing, short or corrupt.
     """
     images, labels = cifar10_input.distorted_inputs(
         data_dir=os.path.join(FLAGS.data_dir, DATA_FOLDER),
@@ -184,7 +184,7 @@ def inputs(eval_data):
       labels: int32 [<=batch_size].
 
     Raises:
-      cifar10_input.DataError: a data file is missing or truncated.
+      cifar10_input.DataError: a data file is missing, short or corrupt.
     """
     images, labels = cifar10_input.inputs(
         eval_data=eval_data,

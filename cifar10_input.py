@@ -12,6 +12,7 @@ image is counted once.
 
 import os
 
+import numpy as np
 import tensorflow as tf
 
 # The record format. Another data set of fixed-length records changes these.
@@ -144,42 +145,82 @@ def _distort(images):
     return (images - mean) * factor + mean
 
 
-def check_data_files(data_dir, filenames):
-    """Fails early and clearly on a missing or truncated data file.
+def check_data_files(data_dir, filenames, num_examples):
+    """Fails early and clearly on a missing, short or corrupt data file.
 
     A missing file would otherwise make the queue runners fail in a background
-    thread while training waits forever, and a truncated one fails only when
-    the reader reaches its end, possibly hours into training.
+    thread while training waits forever, a truncated one fails only when the
+    reader reaches its end, possibly hours into training, and a label out of
+    range fails in the loss, far from its cause.
 
     Args:
       data_dir: the folder holding the .bin files.
       filenames: the file names to check, relative to data_dir.
+      num_examples: how many records they hold together.
 
     Returns:
       The full paths of the files.
 
     Raises:
-      DataError: a file is missing, empty, or not a whole number of records.
+      DataError: a file is missing, not a whole number of records, holds
+        fewer or more records than the data set has, or a label of
+        NUM_CLASSES or above.
     """
-    paths = []
-    for name in filenames:
-        path = os.path.join(data_dir, name)
-        if not os.path.isfile(path):
-            raise DataError(
-                "Missing data file %s. Point --data_dir at the folder that holds "
-                "cifar-10-batches-bin (or let the binaries download the data "
-                "there)." % path
+    paths = [os.path.join(data_dir, name) for name in filenames]
+    counts = [_count_records(path) for path in paths]
+    if sum(counts) != num_examples:
+        # The data set's files are of equal size; name those that are not.
+        each = num_examples / len(paths)
+        odd = [
+            "%s holds %d" % (path, count)
+            for path, count in zip(paths, counts, strict=True)
+            if count != each
+        ]
+        raise DataError(
+            "%s: the %d file(s) should hold %d records in all, %g each. A file "
+            "was cut short, or the data is not this data set. Delete the "
+            "extracted folder under --data_dir so that it is extracted again."
+            % (
+                "; ".join(odd) or "%d records" % sum(counts),
+                len(paths),
+                num_examples,
+                each,
             )
-        size = os.path.getsize(path)
-        if size == 0 or size % RECORD_BYTES:
+        )
+    for path in paths:
+        labels = np.memmap(path, np.uint8, mode="r")[LABEL_BYTES - 1 :: RECORD_BYTES]
+        (bad,) = np.nonzero(labels >= NUM_CLASSES)
+        if bad.size:
             raise DataError(
-                "Data file %s is %d bytes, not a whole number of %d-byte records: "
-                "it is truncated or not a CIFAR-10 binary file. Delete the "
-                "cifar-10-batches-bin folder under --data_dir so that it is "
-                "extracted again." % (path, size, RECORD_BYTES)
+                "Data file %s holds a label of %d at record %d, but labels go "
+                "from 0 to %d: it is corrupt, or not a file of this data set. "
+                "Delete the extracted folder under --data_dir so that it is "
+                "extracted again." % (path, labels[bad[0]], bad[0], NUM_CLASSES - 1)
             )
-        paths.append(path)
     return paths
+
+
+def _count_records(path):
+    """The records in a data file.
+
+    Raises:
+      DataError: it is missing, empty or not a whole number of records.
+    """
+    if not os.path.isfile(path):
+        raise DataError(
+            "Missing data file %s. Point --data_dir at the folder that holds "
+            "cifar-10-batches-bin (or let the binaries download the data "
+            "there)." % path
+        )
+    size = os.path.getsize(path)
+    if size == 0 or size % RECORD_BYTES:
+        raise DataError(
+            "Data file %s is %d bytes, not a whole number of %d-byte records: "
+            "it is truncated or not a CIFAR-10 binary file. Delete the "
+            "cifar-10-batches-bin folder under --data_dir so that it is "
+            "extracted again." % (path, size, RECORD_BYTES)
+        )
+    return size // RECORD_BYTES
 
 
 def distorted_inputs(data_dir, batch_size, min_queue_examples=None, num_threads=None):
@@ -197,9 +238,11 @@ def distorted_inputs(data_dir, batch_size, min_queue_examples=None, num_threads=
       labels: int32 Tensor [batch_size].
 
     Raises:
-      DataError: a data file is missing or truncated.
+      DataError: a data file is missing, short or corrupt.
     """
-    filenames = check_data_files(data_dir, TRAIN_FILES)
+    filenames = check_data_files(
+        data_dir, TRAIN_FILES, NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN
+    )
     if min_queue_examples is None:
         min_queue_examples = int(
             NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN * MIN_FRACTION_OF_EXAMPLES_IN_QUEUE
@@ -250,9 +293,16 @@ def inputs(eval_data, data_dir, batch_size):
       labels: int32 Tensor [<=batch_size].
 
     Raises:
-      DataError: a data file is missing or truncated.
+      DataError: a data file is missing, short or corrupt.
     """
-    filenames = check_data_files(data_dir, TEST_FILES if eval_data else TRAIN_FILES)
+    if eval_data:
+        filenames = check_data_files(
+            data_dir, TEST_FILES, NUM_EXAMPLES_PER_EPOCH_FOR_EVAL
+        )
+    else:
+        filenames = check_data_files(
+            data_dir, TRAIN_FILES, NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN
+        )
 
     with tf.name_scope("input"):
         filename_queue = tf.compat.v1.train.string_input_producer(

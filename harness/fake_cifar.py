@@ -35,7 +35,7 @@ def make_images(labels, rng, learnable=True, size=32, num_classes=10):
     angle = 2 * np.pi * np.asarray(labels) / num_classes
     phases = np.array([0.0, -2 * np.pi / 3, 2 * np.pi / 3])
     hue = 128 + 90 * np.cos(angle[:, None] + phases[None, :])  # [n, 3]
-    noise = rng.normal(0, 20, size=(n, size, size, 3))
+    noise = rng.normal(0, 20, size=(n, size, size, 3)).astype(np.float32)
     return np.clip(hue[:, None, None, :] + noise, 0, 255).astype(np.uint8)
 
 

@@ -1,7 +1,6 @@
 """The binary-record reader and both input pipelines."""
 
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -65,7 +64,19 @@ def test_distorted_inputs_shapes_and_standardized_values(dataset):
     np.testing.assert_allclose(flat.std(axis=1), 1, atol=1e-3)
 
 
-def test_distortions_differ_per_image(tmp_path):
+@pytest.fixture
+def small(tmp_path, monkeypatch):
+    """A small learnable data set, 1000 training and 300 test images, with
+    the data set's declared sizes set to match."""
+    data = fake_cifar.write_dataset(
+        str(tmp_path / "small"), records_per_file=200, test_records=300
+    )
+    monkeypatch.setattr(cifar10_input, "NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN", 1000)
+    monkeypatch.setattr(cifar10_input, "NUM_EXAMPLES_PER_EPOCH_FOR_EVAL", 300)
+    return data
+
+
+def test_distortions_differ_per_image(tmp_path, monkeypatch):
     """Crops, flips and contrast are drawn for each image, not each batch.
 
     Every record is the same image: red rises 8 per column (so a flip shows
@@ -79,6 +90,7 @@ def test_distortions_differ_per_image(tmp_path):
     image[:, :, 1] = 200
     image[12, 12, 2] = 255
     n = 500
+    monkeypatch.setattr(cifar10_input, "NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN", n)
     folder = tmp_path / "cifar-10-batches-bin"
     folder.mkdir()
     for name in cifar10_input.TRAIN_FILES:
@@ -116,10 +128,10 @@ def test_distortions_differ_per_image(tmp_path):
 
 
 @pytest.mark.parametrize("eval_data", [True, False])
-def test_inputs_reads_each_image_once_in_order(dataset, eval_data):
-    labels, images = dataset["test"] if eval_data else dataset["train"]
+def test_inputs_reads_each_image_once_in_order(small, eval_data):
+    labels, images = small["test"] if eval_data else small["train"]
     with tf.Graph().as_default():
-        image_op, label_op = cifar10_input.inputs(eval_data, dataset["dir"], 128)
+        image_op, label_op = cifar10_input.inputs(eval_data, small["dir"], 128)
         got_images, got_labels, sizes = [], [], []
         with queue_session() as sess:
             while True:
@@ -147,17 +159,41 @@ def test_missing_data_file_is_a_clear_error(dataset, tmp_path):
     assert "--data_dir" in str(e.value)
 
 
-def test_truncated_data_file_is_a_clear_error(dataset, tmp_path):
-    folder = tmp_path / "cifar-10-batches-bin"
-    folder.mkdir()
-    for name in cifar10_input.TRAIN_FILES:
-        shutil.copy(os.path.join(dataset["dir"], name), folder / name)
-    truncated = folder / "data_batch_3.bin"
-    truncated.write_bytes(truncated.read_bytes()[:-100])
+def test_truncated_data_file_is_a_clear_error(small):
+    truncated = os.path.join(small["dir"], "data_batch_3.bin")
+    with open(truncated, "r+b") as f:
+        f.truncate(os.path.getsize(truncated) - 100)
     with tf.Graph().as_default(), pytest.raises(cifar10_input.DataError) as e:
-        cifar10_input.distorted_inputs(str(folder), 16)
+        cifar10_input.distorted_inputs(small["dir"], 16)
     assert str(truncated) in str(e.value)
     assert "truncated" in str(e.value)
+
+
+def test_a_file_short_by_whole_records_is_named(small):
+    short = os.path.join(small["dir"], "data_batch_3.bin")
+    with open(short, "r+b") as f:
+        f.truncate(150 * cifar10_input.RECORD_BYTES)
+    with tf.Graph().as_default(), pytest.raises(cifar10_input.DataError) as e:
+        cifar10_input.distorted_inputs(small["dir"], 16)
+    assert str(e.value).startswith(
+        "%s holds 150: the 5 file(s) should hold 1000 " % short
+    )
+    # The test file, checked against its own count, is fine.
+    with tf.Graph().as_default():
+        cifar10_input.inputs(True, small["dir"], 16)
+
+
+def test_a_label_out_of_range_is_named(small):
+    path = os.path.join(small["dir"], "test_batch.bin")
+    with open(path, "r+b") as f:
+        f.seek(17 * cifar10_input.RECORD_BYTES)
+        f.write(bytes([252]))
+    with tf.Graph().as_default(), pytest.raises(cifar10_input.DataError) as e:
+        cifar10_input.inputs(True, small["dir"], 16)
+    assert str(e.value).startswith(
+        "Data file %s holds a label of 252 at record 17, but labels go from 0 to 9"
+        % path
+    )
 
 
 def test_brightness_and_contrast_are_drawn_per_image_in_range():
