@@ -5,17 +5,23 @@
 cifar10.maybe_download_and_extract() calls it with the flags and the
 CIFAR-10 archive's name, size and checksum. Both the download and the
 extraction go to temporary names that are renamed into place when complete,
-so a process reading the data beside this one never sees half a file.
+so a process reading the data beside this one never sees half a file. One
+process at a time fetches into a folder (an evaluation started beside
+training waits for it, then uses its copy), and it first removes what an
+interrupted fetch left there.
 """
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import http.client
 import os
+import re
 import shutil
 import sys
 import tarfile
 import tempfile
-import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -23,6 +29,11 @@ from cifar10_input import DataError
 
 # Bytes read and written at a time.
 CHUNK_BYTES = 1 << 20
+# Held in data_dir by the process that fetches into it.
+LOCK_FILE = ".download.lock"
+# The temporary names: <archive>.<8 characters> while downloading,
+# .extracting-<8 characters> while extracting.
+PARTIAL = r"(%s\.|\.extracting-)[a-z0-9_]{8}$"
 
 
 def maybe_download_and_extract(url, md5, size, data_dir, folder):
@@ -47,23 +58,72 @@ def maybe_download_and_extract(url, md5, size, data_dir, folder):
     extracted = os.path.join(data_dir, folder)
     if os.path.isdir(extracted):
         return
-    os.makedirs(data_dir, exist_ok=True)
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+    except OSError as e:
+        raise DataError(
+            "Cannot create --data_dir=%s (%s). Choose a folder you can write to."
+            % (data_dir, e.strerror or e)
+        ) from None
 
     md5 = md5.lower()
     filename = os.path.basename(urllib.parse.urlparse(url).path)
     archive = os.path.join(data_dir, filename or folder + ".tar.gz")
-    if os.path.exists(archive):
-        problem = _archive_problem(archive, md5, size)
+    with _only_process_in(data_dir):
+        if os.path.isdir(extracted):
+            return  # fetched by the process this one waited for
+        _remove_partial_files(data_dir, os.path.basename(archive))
+        if os.path.exists(archive):
+            problem = _archive_problem(archive, md5, size)
+            if problem:
+                print(
+                    "%s is incomplete or corrupt (%s); downloading it again."
+                    % (archive, problem)
+                )
+        else:
+            problem = "missing"
         if problem:
+            _download(url, archive, md5, size, folder)
+        _extract(archive, data_dir, folder)
+
+
+@contextlib.contextmanager
+def _only_process_in(data_dir):
+    """Holds an OS lock in data_dir, waiting for a process that holds it."""
+    try:
+        fd = os.open(os.path.join(data_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise DataError(
+            "Cannot write to --data_dir=%s (%s). Choose a folder you can write to."
+            % (data_dir, e.strerror or e)
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
             print(
-                "%s is incomplete or corrupt (%s); downloading it again."
-                % (archive, problem)
+                "Waiting for another process to finish fetching the data into %s ..."
+                % data_dir,
+                flush=True,
             )
-    else:
-        problem = "missing"
-    if problem:
-        _download(url, archive, md5, size, folder)
-    _extract(archive, data_dir, folder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_partial_files(data_dir, archive_name):
+    """Removes what a fetch that was cut short (killed, or out of space) left
+    in data_dir; the lock makes sure it is not another's fetch under way."""
+    partial = re.compile(PARTIAL % re.escape(archive_name))
+    for name in os.listdir(data_dir):
+        if partial.match(name):
+            path = os.path.join(data_dir, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
+            print("Removed %s, left by an interrupted download." % path)
 
 
 def _md5(path):
@@ -111,18 +171,42 @@ def _download(url, path, md5, size, folder):
                 "to retry, or pass --data_url for another source (and --data_md5 "
                 "for another archive)." % (url, problem)
             )
+        # mkstemp() makes a file only its owner can read; a downloaded file
+        # gets the modes of any other new file.
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
         print("Successfully downloaded %s, %d bytes." % (filename, done))
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
-        raise DataError(
-            "Could not download %s (%s). Without network access, place the "
-            "archive at %s or its extracted %s folder in --data_dir, or pass "
-            "--data_url=file:///path/to/%s or a mirror."
-            % (url, e, path, folder, filename)
-        ) from None
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        # OSError covers urllib.error.URLError too.
+        if getattr(e, "errno", None) == errno.ENOSPC:
+            raise _no_space(os.path.dirname(path), "downloading " + url) from None
+        raise _cannot_download(url, e, path, folder) from None
     finally:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
+
+
+def _cannot_download(url, e, path, folder):
+    filename = os.path.basename(path)
+    return DataError(
+        "Could not download %s (%s). Without network access, place the "
+        "archive at %s or its extracted %s folder in --data_dir, or pass "
+        "--data_url=file:///path/to/%s or a mirror." % (url, e, path, folder, filename)
+    )
+
+
+def _no_space(data_dir, doing):
+    return DataError(
+        "No space left on the device of --data_dir=%s while %s. Free some space "
+        "there (the CIFAR-10 archive and its extracted files take about 350 MB), "
+        "or choose another --data_dir, and run again." % (data_dir, doing)
+    )
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _copy_with_progress(response, out, filename, total):
@@ -137,7 +221,8 @@ def _copy_with_progress(response, out, filename, total):
     in_place = sys.stdout.isatty()
     done = 0
     shown = -1
-    for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
+    # read1() returns what has come so far, rather than waiting for a full chunk.
+    for chunk in iter(lambda: response.read1(CHUNK_BYTES), b""):
         out.write(chunk)
         done += len(chunk)
         percent = min(100.0, 100.0 * done / total) if total else 0.0
@@ -167,7 +252,8 @@ def _extract(archive, data_dir, folder):
     folder renamed into place.
 
     Raises:
-      DataError: the archive cannot be read or lacks the folder.
+      DataError: the archive cannot be read or lacks the folder, or the disk
+        is full.
     """
     extracted = os.path.join(data_dir, folder)
     staging = tempfile.mkdtemp(dir=data_dir, prefix=".extracting-")
@@ -175,22 +261,26 @@ def _extract(archive, data_dir, folder):
         try:
             with tarfile.open(archive, "r:gz") as tar:
                 tar.extractall(staging, filter="data")
-        except (tarfile.TarError, EOFError, OSError) as e:
-            raise DataError(
-                "Could not extract %s (%s). Delete it and run again to download "
-                "it afresh." % (archive, e)
-            ) from None
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise _no_space(
+                    data_dir, "extracting %s, which is intact" % archive
+                ) from None
+            raise _cannot_extract(archive, e) from None
+        except (tarfile.TarError, EOFError) as e:
+            raise _cannot_extract(archive, e) from None
         if not os.path.isdir(os.path.join(staging, folder)):
             raise DataError(
                 "%s holds no %s folder: it is not the expected archive."
                 % (archive, folder)
             )
-        try:
-            os.rename(os.path.join(staging, folder), extracted)
-        except OSError:
-            # Another process (an eval started beside training) got there
-            # first; its copy is as good as ours.
-            if not os.path.isdir(extracted):
-                raise
+        os.rename(os.path.join(staging, folder), extracted)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _cannot_extract(archive, e):
+    return DataError(
+        "Could not extract %s (%s). Delete it and run again to download it "
+        "afresh." % (archive, e)
+    )

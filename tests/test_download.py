@@ -6,16 +6,19 @@ import http.server
 import os
 import pathlib
 import re
+import signal
+import stat
 import threading
 
 import pytest
 from absl.testing import flagsaver
 
 import cifar10
+import cifar10_download
 import cifar10_input
 from harness import fake_cifar
-from harness.procs import free_ports, run_binary
-from helpers import FAST_FLAGS
+from harness.procs import PATIENCE_SECS, Process, free_ports, run_binary
+from helpers import FAST_FLAGS, train_flags
 
 ARCHIVE = "cifar-10-binary.tar.gz"
 
@@ -31,37 +34,44 @@ def archive(tmp_path_factory):
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves files; counts requests; '/short/<file>' sends half of a file
-    under a Content-Length of the whole, then hangs up."""
+    """Serves files; counts requests. '/short/<file>' sends half of a file
+    under a Content-Length of the whole, then hangs up; '/stall/<file>' sends
+    half, then waits until the test ends."""
 
     requests = []
+    test_ended = threading.Event()
 
     def log_message(self, *args):
         pass
 
     def do_GET(self):
         _Handler.requests.append(self.path)
-        if self.path.startswith("/short/"):
-            data = pathlib.Path(self.directory, self.path[7:]).read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data[: len(data) // 2])
-            self.wfile.flush()
-            self.close_connection = True
+        kind, _, name = self.path[1:].partition("/")
+        if kind not in ("short", "stall"):
+            super().do_GET()
             return
-        super().do_GET()
+        data = pathlib.Path(self.directory, name).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.wfile.flush()
+        if kind == "stall":
+            _Handler.test_ended.wait(PATIENCE_SECS)
+        self.close_connection = True
 
 
 @pytest.fixture
 def server(archive):
     """An HTTP server on 127.0.0.1 serving the archive's folder."""
     _Handler.requests = []
+    _Handler.test_ended.clear()
     handler = functools.partial(_Handler, directory=os.path.dirname(archive[0]))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield "http://127.0.0.1:%d" % httpd.server_address[1]
+    _Handler.test_ended.set()
     httpd.shutdown()
     httpd.server_close()
 
@@ -80,7 +90,8 @@ def _assert_extracted(data_dir, source_folder):
 
 def _leftovers(data_dir):
     """Temporary files or folders left in data_dir."""
-    return [n for n in os.listdir(data_dir) if n not in (ARCHIVE, fake_cifar.FOLDER)]
+    kept = (ARCHIVE, fake_cifar.FOLDER, cifar10_download.LOCK_FILE)
+    return [n for n in os.listdir(data_dir) if n not in kept]
 
 
 def test_download_over_http_checks_md5_and_extracts(archive, server, tmp_path, capsys):
@@ -114,7 +125,7 @@ def test_wrong_checksum_is_rejected_and_nothing_kept(archive, server, tmp_path):
     with pytest.raises(cifar10_input.DataError) as e:
         _download(tmp_path, server + "/" + ARCHIVE, "0" * 32)
     assert "MD5" in str(e.value) and "--data_md5" in str(e.value)
-    assert os.listdir(tmp_path) == []
+    assert os.listdir(tmp_path) == [cifar10_download.LOCK_FILE]  # nothing kept
 
 
 @pytest.mark.parametrize("damage", ["partial", "corrupt"])
@@ -137,7 +148,7 @@ def test_connection_cut_mid_download(archive, server, tmp_path):
     with pytest.raises(cifar10_input.DataError) as e:
         _download(tmp_path, server + "/short/" + ARCHIVE, archive[1])
     assert server + "/short/" + ARCHIVE in str(e.value)
-    assert os.listdir(tmp_path) == []
+    assert os.listdir(tmp_path) == [cifar10_download.LOCK_FILE]  # nothing kept
 
 
 def test_corrupt_archive_with_skipped_check_leaves_no_half_extraction(
@@ -162,7 +173,7 @@ def test_no_network_names_the_url_and_the_way_out(tmp_path):
     message = str(e.value)
     assert url in message and "--data_url" in message
     assert os.path.join(str(tmp_path), ARCHIVE) in message
-    assert os.listdir(tmp_path) == []
+    assert os.listdir(tmp_path) == [cifar10_download.LOCK_FILE]  # nothing kept
 
 
 @pytest.mark.slow
@@ -178,3 +189,48 @@ def test_binary_without_data_exits_with_one_clear_line(tmp_path):
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "Could not download" in errors[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_download_removes_the_partial_file(server, tmp_path, signum):
+    data_dir = tmp_path / "data"
+    proc = Process(
+        "cifar10_train.py",
+        *train_flags({"root": str(data_dir)}, tmp_path / "train"),
+        "--data_url=%s/stall/%s" % (server, ARCHIVE),
+        log_path=tmp_path / "train.log",
+    )
+    try:
+        proc.wait_for("^>> Downloading %s" % ARCHIVE)
+        proc.send_signal(signum)
+        code, out = proc.finish()
+    finally:
+        proc.stop()
+    assert code == 128 + signum, out
+    assert out.endswith("Interrupted.\n") and "Traceback" not in out, out
+    assert os.listdir(data_dir) == [cifar10_download.LOCK_FILE]
+
+
+def test_what_an_interrupted_fetch_left_is_removed(archive, tmp_path, capsys):
+    path, md5, source = archive
+    partial = tmp_path / (ARCHIVE + ".x1y2z3_4")
+    partial.write_bytes(b"half an archive")
+    (tmp_path / ".extracting-abcd1234" / fake_cifar.FOLDER).mkdir(parents=True)
+    _download(tmp_path, "file://" + path, md5)
+    _assert_extracted(tmp_path, source)
+    assert _leftovers(tmp_path) == []
+    assert "Removed %s, left by an interrupted download." % partial in (
+        capsys.readouterr().out
+    )
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_the_archive_gets_the_modes_of_any_new_file(archive, tmp_path, umask):
+    path, md5, _ = archive
+    previous = os.umask(umask)
+    try:
+        _download(tmp_path, "file://" + path, md5)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(tmp_path / ARCHIVE).st_mode) == 0o666 & ~umask
