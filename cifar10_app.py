@@ -7,17 +7,22 @@ import first) and ends with
         cifar10_app.run(main)
 
 Importing it sets TensorFlow's environment defaults, which TensorFlow reads
-while it loads, and makes Ctrl+C during that load end quietly. run() then
-parses the flags with absl (which rejects unknown or malformed ones), turns
-on graph mode, and calls main(). Ctrl+C or SIGTERM in main() ends the
-process with "Interrupted." and the status of that signal; whatever the
-binary was writing cleans up on its way out (a download removes its partial
-file).
+while it loads, and makes Ctrl+C or SIGTERM during the start-up end quietly.
+run() then parses the flags with absl (which rejects unknown or malformed
+ones), turns on graph mode, and calls main(). Ctrl+C or SIGTERM in main()
+ends the process with "Interrupted." and the status of that signal;
+whatever the binary was writing cleans up on its way out (a download removes
+its partial file). A program that imports this module without calling run()
+(the tests) sets its own signal handlers back.
+
+main() turns the errors a user can cause, Error below and
+cifar10_input.DataError, into one line: "Error: <message>", exit status 1.
 """
 
 import os
 import signal
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Keep TF's C++ chatter quiet.
 # oneDNN's CPU kernels, which TensorFlow turns on by itself only on some CPUs,
@@ -34,14 +39,41 @@ def _quit_while_loading(signum, frame):
     os._exit(128 + signum)
 
 
-_previous = {s: signal.signal(s, _quit_while_loading) for s in STOP_SIGNALS}
+for _signum in STOP_SIGNALS:
+    signal.signal(_signum, _quit_while_loading)
+
+# TensorFlow imports Keras's optimizers as it loads, and with them most of
+# Keras (and matplotlib's pyplot, when installed): a second of every start.
+# Nothing here uses Keras; a model that does must drop this line.
+sys.modules.setdefault("keras.src.optimizers", None)
+
 import tensorflow as tf  # noqa: E402  (after the environment is set)
 from absl import app  # noqa: E402
 
-for _signum, _handler in _previous.items():
-    signal.signal(_signum, _handler)
-
 _received = []
+
+
+class Error(Exception):
+    """Something the user can put right (a flag, a folder, a file); main()
+    prints its message, which says what to do, as one line."""
+
+
+def writable_folder(path, flag_name):
+    """Creates the folder a flag names, if need be, and checks that this
+    process can write there.
+
+    Raises:
+      Error: it cannot be created or written to.
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise Error(
+            "Cannot write to --%s=%s (%s). Choose a folder you can write to."
+            % (flag_name, path, e.strerror or e)
+        ) from None
 
 
 def _interrupt(signum, frame):
@@ -62,3 +94,10 @@ def run(main):
     except KeyboardInterrupt:
         sys.stderr.write("Interrupted.\n")
         sys.exit(128 + (_received[-1] if _received else signal.SIGINT))
+    finally:
+        # The process is ending. Python sets the signals back to their
+        # default action as it shuts down, and a signal during TensorFlow's
+        # teardown would then kill it with no message; ignored, they let it
+        # end as it was going to.
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)

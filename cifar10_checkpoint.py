@@ -1,10 +1,21 @@
-"""Reading checkpoints: their step, and whether they fit a graph.
+"""Finding and reading checkpoints, for the binaries that restore them.
 
-Shared by the binaries that restore checkpoints: training resumes from one,
-evaluation scores them.
+The model.ckpt-<step>.index files in a folder are the truth about which
+checkpoints it holds. The 'checkpoint' file beside them only points at the
+newest, and a crash or a hand can leave it missing, garbled or pointing at
+something absent; so the newest checkpoint is found from the index files,
+and read in full before it is trusted: a damaged one (a data file cut short
+or missing, an index missing) is reported and passed over.
 """
 
+import glob
+import os
+
 import tensorflow as tf
+
+# Training's checkpoints are <folder>/model.ckpt-<step>; their index files end
+# in this.
+INDEX = ".index"
 
 
 def step(checkpoint):
@@ -53,3 +64,98 @@ def mismatch(checkpoint, variables):
                 var.dtype.base_dtype.name,
             )
     return None
+
+
+def candidates(checkpoint_dir):
+    """The checkpoints in a folder, newest first.
+
+    Returns:
+      The path prefixes of every <prefix>.index file in checkpoint_dir, and
+      of the checkpoint the 'checkpoint' file names if any file of it is
+      there, sorted by step, highest first.
+    """
+    found = {
+        path[: -len(INDEX)]
+        for path in glob.glob(os.path.join(glob.escape(checkpoint_dir), "*" + INDEX))
+    }
+    try:
+        state = tf.train.get_checkpoint_state(checkpoint_dir)
+    except (ValueError, tf.errors.OpError):
+        state = None  # A garbled pointer is as good as none.
+    if state and state.model_checkpoint_path and _files(state.model_checkpoint_path):
+        found.add(state.model_checkpoint_path)
+    return sorted(found, key=_step_or_minus_one, reverse=True)
+
+
+def damage(checkpoint):
+    """Why a checkpoint cannot be read, or None if it can.
+
+    Every tensor is read, so that each one's checksum is verified.
+    """
+    try:
+        reader = tf.train.load_checkpoint(checkpoint)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError, IndexError) as e:
+        return str(e).strip().splitlines()[0][:200] or type(e).__name__
+    return None
+
+
+def newest(checkpoint_dir, trusted=()):
+    """The newest readable checkpoint in a folder.
+
+    Args:
+      checkpoint_dir: the folder.
+      trusted: checkpoints read in full before, which need no second read.
+
+    Returns:
+      (checkpoint, damaged): the path prefix of the newest checkpoint that
+      reads in full, or None; and a (path prefix, reason) pair for each
+      newer one that does not. A checkpoint deleted meanwhile (training
+      keeps only the newest few) is left out of both.
+    """
+    damaged = []
+    for checkpoint in candidates(checkpoint_dir):
+        if checkpoint in trusted:
+            return checkpoint, damaged
+        reason = damage(checkpoint)
+        if reason is None:
+            return checkpoint, damaged
+        if _files(checkpoint):
+            damaged.append((checkpoint, reason))
+    return None, damaged
+
+
+def set_aside(checkpoint):
+    """Renames every file of a checkpoint to <file>.damaged, so that nothing
+    writes over it and nothing takes it for a checkpoint.
+
+    Returns:
+      The new names.
+    """
+    renamed = []
+    for path in _files(checkpoint):
+        target = path + ".damaged"
+        number = 1
+        while os.path.exists(target):
+            number += 1
+            target = "%s.damaged-%d" % (path, number)
+        os.rename(path, target)
+        renamed.append(target)
+    return renamed
+
+
+def _files(checkpoint):
+    """The files of a checkpoint: its index, data and meta files."""
+    return [
+        path
+        for path in glob.glob(glob.escape(checkpoint) + ".*")
+        if ".damaged" not in path[len(checkpoint) :]
+    ]
+
+
+def _step_or_minus_one(checkpoint):
+    try:
+        return step(checkpoint)
+    except (tf.errors.OpError, ValueError):
+        return -1

@@ -29,6 +29,7 @@ import time
 import tensorflow as tf
 
 import cifar10
+import cifar10_checkpoint
 import cifar10_loop
 
 FLAGS = tf.compat.v1.flags.FLAGS
@@ -41,8 +42,9 @@ class ClusterError(cifar10_loop.TrainingError):
 def run(build_graph, examples_per_step, num_towers, config):
     """This process's part of the cluster, as cifar10_loop.run() calls it.
 
-    A parameter server serves; a worker trains; the chief also prepares
-    --train_dir, resumes from it and writes checkpoints and summaries there.
+    A parameter server serves. A worker trains; the chief also keeps
+    --train_dir as cifar10_loop.run() does on one machine: it resumes from
+    it and writes checkpoints and summaries there.
 
     Raises:
       ClusterError: the cluster flags are wrong or the cluster cannot be
@@ -52,37 +54,53 @@ def run(build_graph, examples_per_step, num_towers, config):
     if cluster.job_name == "ps":
         serve(cluster)
         return
-    checkpoint = None
+    args = (cluster, build_graph, examples_per_step, num_towers, config)
     if cluster.is_chief:
-        checkpoint = cifar10_loop.prepare_train_dir()
-        if cifar10_loop.reached_max_steps(checkpoint):
-            return
+        with cifar10_loop.own_train_dir() as checkpoint:
+            if cifar10_loop.reached_max_steps(checkpoint):
+                return
+            progress, stopped_by = _train(*args, checkpoint=checkpoint)
+            cifar10_loop.report_checkpoint(stopped_by)
+    else:
+        progress, stopped_by = _train(*args)
+        print(
+            "%s global step %d."
+            % (cifar10_loop.stopped_phrase(stopped_by), progress.step)
+        )
+    print("This worker ran %d steps." % progress.own_steps, flush=True)
+
+
+def _train(
+    cluster, build_graph, examples_per_step, num_towers, config, checkpoint=None
+):
+    """Trains as this worker, the chief from checkpoint.
+
+    Returns:
+      (the ProgressHook, the name of the signal that stopped training or
+      None).
+    """
     cifar10.maybe_download_and_extract()
     with tf.Graph().as_default():
         with tf.compat.v1.device(cluster.device_setter()):
             train_op, loss, summary_op = build_graph(apply_fn=cluster.apply_fn)
         if checkpoint:
             cifar10_loop.check_resumable(checkpoint)
-        scaffold = cifar10_loop.new_scaffold(summary_op)
+        scaffold = cifar10_loop.new_scaffold(summary_op, checkpoint)
+        hooks = [cifar10_loop.stop_at_max_steps()] + cluster.hooks()
+        if cluster.is_chief:
+            hooks += cifar10_loop.checkpoint_hooks(scaffold)
         progress = cifar10_loop.ProgressHook(
             loss, examples_per_step, num_towers, shared_step=True
         )
-        hooks = [progress, cifar10_loop.stop_at_max_steps()] + cluster.hooks()
-        if cluster.is_chief:
-            hooks += cifar10_loop.checkpoint_hooks(scaffold)
         config = cluster.session_config(config or cifar10_loop.session_config())
-        session_creator = SessionCreator(cluster, scaffold, config, FLAGS.train_dir)
         stopped_by = cifar10_loop.train(
-            session_creator, hooks, train_op, saves_checkpoint=cluster.is_chief
+            SessionCreator(cluster, scaffold, config, FLAGS.train_dir),
+            train_op,
+            progress,
+            hooks,
+            saves_checkpoint=cluster.is_chief,
         )
-    if cluster.is_chief:
-        cifar10_loop.report_checkpoint(stopped_by)
-    else:
-        print(
-            "%s global step %d."
-            % (cifar10_loop.stopped_phrase(stopped_by), progress.step)
-        )
-    print("This worker ran %d steps." % progress.own_steps, flush=True)
+    return progress, stopped_by
 
 
 def _hosts(flag_name):
@@ -406,8 +424,9 @@ class SessionCreator(tf.compat.v1.train.SessionCreator):
 
     It starts this worker's server, and before each session waits, for a
     bounded time, until the parameter servers answer. The chief then
-    initializes the variables or restores the newest checkpoint in
-    checkpoint_dir; the other workers wait until it has.
+    initializes the variables or restores the newest readable checkpoint in
+    checkpoint_dir (after a parameter server restarted, the one it saved
+    last); the other workers wait until it has.
     """
 
     def __init__(self, cluster, scaffold, config, checkpoint_dir):
@@ -451,7 +470,9 @@ class SessionCreator(tf.compat.v1.train.SessionCreator):
                 scaffold=self._scaffold,
                 master=self._server.target,
                 config=self._config,
-                checkpoint_dir=self._checkpoint_dir,
+                checkpoint_filename_with_path=cifar10_checkpoint.newest(
+                    self._checkpoint_dir
+                )[0],
             ).create_session()
         self._scaffold.finalize()
         manager = tf.compat.v1.train.SessionManager(

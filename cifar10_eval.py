@@ -17,7 +17,6 @@ exits.
 import cifar10_app
 
 import datetime
-import os
 import sys
 import time
 
@@ -63,7 +62,7 @@ tf.compat.v1.flags.DEFINE_boolean(
 PROGRESS_SECS = 30
 
 
-class EvalError(Exception):
+class EvalError(cifar10_app.Error):
     """Evaluation cannot go on; the message says why and what to do."""
 
 
@@ -88,7 +87,7 @@ def eval_once(restore, summary_writer, top_k_op, summary_op, checkpoint):
         except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as e:
             print(
                 "Warning: could not read %s (%s); it was probably replaced by a "
-                "newer one. Skipping it." % (checkpoint, type(e).__name__),
+                "newer one." % (checkpoint, type(e).__name__),
                 flush=True,
             )
             return None
@@ -157,28 +156,41 @@ def _count_correct(sess, top_k_op, summary_op):
 
 
 def _restorer():
-    """restore(session, checkpoint): each weight from its moving average, or
-    the raw weights of a checkpoint saved without moving averages."""
+    """How the weights to score are loaded from a checkpoint.
+
+    Returns:
+      (restore, variables): restore(session, checkpoint) loads each weight
+      from its moving average, or the raw weights of a checkpoint saved
+      without moving averages; variables(checkpoint) is the {name in the
+      checkpoint: variable} that restore() loads from it.
+    """
     variable_averages = tf.compat.v1.train.ExponentialMovingAverage(
         cifar10.MOVING_AVERAGE_DECAY
     )
     averages = variable_averages.variables_to_restore()
+    raw = {v.op.name: v for v in tf.compat.v1.global_variables()}
     average_saver = tf.compat.v1.train.Saver(averages)
-    raw_saver = tf.compat.v1.train.Saver(tf.compat.v1.global_variables())
+    raw_saver = tf.compat.v1.train.Saver(raw)
+
+    def variables(checkpoint):
+        stored = {name for name, _ in tf.train.list_variables(checkpoint)}
+        return averages if set(averages) <= stored else raw
 
     def restore(session, checkpoint):
-        stored = {name for name, _ in tf.train.list_variables(checkpoint)}
-        if set(averages) <= stored:
+        if variables(checkpoint) is averages:
             average_saver.restore(session, checkpoint)
         else:
             print("%s has no moving averages; scoring its raw weights." % checkpoint)
             raw_saver.restore(session, checkpoint)
 
-    return restore
+    return restore, variables
 
 
 def evaluate():
     """Scores checkpoints from --checkpoint_dir: the newest, or each new one.
+
+    Damaged checkpoints are skipped with a warning, and so (unless
+    --run_once) are checkpoints that do not fit the model.
 
     Raises:
       EvalError: --run_once found no checkpoint it could score.
@@ -190,38 +202,75 @@ def evaluate():
         top_k_op = tf.nn.in_top_k(
             targets=labels, predictions=tf.cast(logits, tf.float32), k=1
         )
-        restore = _restorer()
+        restore, variables = _restorer()
         summary_op = tf.compat.v1.summary.merge_all()
         summary_writer = tf.compat.v1.summary.FileWriter(FLAGS.eval_dir, g)
 
-        last_scored = None
-        waiting = False
-        while True:
-            checkpoint = tf.train.latest_checkpoint(FLAGS.checkpoint_dir)
-            if checkpoint is None:
-                if FLAGS.run_once:
-                    raise EvalError(
-                        "No checkpoint file found at %s. Train first, or point "
-                        "--checkpoint_dir at the training binary's --train_dir."
-                        % FLAGS.checkpoint_dir
-                    )
-                if not waiting:
-                    print(
-                        "No checkpoint file found at %s; looking again every %d s."
-                        % (FLAGS.checkpoint_dir, FLAGS.eval_interval_secs),
-                        flush=True,
-                    )
-                    waiting = True
-            elif checkpoint != last_scored:
-                precision = eval_once(
-                    restore, summary_writer, top_k_op, summary_op, checkpoint
+        def score(checkpoint):
+            problem = cifar10_checkpoint.mismatch(checkpoint, variables(checkpoint))
+            if problem:
+                _warn_or_raise(
+                    "%s does not match this model: %s. Evaluate it with the model "
+                    "and flags it was trained with (--use_fp16 or not)."
+                    % (checkpoint, problem)
                 )
-                if precision is None and FLAGS.run_once:
-                    raise EvalError("Could not read %s." % checkpoint)
-                last_scored = checkpoint
-            if FLAGS.run_once:
-                return
-            time.sleep(FLAGS.eval_interval_secs)
+            elif (
+                eval_once(restore, summary_writer, top_k_op, summary_op, checkpoint)
+                is None
+                and FLAGS.run_once
+            ):
+                raise EvalError("%s vanished while being read." % checkpoint)
+
+        _each_new_checkpoint(score)
+
+
+def _each_new_checkpoint(score):
+    """Calls score(checkpoint) for the newest readable checkpoint once, or
+    (unless --run_once) for each new one, looking every --eval_interval_secs.
+
+    Raises:
+      EvalError: --run_once and no checkpoint can be read.
+    """
+    last, reported, waiting = None, set(), False
+    while True:
+        checkpoint, damaged = cifar10_checkpoint.newest(
+            FLAGS.checkpoint_dir, trusted={last}
+        )
+        for path, reason in damaged:
+            if path not in reported:
+                reported.add(path)
+                print(
+                    "Warning: skipping %s, which cannot be read (%s)." % (path, reason)
+                )
+        if checkpoint is None and FLAGS.run_once:
+            raise EvalError(
+                "No checkpoint in %s can be read: %s."
+                % (FLAGS.checkpoint_dir, "; ".join("%s: %s" % d for d in damaged))
+                if damaged
+                else "No checkpoint file found at %s. Train first, or point "
+                "--checkpoint_dir at the training binary's --train_dir."
+                % FLAGS.checkpoint_dir
+            )
+        if checkpoint is None and not waiting:
+            print(
+                "No checkpoint file found at %s; looking again every %d s."
+                % (FLAGS.checkpoint_dir, FLAGS.eval_interval_secs),
+                flush=True,
+            )
+            waiting = True
+        elif checkpoint is not None and checkpoint != last:
+            last = checkpoint
+            score(checkpoint)
+        if FLAGS.run_once:
+            return
+        time.sleep(FLAGS.eval_interval_secs)
+
+
+def _warn_or_raise(message):
+    """With --run_once, the error; else a warning, and evaluation goes on."""
+    if FLAGS.run_once:
+        raise EvalError(message)
+    print("Warning: %s Skipping it." % message, flush=True)
 
 
 def _check_num_examples():
@@ -229,29 +278,26 @@ def _check_num_examples():
 
     Raises:
       EvalError: it does.
-      cifar10_input.DataError: a data file is missing or truncated.
     """
-    data_dir = os.path.join(FLAGS.data_dir, cifar10.DATA_FOLDER)
     if FLAGS.eval_data == "test":
-        files = cifar10_input.TEST_FILES
+        available = cifar10.NUM_EXAMPLES_PER_EPOCH_FOR_EVAL
     else:
-        files = cifar10_input.TRAIN_FILES
-    paths = cifar10_input.check_data_files(data_dir, files)
-    available = sum(os.path.getsize(p) for p in paths) // cifar10_input.RECORD_BYTES
+        available = cifar10.NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN
     if FLAGS.num_examples > available:
         raise EvalError(
-            "--num_examples=%d is more than the %d images of the %s data in %s."
-            % (FLAGS.num_examples, available, FLAGS.eval_data, data_dir)
+            "--num_examples=%d is more than the %d images of the %s data."
+            % (FLAGS.num_examples, available, FLAGS.eval_data)
         )
 
 
 def main(argv):
     del argv
     try:
-        cifar10.maybe_download_and_extract()
         _check_num_examples()
+        cifar10_app.writable_folder(FLAGS.eval_dir, "eval_dir")
+        cifar10.maybe_download_and_extract()
         evaluate()
-    except (cifar10_input.DataError, EvalError) as e:
+    except (cifar10_input.DataError, cifar10_app.Error) as e:
         sys.exit("Error: %s" % e)
 
 

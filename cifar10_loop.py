@@ -5,11 +5,14 @@
 build_graph() builds the training graph in the default graph and returns
 (train_op, loss, summary_op). run() then:
 
-  - makes --train_dir ready (--fresh_start sets an old one aside) and resumes
-    from the newest checkpoint there, after checking that it fits the graph;
+  - makes --train_dir ready and keeps it for itself: a second training
+    process there refuses to start (evaluation beside it is welcome);
+    --fresh_start moves what is there aside, never deleting anything;
+  - resumes from the newest checkpoint there that reads in full and fits the
+    graph; a damaged newer one is renamed aside with a warning;
   - runs train_op until the global step reaches --max_steps, Ctrl+C or
-    SIGTERM asks it to stop (it saves a checkpoint first), or the loss is not
-    a number;
+    SIGTERM asks it to stop (it saves a checkpoint first; a second signal
+    ends it at once), or the loss is not a number;
   - every --log_frequency steps prints
 
         <date time>: step N, loss = L.LL (E.E examples/sec; S.SSS sec/batch)
@@ -24,10 +27,19 @@ as one process of a cluster with the same pieces. That module is imported
 only then, so a copy of the single-machine files runs without it.
 """
 
+import cifar10_app
+
+import contextlib
 import datetime
+import errno
+import fcntl
 import os
+import re
+import shutil
 import signal
-import tempfile
+import socket
+import sys
+import threading
 import time
 
 import numpy as np
@@ -81,8 +93,9 @@ tf.compat.v1.flags.DEFINE_integer(
 tf.compat.v1.flags.DEFINE_boolean(
     "fresh_start",
     False,
-    "Start from step 0 even if --train_dir holds checkpoints. The old folder "
-    "is renamed to <train_dir>.old-<date-time>, not deleted.",
+    "Start from step 0 even if --train_dir holds checkpoints. What it holds "
+    "moves to <train_dir>.old-<date-time> (into <train_dir>/old-<date-time> "
+    "when the folder is a mount point); nothing is deleted.",
 )
 
 # The cluster's flags are defined here, so that every training binary takes
@@ -142,7 +155,15 @@ CLUSTER_FLAGS = (
 )
 
 
-class TrainingError(Exception):
+# Held by the training process in --train_dir; says which process that is.
+LOCK_FILE = "training.lock"
+# What an interrupted save leaves behind: TensorFlow writes each file under a
+# temporary name (a sharded checkpoint in a <prefix>_temp folder) and renames
+# it when complete.
+TEMPORARY = re.compile(r"(\.tmp[0-9a-f]{32}|\.tempstate\d+|_temp)$")
+
+
+class TrainingError(cifar10_app.Error):
     """Training cannot start or go on; the message says why and what to do."""
 
 
@@ -168,24 +189,29 @@ def run(build_graph, examples_per_step, num_towers=1, config=None):
 
         cifar10_cluster.run(build_graph, examples_per_step, num_towers, config)
         return
-    checkpoint = prepare_train_dir()
-    if reached_max_steps(checkpoint):
-        return
-    cifar10.maybe_download_and_extract()
-    with tf.Graph().as_default():
-        train_op, loss, summary_op = build_graph()
-        if checkpoint:
-            check_resumable(checkpoint)
-        scaffold = new_scaffold(summary_op)
-        session_creator = tf.compat.v1.train.ChiefSessionCreator(
-            scaffold=scaffold,
-            config=config or session_config(),
-            checkpoint_dir=FLAGS.train_dir,
-        )
-        progress = ProgressHook(loss, examples_per_step, num_towers)
-        hooks = [progress, stop_at_max_steps()] + checkpoint_hooks(scaffold)
-        stopped_by = train(session_creator, hooks, train_op, saves_checkpoint=True)
-    report_checkpoint(stopped_by)
+    with own_train_dir() as checkpoint:
+        if reached_max_steps(checkpoint):
+            return
+        cifar10.maybe_download_and_extract()
+        with tf.Graph().as_default():
+            train_op, loss, summary_op = build_graph()
+            if checkpoint:
+                check_resumable(checkpoint)
+            scaffold = new_scaffold(summary_op, checkpoint)
+            session_creator = tf.compat.v1.train.ChiefSessionCreator(
+                scaffold=scaffold,
+                config=config or session_config(),
+                checkpoint_filename_with_path=checkpoint,
+            )
+            progress = ProgressHook(loss, examples_per_step, num_towers)
+            stopped_by = train(
+                session_creator,
+                train_op,
+                progress,
+                [stop_at_max_steps()] + checkpoint_hooks(scaffold),
+                saves_checkpoint=True,
+            )
+        report_checkpoint(stopped_by)
 
 
 def session_config():
@@ -193,30 +219,136 @@ def session_config():
     return tf.compat.v1.ConfigProto(log_device_placement=FLAGS.log_device_placement)
 
 
-def prepare_train_dir():
-    """Makes --train_dir ready to write to; moves it aside on --fresh_start.
+@contextlib.contextmanager
+def own_train_dir():
+    """Makes --train_dir ready, and keeps it for this process meanwhile.
 
-    Returns:
-      The newest checkpoint in it to resume from, or None.
+    Creates it if need be, locks it, moves its contents aside on
+    --fresh_start, removes what interrupted saves left there, and finds the
+    checkpoint to resume from.
+
+    Yields:
+      The newest checkpoint in it that reads in full, or None.
 
     Raises:
-      TrainingError: the folder cannot be created or written to.
+      TrainingError: the folder cannot be written to, another process trains
+        there, or it holds checkpoints of which none can be read.
     """
     train_dir = FLAGS.train_dir
-    if FLAGS.fresh_start and os.path.isdir(train_dir) and os.listdir(train_dir):
-        kept = train_dir.rstrip("/") + time.strftime(".old-%Y%m%d-%H%M%S")
-        os.rename(train_dir, kept)
-        print("--fresh_start: the previous %s is now %s." % (train_dir, kept))
+    cifar10_app.writable_folder(train_dir, "train_dir")
+    with _lock(train_dir):
+        if FLAGS.fresh_start:
+            _set_aside(train_dir)
+        _remove_temporaries(train_dir)
+        yield _resume_point(train_dir)
+
+
+@contextlib.contextmanager
+def _lock(train_dir):
+    """Holds an OS lock on <train_dir>/training.lock.
+
+    A second training process in the folder would write the same checkpoint
+    and event files; it finds the lock taken and stops, naming this one. The
+    kernel releases the lock when this process ends, however it ends.
+    """
+    fd = os.open(os.path.join(train_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        os.makedirs(train_dir, exist_ok=True)
-        with tempfile.TemporaryFile(dir=train_dir):
-            pass
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 1000, 0).decode(errors="replace").strip()
+            raise TrainingError(
+                "--train_dir=%s is in use by another training process (%s). Wait "
+                "for it to end or stop it, or train in another --train_dir."
+                % (train_dir, holder or "it has not said which")
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(
+            fd,
+            (
+                "pid %d on %s since %s: %s\n"
+                % (
+                    os.getpid(),
+                    socket.gethostname(),
+                    time.strftime("%Y-%m-%d %H:%M:%S"),
+                    " ".join(sys.argv),
+                )
+            ).encode(),
+            0,
+        )
+        yield
+    finally:
+        os.close(fd)
+
+
+def _set_aside(train_dir):
+    """--fresh_start: moves what train_dir holds to a new folder beside it, or
+    into one inside it when it is a mount point (whose contents cannot leave
+    its file system)."""
+    names = sorted(set(os.listdir(train_dir)) - {LOCK_FILE})
+    if not names:
+        return
+    stamp = time.strftime("old-%Y%m%d-%H%M%S")
+    if os.path.ismount(train_dir):
+        kept = os.path.join(train_dir, stamp)
+    else:
+        kept = train_dir.rstrip("/") + "." + stamp
+    try:
+        os.makedirs(kept)
+        for name in names:
+            os.rename(os.path.join(train_dir, name), os.path.join(kept, name))
     except OSError as e:
         raise TrainingError(
-            "Cannot write to --train_dir=%s (%s). Choose a folder you can write "
-            "to." % (train_dir, e.strerror or e)
+            "--fresh_start: cannot move the contents of %s to %s (%s); nothing "
+            "was deleted. Move them yourself, or train in another --train_dir."
+            % (train_dir, kept, e.strerror or e)
         ) from None
-    return tf.train.latest_checkpoint(train_dir)
+    print(
+        "--fresh_start: the previous contents of %s are now in %s." % (train_dir, kept)
+    )
+
+
+def _remove_temporaries(train_dir):
+    """Removes the temporary files of saves that a crash or a full disk cut
+    short; the lock makes sure no save of another process is under way."""
+    leftovers = sorted(n for n in os.listdir(train_dir) if TEMPORARY.search(n))
+    for name in leftovers:
+        path = os.path.join(train_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    if leftovers:
+        print(
+            "Removed what interrupted saves left in %s: %s."
+            % (train_dir, ", ".join(leftovers))
+        )
+
+
+def _resume_point(train_dir):
+    """The newest checkpoint in train_dir that reads in full, or None.
+
+    Newer damaged ones are renamed aside, so that this run neither writes
+    over them nor counts them among its own.
+
+    Raises:
+      TrainingError: there are checkpoints, and none of them can be read.
+    """
+    checkpoint, damaged = cifar10_checkpoint.newest(train_dir)
+    if damaged and checkpoint is None:
+        raise TrainingError(
+            "No checkpoint in --train_dir=%s can be read: %s. Starting from step "
+            "0 would write over them; move them away, or pass --fresh_start to "
+            "have them moved." % (train_dir, "; ".join("%s: %s" % d for d in damaged))
+        )
+    for path, reason in damaged:
+        cifar10_checkpoint.set_aside(path)
+        print(
+            "Warning: %s is damaged (%s); its files are kept as %s.*.damaged."
+            % (path, reason, os.path.basename(path)),
+            flush=True,
+        )
+    return checkpoint
 
 
 def reached_max_steps(checkpoint):
@@ -251,21 +383,34 @@ def check_resumable(checkpoint):
         )
 
 
-def new_scaffold(summary_op=None):
-    """The scaffold of a training session: its saver, summaries and init ops."""
-    return tf.compat.v1.train.Scaffold(
-        summary_op=summary_op,
-        saver=tf.compat.v1.train.Saver(
-            max_to_keep=FLAGS.keep_checkpoints,
-            # One file, written by this process: on a cluster the chief then
-            # writes the whole checkpoint on its own machine, rather than
-            # each parameter server its part on its own.
-            sharded=False,
-            # Relative paths in the 'checkpoint' file keep a moved or renamed
-            # train_dir usable.
-            save_relative_paths=True,
-        ),
+def new_scaffold(summary_op=None, checkpoint=None):
+    """The scaffold of a training session: its saver, summaries and init ops.
+
+    Args:
+      summary_op: the summaries to write; None for all of the graph's.
+      checkpoint: the checkpoint training resumes from, or None. Its saver
+        then counts the run's earlier checkpoints among the --keep_checkpoints
+        it keeps, as if the run had never stopped.
+    """
+    saver = tf.compat.v1.train.Saver(
+        max_to_keep=FLAGS.keep_checkpoints,
+        # One file, written by this process: on a cluster the chief then
+        # writes the whole checkpoint on its own machine, rather than each
+        # parameter server its part on its own.
+        sharded=False,
+        # Relative paths in the 'checkpoint' file keep a moved or renamed
+        # train_dir usable.
+        save_relative_paths=True,
     )
+    if checkpoint:
+        step = cifar10_checkpoint.step(checkpoint)
+        earlier = [
+            path
+            for path in cifar10_checkpoint.candidates(os.path.dirname(checkpoint))
+            if cifar10_checkpoint.step(path) <= step
+        ]
+        saver.recover_last_checkpoints(earlier[::-1])
+    return tf.compat.v1.train.Scaffold(summary_op=summary_op, saver=saver)
 
 
 def stop_at_max_steps():
@@ -366,21 +511,48 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
             self._logged_at = (self.own_steps, now)
 
 
-class _StopOnSignal:
-    """Turns the first SIGINT or SIGTERM into a request to stop cleanly.
+class _StopOnSignal(tf.compat.v1.train.SessionRunHook):
+    """Turns SIGINT and SIGTERM into a clean stop.
 
-    The training loop checks `received` between steps; a second signal exits
-    at once, without a checkpoint.
+    The first signal asks training to stop after the current step; the loop
+    then ends the session, which saves a checkpoint. While the input queues
+    fill before the first step, which can take minutes, training stops at
+    once instead: this hook waits for them in Python, where the signal can
+    end the wait. A second signal ends the process at once, without a
+    checkpoint. A signal after training ended changes nothing: the
+    checkpoint is saved, and the process about to end.
+
+    Python runs signal handlers only in the main thread, between two steps,
+    and merges two signals that come during one step into one. So a thread
+    of this hook reads them instead, as they come, from the file descriptor
+    to which Python writes each signal's number (signal.set_wakeup_fd).
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, saves_checkpoint=True):
         self.received = None
+        self.finished = False
         self._saving = " and saving a checkpoint" if saves_checkpoint else ""
 
-    def _handle(self, signum, frame):
-        name = signal.Signals(signum).name
+    def listen(self):
+        """Starts taking the signals; call it from the main thread."""
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        for signum in self.SIGNALS:
+            # The handler itself does nothing; the thread below acts.
+            signal.signal(signum, lambda signum, frame: None)
+        signal.set_wakeup_fd(write_fd)
+        threading.Thread(target=self._watch, args=(read_fd,), daemon=True).start()
+
+    def _watch(self, read_fd):
+        while True:
+            for signum in os.read(read_fd, 16):
+                self._on_signal(signal.Signals(signum).name, signum)
+
+    def _on_signal(self, name, signum):
+        if self.finished:
+            return  # The checkpoint is saved and the process about to end.
         if self.received:
             print("\n%s again: exiting now, without a checkpoint." % name, flush=True)
             os._exit(128 + signum)
@@ -391,37 +563,99 @@ class _StopOnSignal:
             flush=True,
         )
 
-    def __enter__(self):
-        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
+    def begin(self):
+        # The shuffling queues, and how full each must be before the first
+        # batch can leave it.
+        self._fill = [
+            (
+                runner.queue.size(),
+                runner.queue.queue_ref.op.get_attr("min_after_dequeue"),
+            )
+            for runner in tf.compat.v1.get_collection(
+                tf.compat.v1.GraphKeys.QUEUE_RUNNERS
+            )
+            if runner.queue.queue_ref.op.type.startswith("RandomShuffleQueue")
+        ]
 
-    def __exit__(self, *exc):
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
+    def after_create_session(self, session, coord):
+        # Last among the hooks: the queue runners run, the checkpoint of the
+        # starting step is saved.
+        while not self.received and not coord.should_stop():
+            sizes = session.run([size for size, _ in self._fill])
+            if all(
+                size > least for size, (_, least) in zip(sizes, self._fill, strict=True)
+            ):
+                return
+            time.sleep(0.1)
 
 
-def train(session_creator, hooks, train_op, saves_checkpoint):
+def train(session_creator, train_op, progress, hooks, saves_checkpoint):
     """Runs train_op until a hook or a signal stops it.
 
     Leaving the session normally runs the hooks' end(): the checkpoint hook
     saves the last step, and the queue runners are stopped.
 
+    Args:
+      session_creator: makes the session, restoring or initializing the model.
+      train_op: one training step.
+      progress: the ProgressHook; it goes first among the hooks.
+      hooks: the other hooks.
+      saves_checkpoint: whether the hooks save a checkpoint at the end.
+
     Returns:
       The name of the signal that stopped training, or None.
+
+    Raises:
+      TrainingError: the disk filled up while saving.
     """
-    with _StopOnSignal(saves_checkpoint) as stop:
-        with tf.compat.v1.train.MonitoredSession(session_creator, hooks) as sess:
+    stop = _StopOnSignal(saves_checkpoint)
+    stop.listen()
+    try:
+        with tf.compat.v1.train.MonitoredSession(
+            session_creator, [progress, *hooks, stop]
+        ) as sess:
             while not stop.received and not sess.should_stop():
                 sess.run(train_op)
+    except (tf.errors.ResourceExhaustedError, OSError) as e:
+        if _disk_full(e):
+            _remove_temporaries(FLAGS.train_dir)  # the half-written save
+            raise _disk_full_error(progress.step) from None
+        raise
+    finally:
+        stop.finished = True
     return stop.received
+
+
+def _disk_full(error):
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOSPC
+    return "No space left on device" in error.message
+
+
+def _disk_full_error(step):
+    checkpoint, _ = cifar10_checkpoint.newest(FLAGS.train_dir)
+    if checkpoint:
+        intact = "the checkpoint of step %d is intact" % cifar10_checkpoint.step(
+            checkpoint
+        )
+    else:
+        intact = "no checkpoint was saved"
+    return TrainingError(
+        "No space left on the device of --train_dir=%s while saving step %s; %s. "
+        "Free some space and run again to resume." % (FLAGS.train_dir, step, intact)
+    )
 
 
 def report_checkpoint(stopped_by):
     """The last line of a run that saved checkpoints to --train_dir."""
-    step = cifar10_checkpoint.step(tf.train.latest_checkpoint(FLAGS.train_dir))
+    checkpoint, _ = cifar10_checkpoint.newest(FLAGS.train_dir)
     print(
         "%s step %d; checkpoint saved in %s."
-        % (stopped_phrase(stopped_by), step, FLAGS.train_dir),
+        % (
+            stopped_phrase(stopped_by),
+            cifar10_checkpoint.step(checkpoint),
+            FLAGS.train_dir,
+        ),
         flush=True,
     )
 

@@ -183,7 +183,7 @@ def main(argv):
             num_towers=FLAGS.num_gpus,
             config=_session_config(),
         )
-    except (cifar10_input.DataError, cifar10_loop.TrainingError) as e:
+    except (cifar10_input.DataError, cifar10_app.Error) as e:
         sys.exit("Error: %s" % e)
 
 

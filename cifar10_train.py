@@ -63,7 +63,7 @@ def main(argv):
     del argv
     try:
         cifar10_loop.run(build_graph, examples_per_step=FLAGS.batch_size)
-    except (cifar10_input.DataError, cifar10_loop.TrainingError) as e:
+    except (cifar10_input.DataError, cifar10_app.Error) as e:
         sys.exit("Error: %s" % e)
 
 

@@ -1,7 +1,9 @@
 """Fixtures: graph mode and parsed flags for in-process tests, and the fake
 data set. What the tests share besides fixtures is in helpers.py."""
 
+import fcntl
 import os
+import signal
 import sys
 
 import pytest
@@ -12,7 +14,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cifar10_app  # noqa: E402, F401, I001
 import tensorflow as tf  # noqa: E402
 
+# cifar10_app makes Ctrl+C end a binary's start-up quietly; the tests keep
+# Python's own handling.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
 import cifar10  # noqa: E402
+import helpers  # noqa: E402
 from harness import fake_cifar  # noqa: E402
 
 tf.compat.v1.disable_eager_execution()
@@ -24,12 +32,40 @@ cifar10.FLAGS(["pytest"])
 
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory):
-    """A learnable fake data set: 1000 training and 300 test images.
+    """A learnable fake data set of CIFAR-10's size: 50,000 training and
+    10,000 test images (the binaries check the counts).
 
     A dict: 'root' is the folder to pass as --data_dir; 'dir', 'train' and
     'test' are fake_cifar.write_dataset()'s.
     """
     root = str(tmp_path_factory.mktemp("cifar10_data"))
-    data = fake_cifar.write_dataset(root, records_per_file=200, test_records=300)
+    data = fake_cifar.write_dataset(root, records_per_file=10000, test_records=10000)
     data["root"] = root
     return data
+
+
+@pytest.fixture(scope="session")
+def trained(dataset, tmp_path_factory, worker_id):
+    """A train_dir with a checkpoint that scores at least 0.9 on the learnable
+    test images: helpers.train_until_learned()'s. The test processes share it:
+    the first to need it trains, the others wait and use it."""
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent  # shared by the xdist workers
+    train_dir = root / "trained"
+    with open(root / "trained.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not tf.train.latest_checkpoint(str(train_dir)):
+            train_dir.mkdir(exist_ok=True)
+            helpers.train_until_learned(train_dir, dataset)
+    return str(train_dir)
+
+
+@pytest.fixture(autouse=True)
+def default_signal_handlers():
+    """Puts back the signal handling that a training run in this process
+    changes (it keeps its own until the process ends)."""
+    yield
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -5,8 +5,12 @@ import glob
 import os
 import re
 
+import numpy as np
 import tensorflow as tf
+from absl.testing import flagsaver
 
+import cifar10
+from harness import fake_cifar
 from harness.procs import Process, free_ports, run_binary
 
 LOG_LINE = re.compile(
@@ -187,3 +191,56 @@ class LocalCluster:
     def stop_all(self):
         for task in self.tasks:
             task.stop()
+
+
+def independent_logits(checkpoint, images):
+    """The logits of a checkpoint's moving-average weights for uint8 images
+    [n, 32, 32, 3], in a graph of their own fed from numpy (which does the
+    evaluation's crop and standardization itself)."""
+    reader = tf.train.load_checkpoint(str(checkpoint))
+    with tf.Graph().as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 24, 24, 3])
+        logits = cifar10.inference(x)
+        with tf.compat.v1.Session() as sess:
+            for var in tf.compat.v1.trainable_variables():
+                average = reader.get_tensor(var.op.name + "/ExponentialMovingAverage")
+                var.load(average, sess)
+            return sess.run(logits, {x: fake_cifar.eval_images(images)})
+
+
+def train_until_learned(train_dir, dataset, least_precision=0.9, max_steps=600):
+    """Trains the model in this process until its moving averages score
+    least_precision on 1000 test images (looked at every 20 steps), and saves
+    that checkpoint, model.ckpt-<step>, in train_dir.
+
+    It is fed from memory with fixed seeds, so it takes about the same number
+    of steps on any machine; quicker than the training binary, whose
+    threaded input makes each run differ.
+
+    Returns:
+      The checkpoint's path prefix.
+    """
+    labels, images = (a[:10000] for a in dataset["train"])
+    test_labels, test_images = (a[:1000] for a in dataset["test"])
+    rng = np.random.default_rng(0)
+    inputs = fake_cifar.eval_images(images).astype(np.float32)
+    with flagsaver.flagsaver(batch_size=128), tf.Graph().as_default():
+        tf.compat.v1.set_random_seed(0)
+        global_step = tf.compat.v1.train.get_or_create_global_step()
+        x = tf.compat.v1.placeholder(tf.float32, [None, 24, 24, 3])
+        y = tf.compat.v1.placeholder(tf.int32, [None])
+        train_op = cifar10.train(cifar10.loss(cifar10.inference(x), y), global_step)
+        saver = tf.compat.v1.train.Saver(save_relative_paths=True)
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            for step in range(20, max_steps + 1, 20):
+                for _ in range(20):
+                    batch = rng.choice(len(labels), 128, replace=False)
+                    sess.run(train_op, {x: inputs[batch], y: labels[batch]})
+                checkpoint = saver.save(
+                    sess, os.path.join(str(train_dir), "model.ckpt"), global_step=step
+                )
+                logits = independent_logits(checkpoint, test_images)
+                if np.mean(np.argmax(logits, axis=1) == test_labels) >= least_precision:
+                    return checkpoint
+    raise AssertionError("not learned in %d steps" % max_steps)

@@ -1,0 +1,299 @@
+"""Nothing on disk is lost, and no failure shows a traceback: a missing or
+garbled checkpoint pointer, damaged checkpoints, a second trainer in the same
+folder, signals at awkward moments, folders and data files that will not do."""
+
+import glob
+import os
+import re
+import shutil
+import signal
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import cifar10_checkpoint
+import cifar10_input
+from harness.procs import Process
+from helpers import (
+    PRECISION,
+    checkpoint_step,
+    evaluate,
+    first_step,
+    start_training,
+    train,
+    train_flags,
+)
+
+
+def steps_on_disk(train_dir):
+    """The steps of the checkpoints in train_dir, by their index files."""
+    return sorted(
+        cifar10_checkpoint.step(path)
+        for path in cifar10_checkpoint.candidates(str(train_dir))
+    )
+
+
+def weights(checkpoint):
+    reader = tf.train.load_checkpoint(str(checkpoint))
+    return {
+        name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+    }
+
+
+def clean(result):
+    """A finished run's stderr holds no traceback; returns its stdout."""
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_training_resumes_from_the_checkpoint_files_whatever_the_pointer_says(
+    dataset, tmp_path
+):
+    train_dir = tmp_path / "train"
+    flags = ["--save_checkpoint_steps=10", "--keep_checkpoints=2"]
+    assert train(dataset, train_dir, "--max_steps=20", *flags).returncode == 0
+    pointer = train_dir / "checkpoint"
+    garbles = [
+        pointer.unlink,
+        lambda: pointer.write_text("x"),
+        lambda: pointer.write_text('model_checkpoint_path: "model.ckpt-999"\n'),
+    ]
+    for max_steps, garble in zip((30, 40, 50), garbles, strict=True):
+        start = max_steps - 10
+        kept = weights(train_dir / ("model.ckpt-%d" % start))
+        garble()
+        result = train(dataset, train_dir, "--max_steps=%d" % max_steps, *flags)
+        assert result.returncode == 0, result.stderr
+        assert "Resuming from %s at step %d." % (
+            train_dir / ("model.ckpt-%d" % start),
+            start,
+        ) in clean(result)
+        # The checkpoint it resumed from holds what it held; the run's two
+        # newest are kept, as if it had never stopped.
+        resumed = weights(train_dir / ("model.ckpt-%d" % start))
+        for name, value in kept.items():
+            np.testing.assert_array_equal(resumed[name], value, err_msg=name)
+        assert steps_on_disk(train_dir) == [start, max_steps]
+
+
+@pytest.mark.slow
+def test_a_second_trainer_refuses_the_folder_of_a_running_one(dataset, tmp_path):
+    train_dir = tmp_path / "train"
+    first = start_training(
+        dataset, train_dir, "--max_steps=1000000", "--save_checkpoint_steps=20"
+    )
+    try:
+        first_step(first)
+        second = train(dataset, train_dir, "--max_steps=10")
+        assert second.returncode == 1
+        clean(second)
+        assert (
+            "Error: --train_dir=%s is in use by another training process (pid %d on "
+            % (train_dir, first.proc.pid)
+            in second.stderr
+        )
+        # The second wrote nothing: one event file, the first's.
+        assert len(glob.glob(str(train_dir / "events.out.tfevents.*"))) == 1
+        # Evaluation beside training is welcome.
+        scored = evaluate(
+            dataset["root"], train_dir, tmp_path / "eval", "--run_once",
+            "--num_examples=100",
+        )  # fmt: skip
+        assert scored.returncode == 0, scored.stderr
+        # Killed, the first leaves no lock behind.
+        first.proc.kill()
+        first.proc.wait()
+    finally:
+        first.stop()
+    step = checkpoint_step(train_dir)
+    resumed = train(dataset, train_dir, "--max_steps=%d" % (step + 5))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "at step %d." % step in clean(resumed)
+
+
+@pytest.mark.slow
+def test_damaged_checkpoints_are_skipped_and_kept(dataset, tmp_path):
+    train_dir = tmp_path / "train"
+    result = train(dataset, train_dir, "--max_steps=20", "--save_checkpoint_steps=10")
+    assert result.returncode == 0, result.stderr
+    # The newest cut short, the one before it without its index.
+    data_20 = train_dir / "model.ckpt-20.data-00000-of-00001"
+    with open(data_20, "r+b") as f:
+        f.truncate(os.path.getsize(data_20) // 2)
+    damaged_bytes = data_20.read_bytes()
+    (train_dir / "model.ckpt-10.index").unlink()
+    (train_dir / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-10"\n')
+
+    # Evaluation warns about each and scores the newest it can read.
+    scored = evaluate(
+        dataset["root"], train_dir, tmp_path / "eval", "--run_once",
+        "--num_examples=100",
+    )  # fmt: skip
+    assert scored.returncode == 0, scored.stderr
+    out = clean(scored)
+    for step in (20, 10):
+        assert (
+            "Warning: skipping %s, which cannot be read ("
+            % (train_dir / ("model.ckpt-%d" % step))
+            in out
+        )
+    assert [m[1] for m in PRECISION.findall(out)] == ["0"]
+
+    # Training says which are damaged, sets their files aside and resumes
+    # from the newest it can read.
+    result = train(dataset, train_dir, "--max_steps=25", "--save_checkpoint_steps=10")
+    assert result.returncode == 0, result.stderr
+    out = clean(result)
+    for step in (20, 10):
+        assert (
+            "Warning: %s is damaged (" % (train_dir / ("model.ckpt-%d" % step)) in out
+        )
+    assert "Resuming from %s at step 0." % (train_dir / "model.ckpt-0") in out
+    assert (train_dir / "model.ckpt-20.data-00000-of-00001.damaged").read_bytes() == (
+        damaged_bytes
+    )
+    assert os.path.exists(train_dir / "model.ckpt-10.data-00000-of-00001.damaged")
+    assert steps_on_disk(train_dir) == [0, 10, 20, 25]
+
+    # With no readable checkpoint, neither starts over nor scores.
+    for path in glob.glob(str(train_dir / "model.ckpt-*.index")):
+        os.remove(path)
+    (train_dir / "checkpoint").write_text("")
+    (train_dir / "model.ckpt-25.index").write_bytes(b"not an index")
+    before = sorted(os.listdir(train_dir))
+    result = train(dataset, train_dir, "--max_steps=30")
+    assert result.returncode == 1
+    assert re.search(
+        r"^Error: No checkpoint in --train_dir=%s can be read: .*model.ckpt-25: "
+        % re.escape(str(train_dir)),
+        result.stderr,
+        re.M,
+    ), result.stderr
+    clean(result)
+    assert sorted(os.listdir(train_dir)) == before
+    scored = evaluate(
+        dataset["root"], train_dir, tmp_path / "eval", "--run_once",
+        "--num_examples=100",
+    )  # fmt: skip
+    assert scored.returncode == 1
+    assert "Error: No checkpoint in %s can be read" % train_dir in scored.stderr
+    clean(scored)
+
+
+@pytest.mark.slow
+def test_sigint_while_the_queue_fills_stops_at_once(dataset, tmp_path):
+    train_dir = tmp_path / "train"
+    # A shuffling queue that takes minutes to fill, from one thread.
+    proc = start_training(
+        dataset,
+        train_dir,
+        "--max_steps=1000000",
+        "--min_queue_examples=1000000",
+        "--num_preprocess_threads=1",
+    )
+    try:
+        # The checkpoint of step 0 comes right before the wait for the queue.
+        proc.wait_until(
+            lambda out: os.path.exists(train_dir / "model.ckpt-0.index"),
+            "the checkpoint of step 0",
+        )
+        proc.send_signal(signal.SIGINT)
+        code, out = proc.finish()
+    finally:
+        proc.stop()
+    assert code == 0, out
+    assert "Stopped by SIGINT at step 0; checkpoint saved in %s." % train_dir in out
+    assert "Input queue filled" not in out and "Traceback" not in out
+
+
+@pytest.mark.slow
+def test_a_signal_after_the_checkpoint_is_saved_ends_quietly(dataset, tmp_path):
+    train_dir = tmp_path / "train"
+    proc = start_training(dataset, train_dir, "--max_steps=1000000")
+    try:
+        first_step(proc)
+        proc.send_signal(signal.SIGINT)
+        proc.wait_for("^Stopped by SIGINT at step")
+        proc.send_signal(signal.SIGINT)
+        code, out = proc.finish()
+    finally:
+        proc.stop()
+    assert code == 0, out
+    assert "Traceback" not in out
+
+
+@pytest.mark.slow
+def test_sigint_while_tensorflow_loads_says_interrupted(dataset, tmp_path):
+    proc = Process(
+        "cifar10_eval.py",
+        "--data_dir=%s" % dataset["root"],
+        "--checkpoint_dir=%s" % tmp_path,
+        "--run_once",
+        log_path=tmp_path / "eval.log",
+    )
+    maps = "/proc/%d/maps" % proc.proc.pid
+    try:
+
+        def loading(_):
+            try:
+                with open(maps) as f:
+                    return "libtensorflow" in f.read()
+            except OSError:
+                return False
+
+        proc.wait_until(loading, "TensorFlow loading")
+        proc.send_signal(signal.SIGINT)
+        code, out = proc.finish()
+    finally:
+        proc.stop()
+    assert code == 130, out
+    assert out.endswith("Interrupted.\n") and "Traceback" not in out, out
+
+
+@pytest.mark.slow
+def test_folders_and_data_that_will_not_do_are_one_line_each(dataset, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    # A label byte of 252 in the test file; the rest of the data as it is.
+    bad = tmp_path / "bad" / "cifar-10-batches-bin"
+    bad.mkdir(parents=True)
+    for name in os.listdir(dataset["dir"]):
+        os.symlink(os.path.join(dataset["dir"], name), bad / name)
+    (bad / "test_batch.bin").unlink()
+    shutil.copy(os.path.join(dataset["dir"], "test_batch.bin"), bad / "test_batch.bin")
+    with open(bad / "test_batch.bin", "r+b") as f:
+        f.seek(3 * cifar10_input.RECORD_BYTES)
+        f.write(bytes([252]))
+
+    eval_flags = ["--checkpoint_dir=%s" % tmp_path, "--run_once"]
+    cases = [
+        (
+            "cifar10_train.py",
+            train_flags({"root": str(a_file)}, tmp_path / "train"),
+            "Error: Cannot create --data_dir=%s (" % a_file,
+        ),
+        (
+            "cifar10_eval.py",
+            ["--data_dir=%s" % (a_file / "data"), *eval_flags],
+            "Error: Cannot create --data_dir=%s (" % (a_file / "data"),
+        ),
+        (
+            "cifar10_eval.py",
+            ["--data_dir=%s" % dataset["root"], "--eval_dir=%s" % a_file, *eval_flags],
+            "Error: Cannot write to --eval_dir=%s (" % a_file,
+        ),
+        (
+            "cifar10_eval.py",
+            ["--data_dir=%s" % bad.parent, *eval_flags],
+            "Error: Data file %s holds a label of 252 at record 3, but labels go "
+            "from 0 to 9" % (bad / "test_batch.bin"),
+        ),
+    ]
+    for script, flags, expected in cases:
+        code, out = Process(script, *flags, log_path=tmp_path / "run.log").finish()
+        assert code == 1, out
+        assert out.rstrip().splitlines()[-1].startswith(expected), out
+        assert "Traceback" not in out
+    assert a_file.read_text() == "keep me"
