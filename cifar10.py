@@ -8,6 +8,7 @@ The public functions are the whole API:
     total_loss = loss(logits, labels)        # cross-entropy + weight decay
     train_op = train(total_loss, global_step)
     maybe_download_and_extract()             # fetch the data once
+    names = class_names()                    # the classes, in label order
 
 To adapt it to another data set, change the record format and counts in
 cifar10_input.py (HEIGHT, WIDTH, DEPTH, LABEL_BYTES, IMAGE_SIZE, NUM_CLASSES,
@@ -400,6 +401,12 @@ def apply_gradients(optimizer, grads_and_vars, global_step, variable_averages):
     )
     with tf.control_dependencies([apply_gradient_op]):
         return variable_averages.apply(tf.compat.v1.trainable_variables())
+
+
+def class_names():
+    """The class names, in label order, from the data in --data_dir (its
+    batches.meta.txt) or else from cifar10_input.CLASS_NAMES."""
+    return cifar10_input.class_names(os.path.join(FLAGS.data_dir, DATA_FOLDER))
 
 
 def maybe_download_and_extract():

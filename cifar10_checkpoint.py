@@ -1,5 +1,8 @@
 """Finding and reading checkpoints, for the binaries that restore them.
 
+Training resumes from them; evaluation and classification score with the
+moving averages of their weights (restorer()).
+
 The model.ckpt-<step>.index files in a folder are the truth about which
 checkpoints it holds. The 'checkpoint' file beside them only points at the
 newest, and a crash or a hand can leave it missing, garbled or pointing at
@@ -12,6 +15,17 @@ import glob
 import os
 
 import tensorflow as tf
+
+import cifar10
+
+FLAGS = tf.compat.v1.flags.FLAGS
+
+# The flag of the binaries that use checkpoints training wrote.
+tf.compat.v1.flags.DEFINE_string(
+    "checkpoint_dir",
+    "/tmp/cifar10_train",
+    "Folder the training binary writes its checkpoints to (its --train_dir).",
+)
 
 # Training's checkpoints are <folder>/model.ckpt-<step>; their index files end
 # in this.
@@ -159,3 +173,37 @@ def _step_or_minus_one(checkpoint):
         return step(checkpoint)
     except (tf.errors.OpError, ValueError):
         return -1
+
+
+def restorer():
+    """How the weights to score with are loaded from a checkpoint.
+
+    Call it with the model built in the default graph.
+
+    Returns:
+      (restore, variables): restore(session, checkpoint) loads each weight
+      from its moving average, which scores better than the raw weight, or
+      the raw weights of a checkpoint saved without moving averages;
+      variables(checkpoint) is the {name in the checkpoint: variable} that
+      restore() loads from it.
+    """
+    variable_averages = tf.compat.v1.train.ExponentialMovingAverage(
+        cifar10.MOVING_AVERAGE_DECAY
+    )
+    averages = variable_averages.variables_to_restore()
+    raw = {v.op.name: v for v in tf.compat.v1.global_variables()}
+    average_saver = tf.compat.v1.train.Saver(averages)
+    raw_saver = tf.compat.v1.train.Saver(raw)
+
+    def variables(checkpoint):
+        stored = {name for name, _ in tf.train.list_variables(checkpoint)}
+        return averages if set(averages) <= stored else raw
+
+    def restore(session, checkpoint):
+        if variables(checkpoint) is averages:
+            average_saver.restore(session, checkpoint)
+        else:
+            print("%s has no moving averages; scoring its raw weights." % checkpoint)
+            raw_saver.restore(session, checkpoint)
+
+    return restore, variables

@@ -30,6 +30,7 @@ import cifar10_input
 FLAGS = tf.compat.v1.flags.FLAGS
 # --help lists the shared flags beside this binary's own.
 tf.compat.v1.flags.adopt_module_key_flags(cifar10)
+tf.compat.v1.flags.adopt_module_key_flags(cifar10_checkpoint)
 
 tf.compat.v1.flags.DEFINE_string(
     "eval_dir", "/tmp/cifar10_eval", "Folder to write event logs to."
@@ -39,11 +40,6 @@ tf.compat.v1.flags.DEFINE_enum(
     "test",
     ["test", "train_eval"],
     "'test' scores the test set, 'train_eval' the training set.",
-)
-tf.compat.v1.flags.DEFINE_string(
-    "checkpoint_dir",
-    "/tmp/cifar10_train",
-    "Folder the training binary writes its checkpoints to.",
 )
 tf.compat.v1.flags.DEFINE_integer(
     "eval_interval_secs",
@@ -155,37 +151,6 @@ def _count_correct(sess, top_k_op, summary_op):
     return true_count, counted, rate, summary_str
 
 
-def _restorer():
-    """How the weights to score are loaded from a checkpoint.
-
-    Returns:
-      (restore, variables): restore(session, checkpoint) loads each weight
-      from its moving average, or the raw weights of a checkpoint saved
-      without moving averages; variables(checkpoint) is the {name in the
-      checkpoint: variable} that restore() loads from it.
-    """
-    variable_averages = tf.compat.v1.train.ExponentialMovingAverage(
-        cifar10.MOVING_AVERAGE_DECAY
-    )
-    averages = variable_averages.variables_to_restore()
-    raw = {v.op.name: v for v in tf.compat.v1.global_variables()}
-    average_saver = tf.compat.v1.train.Saver(averages)
-    raw_saver = tf.compat.v1.train.Saver(raw)
-
-    def variables(checkpoint):
-        stored = {name for name, _ in tf.train.list_variables(checkpoint)}
-        return averages if set(averages) <= stored else raw
-
-    def restore(session, checkpoint):
-        if variables(checkpoint) is averages:
-            average_saver.restore(session, checkpoint)
-        else:
-            print("%s has no moving averages; scoring its raw weights." % checkpoint)
-            raw_saver.restore(session, checkpoint)
-
-    return restore, variables
-
-
 def evaluate():
     """Scores checkpoints from --checkpoint_dir: the newest, or each new one.
 
@@ -202,7 +167,7 @@ def evaluate():
         top_k_op = tf.nn.in_top_k(
             targets=labels, predictions=tf.cast(logits, tf.float32), k=1
         )
-        restore, variables = _restorer()
+        restore, variables = cifar10_checkpoint.restorer()
         summary_op = tf.compat.v1.summary.merge_all()
         summary_writer = tf.compat.v1.summary.FileWriter(FLAGS.eval_dir, g)
 

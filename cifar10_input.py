@@ -33,6 +33,12 @@ NUM_EXAMPLES_PER_EPOCH_FOR_EVAL = 10000
 
 TRAIN_FILES = ["data_batch_%d.bin" % i for i in range(1, 6)]
 TEST_FILES = ["test_batch.bin"]
+# The class names, one a line in label order; CLASS_NAMES when it is absent.
+CLASS_NAMES_FILE = "batches.meta.txt"
+CLASS_NAMES = [
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+]  # fmt: skip
 
 # Shuffling depth: training waits until this fraction of an epoch sits in the
 # shuffling queue, so consecutive batches mix images from all over the data.
@@ -143,6 +149,59 @@ def _distort(images):
     factor = tf.random.uniform([n, 1, 1, 1], 0.2, 1.8)
     mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
     return (images - mean) * factor + mean
+
+
+def class_names(data_dir):
+    """The names of the classes, in label order.
+
+    Args:
+      data_dir: the folder of the data files.
+
+    Returns:
+      NUM_CLASSES names: the first lines of CLASS_NAMES_FILE there, when it
+      names that many; else CLASS_NAMES, when it names that many; else
+      "class 0", "class 1", ...
+    """
+    try:
+        with open(os.path.join(data_dir, CLASS_NAMES_FILE)) as f:
+            names = [line.strip() for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError):
+        names = []
+    for candidates in (names, CLASS_NAMES):
+        if len(candidates) >= NUM_CLASSES:
+            return candidates[:NUM_CLASSES]
+    return ["class %d" % i for i in range(NUM_CLASSES)]
+
+
+def eval_images(images):
+    """What evaluation does to images of the stored size: the central
+    IMAGE_SIZE crop, then standardization of each image.
+
+    Args:
+      images: [n, HEIGHT, WIDTH, DEPTH], uint8 or float.
+
+    Returns:
+      float32 [n, IMAGE_SIZE, IMAGE_SIZE, DEPTH].
+    """
+    images = tf.image.resize_with_crop_or_pad(images, IMAGE_SIZE, IMAGE_SIZE)
+    images = tf.image.per_image_standardization(tf.cast(images, tf.float32))
+    images.set_shape([None, IMAGE_SIZE, IMAGE_SIZE, DEPTH])
+    return images
+
+
+def prepare_images(images):
+    """What classification does to images of any size: each is scaled to the
+    stored size, HEIGHT x WIDTH (averaging the pixels each new one covers;
+    the aspect ratio is not kept), then goes through eval_images(). Images of
+    the stored size come out as evaluation makes them.
+
+    Args:
+      images: uint8 [n, height, width, DEPTH].
+
+    Returns:
+      float32 [n, IMAGE_SIZE, IMAGE_SIZE, DEPTH].
+    """
+    return eval_images(tf.image.resize(images, [HEIGHT, WIDTH], method="area"))
 
 
 def check_data_files(data_dir, filenames, num_examples):
@@ -310,9 +369,7 @@ def inputs(eval_data, data_dir, batch_size):
         )
         # In file order: a single reader, run by a single thread.
         labels, images = _read_records(filename_queue, batch_size)
-        images = tf.image.resize_with_crop_or_pad(images, IMAGE_SIZE, IMAGE_SIZE)
-        images = tf.image.per_image_standardization(tf.cast(images, tf.float32))
-        images.set_shape([None, IMAGE_SIZE, IMAGE_SIZE, DEPTH])
+        images = eval_images(images)
 
         images, labels = tf.compat.v1.train.batch(
             [images, labels],

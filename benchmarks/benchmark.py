@@ -19,7 +19,14 @@ measures, in this one run:
   (g) cifar10_multi_gpu_train.py with 1 and 2 towers;
   (h) cifar10_train.py on a cluster on this machine: 1 parameter server and
       1 worker, then 2 workers, asynchronous and --sync_replicas; the rate
-      is the sum of the workers' own rates.
+      is the sum of the workers' own rates;
+  (i) using the model: cifar10_classify.py on 10,000 PNG files (its whole
+      run, and its rate once its start-up, timed on one file, is left out),
+      and the exported SavedModel's two signatures fed batches in memory,
+      each beside cifar10_eval.py's rate measured right before.
+
+--only picks some of the groups: training (a, b, c, e, f), eval (d),
+scaling (g, h), using (i).
 
 Each rate is the median of several windows after a warm-up. The machine is
 shared and noisy, so the figures that matter are the ratios of two rates
@@ -29,6 +36,7 @@ A table goes to stdout, everything to --json.
 
 import json
 import os
+import pathlib
 import platform
 import re
 import resource
@@ -60,6 +68,9 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "work_dir", None, "Folder for the data and runs (default: a temporary one)."
 )
+flags.DEFINE_list(
+    "only", ["training", "eval", "scaling", "using"], "The groups to measure."
+)
 
 LOG_RATE = re.compile(r": step (\d+), loss = \S+ \(([\d.]+) examples/sec")
 QUEUE_FILLED = re.compile(r"first step took ([\d.]+) s")
@@ -85,6 +96,11 @@ ROWS = [
     ("(h) cluster: 1 ps + 1 worker", "cluster_1", "%.0f examples/sec"),
     ("(h) cluster: 1 ps + 2 workers", "cluster_2", "%.0f examples/sec"),
     ("(h) cluster: 1 ps + 2 workers, sync", "cluster_2_sync", "%.0f examples/sec"),
+    ("(i) cifar10_eval.py, beside (i)", "eval_beside_using", "%.0f images/sec"),
+    ("(i) cifar10_classify.py, 10,000 files", "classify_secs", "%.1f s in all"),
+    ("    its rate after start-up", "classify_rate", "%.0f images/sec"),
+    ("(i) SavedModel, predict_pixels", "export_pixels", "%.0f images/sec"),
+    ("(i) SavedModel, serving_default (PNG)", "export_bytes", "%.0f images/sec"),
 ]
 
 
@@ -259,6 +275,67 @@ def evaluation(work_dir, train_dir):
     return float(m.group(2))
 
 
+def measure_using(work_dir, train_dir, windows, steps):
+    """(i)."""
+    print("(i) cifar10_eval.py, then the classifier and the export ...", flush=True)
+    figures = {"eval_beside_using": evaluation(work_dir, train_dir)}
+    labels, images = fake_cifar.write_dataset(
+        os.path.join(work_dir, "pngs-data"), records_per_file=1, test_records=10000
+    )["test"]
+    pngs = os.path.join(work_dir, "pngs")
+    os.makedirs(pngs, exist_ok=True)
+    for i, image in enumerate(images):
+        fake_cifar.write_png(os.path.join(pngs, "%05d.png" % i), image)
+    times = {}
+    for name, paths in (("one", [os.path.join(pngs, "00000.png")]), ("all", [pngs])):
+        start = time.perf_counter()
+        run_binary(
+            "cifar10_classify.py", "--checkpoint_dir=%s" % train_dir, *paths,
+            "--batch_size=%d" % FLAGS.batch_size,
+        )  # fmt: skip
+        times[name] = time.perf_counter() - start
+    figures["classify_secs"] = times["all"]
+    figures["classify_rate"] = (len(images) - 1) / (times["all"] - times["one"])
+    export_dir = tempfile.mkdtemp(prefix="export-", dir=work_dir)
+    run_binary(
+        "cifar10_classify.py",
+        "--checkpoint_dir=%s" % train_dir,
+        "--export_dir=%s" % export_dir,
+    )
+    (version,) = os.listdir(export_dir)
+    encoded = [pathlib.Path(pngs, n).read_bytes() for n in sorted(os.listdir(pngs))]
+    figures.update(
+        saved_model_rates(
+            os.path.join(export_dir, version), images, encoded, windows, steps
+        )
+    )
+    return figures
+
+
+def saved_model_rates(path, images, encoded, windows, steps):
+    """Images/sec of the SavedModel's signatures, fed batches from memory."""
+    batch = FLAGS.batch_size
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        signatures = tf.compat.v1.saved_model.load(sess, ["serve"], path).signature_def
+        rates = {}
+        for key, name, data in (
+            ("export_pixels", "predict_pixels", images),
+            ("export_bytes", "serving_default", encoded),
+        ):
+            signature = signatures[name]
+            (feed,) = [t.name for t in signature.inputs.values()]
+            fetch = signature.outputs["probabilities"].name
+            position = [0]
+
+            def run_once(fetch=fetch, feed=feed, data=data, position=position):
+                start = position[0] % (len(data) - batch)
+                position[0] += batch
+                sess.run(fetch, {feed: data[start : start + batch]})
+
+            rates[key] = median_rate(run_once, batch, windows, steps, warmup=2)
+    return rates
+
+
 def measure_training(work_dir, windows, steps, train_steps):
     """(a), (b), (c), (e), (f). Returns (figures, the train_dir of (b))."""
     # The machine's speed drifts by 10% or more over minutes, so each
@@ -341,10 +418,20 @@ def main(argv):
     results = {"machine": {"cores": os.cpu_count(), "platform": platform.platform(),
                            "tensorflow": tf.__version__},
                "batch_size": FLAGS.batch_size}  # fmt: skip
-    figures, train_dir = measure_training(work_dir, windows, steps, train_steps)
-    results.update(figures)
-    results.update(measure_eval(work_dir, train_dir, windows, steps))
-    results.update(measure_scaling(work_dir, train_steps))
+    train_dir = None
+    if "training" in FLAGS.only:
+        figures, train_dir = measure_training(work_dir, windows, steps, train_steps)
+        results.update(figures)
+    if train_dir is None and {"eval", "using"} & set(FLAGS.only):
+        _, _, _, train_dir = end_to_end(
+            "cifar10_train.py", work_dir, "train", 50, skip=0
+        )
+    if "eval" in FLAGS.only:
+        results.update(measure_eval(work_dir, train_dir, windows, steps))
+    if "scaling" in FLAGS.only:
+        results.update(measure_scaling(work_dir, train_steps))
+    if "using" in FLAGS.only:
+        results.update(measure_using(work_dir, train_dir, windows, steps))
     results["children_peak_rss_mb"] = (
         resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     )

@@ -16,6 +16,7 @@ import os
 import tarfile
 
 import numpy as np
+from PIL import Image
 
 CLASS_NAMES = [
     "airplane", "automobile", "bird", "cat", "deer",
@@ -73,6 +74,7 @@ def write_dataset(
     seed=0,
     size=32,
     num_classes=10,
+    class_names=CLASS_NAMES,
 ):
     """Writes the data set's folder under root.
 
@@ -84,6 +86,7 @@ def write_dataset(
       seed: random seed; the same seed gives the same files.
       size, num_classes: another image size and class count, for data sets
         other than CIFAR-10.
+      class_names: the names for batches.meta.txt.
 
     Returns:
       A dict: 'dir' (the cifar-10-batches-bin path), 'train' and 'test', each a
@@ -106,8 +109,13 @@ def write_dataset(
     )
     test = write("test_batch.bin", test_records)
     with open(os.path.join(folder, "batches.meta.txt"), "w") as f:
-        f.write("\n".join(CLASS_NAMES) + "\n")
+        f.write("\n".join(class_names) + "\n")
     return {"dir": folder, "train": train, "test": test}
+
+
+def write_png(path, image):
+    """Writes a uint8 image [height, width, 3] as a PNG file."""
+    Image.fromarray(image).save(path)
 
 
 def write_archive(root, archive_path, **kwargs):

@@ -18,6 +18,10 @@ from harness.procs import run_binary
             ["--num_gpus", "--train_dir", "--max_steps", "--job_name", "--task_index"],
         ),
         ("cifar10_eval.py", ["--eval_dir", "--checkpoint_dir", "--run_once"]),
+        (
+            "cifar10_classify.py",
+            ["--checkpoint_dir", "--checkpoint", "--top_k", "--output", "--export_dir"],
+        ),
     ],
 )
 def test_help_lists_own_and_shared_flags(script, own):

@@ -3,13 +3,17 @@
 The modules are copied to a new folder and only the constants that the
 README's "Use as a template" section names are changed: 16x16 images
 cropped to 12x12, 5 classes, 500 training and 100 test images. Then the
-copied binaries train and evaluate, unchanged otherwise.
+copied binaries train, evaluate, classify image files and export the model,
+unchanged otherwise.
 """
 
 import pathlib
 import re
 
+import numpy as np
 import pytest
+import tensorflow as tf
+from PIL import Image
 
 from harness import fake_cifar
 from harness.procs import ROOT, run_binary
@@ -25,6 +29,7 @@ MODULES = [
     "cifar10_loop.py",
     "cifar10_train.py",
     "cifar10_eval.py",
+    "cifar10_classify.py",
 ]
 CHANGES = {
     "cifar10_input.py": {
@@ -46,7 +51,9 @@ def _set_constant(source, name, value):
 
 
 @pytest.mark.slow
-def test_another_image_size_and_class_count_trains_and_evaluates(tmp_path):
+def test_another_image_size_and_class_count_trains_evaluates_and_classifies(
+    tmp_path,
+):
     code = tmp_path / "code"
     code.mkdir()
     for name in MODULES:
@@ -56,9 +63,11 @@ def test_another_image_size_and_class_count_trains_and_evaluates(tmp_path):
         (code / name).write_text(source)
 
     data = tmp_path / "data"
-    fake_cifar.write_dataset(
-        str(data), records_per_file=100, test_records=100, size=16, num_classes=5
-    )
+    names = ["apple", "bean", "cherry", "date", "elder"]
+    written = fake_cifar.write_dataset(
+        str(data), records_per_file=100, test_records=100, size=16, num_classes=5,
+        class_names=names,
+    )  # fmt: skip
     train_dir = tmp_path / "train"
     common = ["--data_dir=%s" % data, "--batch_size=100"]
     trained = run_binary(
@@ -84,3 +93,35 @@ def test_another_image_size_and_class_count_trains_and_evaluates(tmp_path):
     (match,) = PRECISION.findall(scored.stdout)
     assert match[1:] == ("100", "100")
     assert float(match[0]) > 0.5  # chance is 0.2
+
+    # Classification scales any image to 16x16 and names the 5 classes.
+    labels, images = written["test"]
+    fake_cifar.write_png(tmp_path / "small.png", images[0])
+    Image.fromarray(images[1]).resize((40, 30)).save(tmp_path / "large.jpg")
+    classified = run_binary(
+        "cifar10_classify.py",
+        *common,
+        "--checkpoint_dir=%s" % train_dir,
+        "--export_dir=%s" % (tmp_path / "export"),
+        "--top_k=5",
+        str(tmp_path / "small.png"),
+        str(tmp_path / "large.jpg"),
+        folder=code,
+    )
+    assert classified.returncode == 0, classified.stderr
+    for name in ("small.png", "large.jpg"):
+        (line,) = [s for s in classified.stdout.splitlines() if name in s]
+        assert sorted(re.findall(r"([a-z]+) [01]\.\d{3}", line)) == names
+
+    # The export takes images of any size, and gives the 5 classes' names.
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        model = tf.compat.v1.saved_model.load(
+            sess, ["serve"], str(tmp_path / "export" / "100")
+        )
+        signature = model.signature_def["predict_pixels"]
+        probabilities, class_names = sess.run(
+            [signature.outputs[k].name for k in ("probabilities", "class_names")],
+            {signature.inputs["images"].name: np.zeros((3, 20, 9, 3), np.uint8)},
+        )
+    assert probabilities.shape == (3, 5)
+    assert {n.decode() for n in class_names} <= set(names)

@@ -1,0 +1,335 @@
+"""Classifies image files with a trained model, and exports it for serving.
+
+    python cifar10_classify.py --checkpoint_dir=/tmp/cifar10_train cat.jpg photos/
+    python cifar10_classify.py --checkpoint_dir=/tmp/cifar10_train \\
+        --export_dir=/tmp/cifar10_export
+
+It scores with the moving averages of the weights, as evaluation does, from
+the newest checkpoint in --checkpoint_dir or the one --checkpoint names. For
+each JPEG, PNG, BMP or GIF file (folders are read recursively) it prints the
+--top_k most likely classes:
+
+    photos/cat.jpg: cat 0.912, dog 0.051, frog 0.020
+
+Every image, of any size and mode, goes through what evaluation does to a
+test image (cifar10_input.prepare_images()): scaled to the data set's stored
+size, cropped to the centre, standardized.
+
+--export_dir writes the model as a SavedModel under <export_dir>/<step>/,
+the numbered versions TensorFlow Serving reads, with two signatures:
+'serving_default' takes encoded image files (string [N], 'image_bytes'),
+'predict_pixels' uint8 images [N, height, width, 3] ('images'); both give
+'probabilities', 'classes' and 'class_names'. The classification above runs
+the very graph that is exported.
+"""
+
+import cifar10_app
+
+import csv
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+import cifar10
+import cifar10_checkpoint
+import cifar10_input
+
+FLAGS = tf.compat.v1.flags.FLAGS
+# --help lists the shared flags beside this binary's own.
+tf.compat.v1.flags.adopt_module_key_flags(cifar10)
+tf.compat.v1.flags.adopt_module_key_flags(cifar10_checkpoint)
+
+tf.compat.v1.flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "A checkpoint to use instead of the newest in --checkpoint_dir, e.g. "
+    "/tmp/cifar10_train/model.ckpt-5000.",
+)
+tf.compat.v1.flags.DEFINE_integer(
+    "top_k", 3, "How many of the likeliest classes to print.", lower_bound=1
+)
+tf.compat.v1.flags.DEFINE_string(
+    "output", None, "Also write the predictions to this CSV file (a new one)."
+)
+tf.compat.v1.flags.DEFINE_string(
+    "export_dir",
+    None,
+    "Export the model as a SavedModel to <export_dir>/<global step>/.",
+)
+
+# Files that a folder is searched for.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+class ClassifyError(cifar10_app.Error):
+    """Classification or export cannot start; the message says why."""
+
+
+def build_classifier(class_names):
+    """The classifier's graph, in the default graph: two ways in, one out.
+
+    Args:
+      class_names: the names of the classes, in label order.
+
+    Returns:
+      {signature name: (inputs, outputs)}, each a {name: Tensor}.
+    """
+    image_bytes = tf.compat.v1.placeholder(tf.string, [None], name="image_bytes")
+    pixels = tf.compat.v1.placeholder(
+        tf.uint8, [None, None, None, cifar10_input.DEPTH], name="images"
+    )
+
+    def decode_and_prepare(contents):
+        image = tf.io.decode_image(
+            contents, channels=cifar10_input.DEPTH, expand_animations=False
+        )
+        return cifar10_input.prepare_images(image[None])[0]
+
+    size = cifar10_input.IMAGE_SIZE
+    decoded = tf.map_fn(
+        decode_and_prepare,
+        image_bytes,
+        fn_output_signature=tf.TensorSpec(
+            [size, size, cifar10_input.DEPTH], tf.float32
+        ),
+    )
+    signatures = {}
+    with tf.compat.v1.variable_scope("", reuse=tf.compat.v1.AUTO_REUSE):
+        for name, inputs, images in (
+            ("serving_default", {"image_bytes": image_bytes}, decoded),
+            (
+                "predict_pixels",
+                {"images": pixels},
+                cifar10_input.prepare_images(pixels),
+            ),
+        ):
+            signatures[name] = (inputs, _predictions(images, class_names))
+    return signatures
+
+
+def _predictions(images, class_names):
+    """The model's outputs for prepared images."""
+    if FLAGS.use_fp16:
+        images = tf.cast(images, tf.float16)
+    logits = tf.cast(cifar10.inference(images), tf.float32)
+    probabilities = tf.nn.softmax(logits)
+    classes = tf.argmax(probabilities, axis=1)
+    return {
+        "probabilities": probabilities,
+        "classes": classes,
+        "class_names": tf.gather(tf.constant(class_names), classes),
+    }
+
+
+def _checkpoint():
+    """The checkpoint to classify with.
+
+    Raises:
+      ClassifyError: there is none that can be read.
+    """
+    if FLAGS.checkpoint:
+        problem = cifar10_checkpoint.damage(FLAGS.checkpoint)
+        if problem:
+            raise ClassifyError(
+                "Cannot read --checkpoint=%s (%s)." % (FLAGS.checkpoint, problem)
+            )
+        return FLAGS.checkpoint
+    checkpoint, damaged = cifar10_checkpoint.newest(FLAGS.checkpoint_dir)
+    for path, reason in damaged:
+        print("Warning: skipping %s, which cannot be read (%s)." % (path, reason))
+    if checkpoint is None:
+        raise ClassifyError(
+            "No checkpoint found in --checkpoint_dir=%s. Train first, or point it "
+            "at the training binary's --train_dir (or name one with --checkpoint)."
+            % FLAGS.checkpoint_dir
+        )
+    return checkpoint
+
+
+def image_files(paths):
+    """The image files that paths name, folders searched recursively.
+
+    Returns:
+      (files, problems): the files in order, and a line for each path that
+      is missing or a folder without images.
+    """
+    files, problems = [], []
+    for path in paths:
+        if os.path.isfile(path):
+            files.append(path)
+        elif os.path.isdir(path):
+            found = sorted(
+                os.path.join(folder, name)
+                for folder, _, names in os.walk(path)
+                for name in names
+                if name.lower().endswith(IMAGE_EXTENSIONS)
+            )
+            if not found:
+                problems.append(
+                    "The folder %s holds no image files (%s)."
+                    % (path, ", ".join(IMAGE_EXTENSIONS))
+                )
+            files.extend(found)
+        else:
+            problems.append("No such file or folder: %s." % path)
+    return files, problems
+
+
+def classify(sess, inputs, outputs, files):
+    """Classifies the files in batches of --batch_size.
+
+    A batch with a file that is not an image goes again a file at a time, so
+    that the others are still classified.
+
+    Returns:
+      (results, problems): (file, probabilities) for each file classified,
+      and a line for each that is not an image.
+    """
+    results, problems = [], []
+    for start in range(0, len(files), FLAGS.batch_size):
+        batch = files[start : start + FLAGS.batch_size]
+        contents = []
+        for path in batch:
+            with open(path, "rb") as f:
+                contents.append(f.read())
+        try:
+            probabilities = sess.run(
+                outputs["probabilities"], {inputs["image_bytes"]: contents}
+            )
+            results.extend(zip(batch, probabilities, strict=True))
+            continue
+        except tf.errors.InvalidArgumentError:
+            pass
+        for path, data in zip(batch, contents, strict=True):
+            try:
+                (probabilities,) = sess.run(
+                    outputs["probabilities"], {inputs["image_bytes"]: [data]}
+                )
+                results.append((path, probabilities))
+            except tf.errors.InvalidArgumentError:
+                problems.append(
+                    "%s is not an image this can read (JPEG, PNG, BMP or GIF)." % path
+                )
+    return results, problems
+
+
+def report(results, class_names):
+    """Prints a line per file, and writes --output."""
+    k = min(FLAGS.top_k, len(class_names))
+    rows = []
+    for path, probabilities in results:
+        top = np.argsort(-probabilities, kind="stable")[:k]
+        rows.append((path, [(class_names[i], float(probabilities[i])) for i in top]))
+        print(
+            "%s: %s" % (path, ", ".join("%s %.3f" % pair for pair in rows[-1][1])),
+            flush=True,
+        )
+    if FLAGS.output:
+        with open(FLAGS.output, "x", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(
+                ["path"]
+                + [
+                    "%s_%d" % (column, i)
+                    for i in range(1, k + 1)
+                    for column in ("class", "probability")
+                ]
+            )
+            for path, top in rows:
+                writer.writerow(
+                    [path] + [v for name, p in top for v in (name, "%.6f" % p)]
+                )
+
+
+def export(sess, signatures, checkpoint):
+    """Writes the SavedModel to <export_dir>/<global step>/, through a
+    temporary folder renamed into place.
+
+    Raises:
+      ClassifyError: that version exists already.
+    """
+    step = cifar10_checkpoint.step(checkpoint)
+    version = os.path.join(FLAGS.export_dir, str(step))
+    if os.path.exists(version):
+        raise ClassifyError(
+            "%s exists already: the model of step %d is exported. Nothing was "
+            "written." % (version, step)
+        )
+    cifar10_app.writable_folder(FLAGS.export_dir, "export_dir")
+    # TensorFlow Serving loads only folders named by a number.
+    staging = tempfile.mkdtemp(dir=FLAGS.export_dir, prefix=".%d-" % step)
+    try:
+        saved = os.path.join(staging, "model")
+        builder = tf.compat.v1.saved_model.Builder(saved)
+        builder.add_meta_graph_and_variables(
+            sess,
+            [tf.saved_model.SERVING],
+            signature_def_map={
+                name: tf.compat.v1.saved_model.predict_signature_def(inputs, outputs)
+                for name, (inputs, outputs) in signatures.items()
+            },
+            clear_devices=True,
+            strip_default_attrs=True,
+        )
+        builder.save()
+        os.rename(saved, version)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print("Exported the model of %s to %s." % (checkpoint, version), flush=True)
+
+
+def run(paths):
+    """Classifies the files paths name, and exports the model if asked.
+
+    Returns:
+      The exit status: 1 if a path could not be classified, else 0.
+
+    Raises:
+      ClassifyError: nothing to do, no checkpoint, or --output exists.
+    """
+    if not paths and not FLAGS.export_dir:
+        raise ClassifyError(
+            "Nothing to do: name image files or folders to classify, or pass "
+            "--export_dir to export the model."
+        )
+    if FLAGS.output and os.path.exists(FLAGS.output):
+        raise ClassifyError(
+            "--output=%s exists already; remove it or name a new file." % FLAGS.output
+        )
+    checkpoint = _checkpoint()
+    class_names = cifar10.class_names()
+    files, problems = image_files(paths)
+    with tf.Graph().as_default():
+        signatures = build_classifier(class_names)
+        restore, variables = cifar10_checkpoint.restorer()
+        problem = cifar10_checkpoint.mismatch(checkpoint, variables(checkpoint))
+        if problem:
+            raise ClassifyError(
+                "%s does not match this model: %s. Use the flags it was trained "
+                "with (--use_fp16 or not)." % (checkpoint, problem)
+            )
+        with tf.compat.v1.Session() as sess:
+            restore(sess, checkpoint)
+            inputs, outputs = signatures["serving_default"]
+            results, bad_files = classify(sess, inputs, outputs, files)
+            report(results, class_names)
+            for line in problems + bad_files:
+                print("Error: " + line, file=sys.stderr)
+            if FLAGS.export_dir:
+                export(sess, signatures, checkpoint)
+    return 1 if problems or bad_files else 0
+
+
+def main(argv):
+    try:
+        return run(argv[1:])
+    except (cifar10_input.DataError, cifar10_app.Error) as e:
+        sys.exit("Error: %s" % e)
+
+
+if __name__ == "__main__":
+    cifar10_app.run(main)
