@@ -8,15 +8,19 @@ than the raw weights), and prints
 
     <date time>: precision @ 1 = 0.NNN (step S, N images)
 
-Each of the first --num_examples images is counted exactly once. The score
-also goes to --eval_dir as a 'Precision @ 1' summary at the checkpoint's
-global step, for TensorBoard. --run_once scores the newest checkpoint and
-exits.
+Each of the first --num_examples images is counted exactly once. With
+--run_once (which scores the newest checkpoint and exits) or --per_class, a
+table follows: each class's images and precision, and the three likeliest
+mistakes. For TensorBoard, at the checkpoint's global step in --eval_dir:
+'Precision @ 1', 'Precision @ 1/<class>' for each class, and the confusion
+matrix (rows the true class, columns the predicted one) as an image and as
+a table of counts. All come from the one pass over the images.
 """
 
 import cifar10_app
 
 import datetime
+import io
 import sys
 import time
 
@@ -53,6 +57,12 @@ tf.compat.v1.flags.DEFINE_integer(
 tf.compat.v1.flags.DEFINE_boolean(
     "run_once", False, "Score the newest checkpoint once and exit."
 )
+tf.compat.v1.flags.DEFINE_boolean(
+    "per_class",
+    False,
+    "Print each class's precision and the likeliest mistakes below every "
+    "precision line (--run_once always does).",
+)
 
 # How often a long evaluation says how far it has come.
 PROGRESS_SECS = 30
@@ -62,13 +72,13 @@ class EvalError(cifar10_app.Error):
     """Evaluation cannot go on; the message says why and what to do."""
 
 
-def eval_once(restore, summary_writer, top_k_op, summary_op, checkpoint):
+def eval_once(restore, summary_writer, outcome, summary_op, checkpoint):
     """Scores one checkpoint on the first --num_examples images.
 
     Args:
       restore: restore(session, checkpoint) loads the weights to score.
       summary_writer: writes the summaries to --eval_dir.
-      top_k_op: bool Tensor [<=batch], whether each prediction is right.
+      outcome: (labels, predictions) Tensors [<=batch], from outcome().
       summary_op: the evaluation graph's summaries.
       checkpoint: path prefix of the checkpoint to score.
 
@@ -87,58 +97,80 @@ def eval_once(restore, summary_writer, top_k_op, summary_op, checkpoint):
                 flush=True,
             )
             return None
-        true_count, counted, rate, summary_str = _count_correct(
-            sess, top_k_op, summary_op
-        )
+        matrix, rate, summary_str = _confusion_matrix(sess, outcome, summary_op)
 
-    precision = true_count / counted
+    counted = int(matrix.sum())
+    precision = np.trace(matrix) / counted
     print(
         "%s: precision @ 1 = %.3f (step %d, %d images, %.1f images/sec)"
         % (datetime.datetime.now(), precision, global_step, counted, rate),
         flush=True,
     )
+    class_names = cifar10.class_names()
+    if FLAGS.run_once or FLAGS.per_class:
+        print(per_class_table(matrix, class_names), flush=True)
     summary = tf.compat.v1.Summary()
     summary.ParseFromString(summary_str)
     summary.value.add(tag="Precision @ 1", simple_value=precision)
+    _add_per_class_summaries(summary, matrix, class_names, global_step)
     summary_writer.add_summary(summary, global_step)
     summary_writer.flush()
     return precision
 
 
-def _count_correct(sess, top_k_op, summary_op):
+def outcome(labels, logits):
+    """Each image's label, and the class the model gives it.
+
+    A prediction that tf.nn.in_top_k(k=1) counts as right (the label's logit
+    is the largest, ties included) is the label itself, so the confusion
+    matrix's diagonal holds exactly the images that precision @ 1 counts.
+
+    Returns:
+      (labels, predictions): int32 Tensors [<=batch].
+    """
+    logits = tf.cast(logits, tf.float32)
+    right = tf.nn.in_top_k(targets=labels, predictions=logits, k=1)
+    predictions = tf.cast(tf.argmax(logits, axis=1), tf.int32)
+    return labels, tf.where(right, labels, predictions)
+
+
+def _confusion_matrix(sess, outcome, summary_op):
     """Runs the input over the first --num_examples images.
 
     Returns:
-      (right predictions, images counted, images/sec, serialized summaries).
+      (confusion matrix [NUM_CLASSES, NUM_CLASSES] of counts, rows the true
+      class and columns the predicted one; images/sec; serialized
+      summaries).
     """
     # The epoch counter of the input is a local variable.
     sess.run(tf.compat.v1.local_variables_initializer())
     coord = tf.train.Coordinator()
     threads = tf.compat.v1.train.start_queue_runners(sess=sess, coord=coord)
-    num_examples = FLAGS.num_examples
-    true_count = counted = 0
+    num_classes = cifar10.NUM_CLASSES
+    matrix = np.zeros([num_classes, num_classes], np.int64)
+    counted = 0
     begin = time.time()
     try:
         # The summaries ride along with the first batch: a run of their own
         # would take a batch away from the count.
-        correct, summary_str = sess.run([top_k_op, summary_op])
+        (labels, predictions), summary_str = sess.run([outcome, summary_op])
         # The rate leaves out the first batch, which also pays for start-up:
         # threads, kernel set-up and the summaries.
-        first_batch = min(len(correct), num_examples)
+        first_batch = min(len(labels), FLAGS.num_examples)
         start = last_report = time.time()
         while True:
-            correct = correct[: num_examples - counted]
-            true_count += int(np.sum(correct))
-            counted += len(correct)
-            if counted >= num_examples:
+            keep = FLAGS.num_examples - counted
+            np.add.at(matrix, (labels[:keep], predictions[:keep]), 1)
+            counted += len(labels[:keep])
+            if counted >= FLAGS.num_examples:
                 break
             if time.time() - last_report > PROGRESS_SECS:
                 last_report = time.time()
                 print(
-                    "  scored %d of %d images..." % (counted, num_examples),
+                    "  scored %d of %d images..." % (counted, FLAGS.num_examples),
                     flush=True,
                 )
-            correct = sess.run(top_k_op)
+            labels, predictions = sess.run(outcome)
     except tf.errors.OutOfRangeError:
         pass  # Fewer images than --num_examples; checked beforehand.
     finally:
@@ -148,7 +180,95 @@ def _count_correct(sess, top_k_op, summary_op):
         rate = (counted - first_batch) / (time.time() - start)
     else:
         rate = counted / (time.time() - begin)
-    return true_count, counted, rate, summary_str
+    return matrix, rate, summary_str
+
+
+def per_class_table(matrix, class_names):
+    """Each class's image count and precision, and the likeliest mistakes.
+
+    Returns:
+      The lines to print below the precision line.
+    """
+    width = max(len(name) for name in class_names)
+    lines = ["  %-*s  images  precision" % (width, "class")]
+    for i, name in enumerate(class_names):
+        count = matrix[i].sum()
+        precision = "%9.3f" % (matrix[i, i] / count) if count else "        -"
+        lines.append("  %-*s  %6d  %s" % (width, name, count, precision))
+    mistakes = [
+        (-matrix[i, j], class_names[i], class_names[j])
+        for i in range(len(class_names))
+        for j in range(len(class_names))
+        if i != j and matrix[i, j]
+    ]
+    top = ", ".join(
+        "%s taken for %s (%d)" % (true, predicted, -count)
+        for count, true, predicted in sorted(mistakes)[:3]
+    )
+    lines.append("  Most confused: %s" % (top or "none"))
+    return "\n".join(lines)
+
+
+def _add_per_class_summaries(summary, matrix, class_names, step):
+    """Adds each class's precision, and the confusion matrix as an image (a
+    heat map) and as a table of counts (TensorBoard's Text tab)."""
+    for i, name in enumerate(class_names):
+        if matrix[i].sum():
+            summary.value.add(
+                tag="Precision @ 1/%s" % name,
+                simple_value=matrix[i, i] / matrix[i].sum(),
+            )
+    png, height, width = confusion_image(matrix, class_names, step)
+    summary.value.add(
+        tag="Confusion matrix",
+        image=tf.compat.v1.Summary.Image(
+            height=height, width=width, colorspace=4, encoded_image_string=png
+        ),
+    )
+    table = ["| true \\ predicted | %s |" % " | ".join(class_names)]
+    table.append("|---" * (len(class_names) + 1) + "|")
+    for name, row in zip(class_names, matrix, strict=True):
+        table.append("| **%s** | %s |" % (name, " | ".join(str(n) for n in row)))
+    text = summary.value.add(tag="Confusion matrix (counts)")
+    text.metadata.plugin_data.plugin_name = "text"
+    text.tensor.CopyFrom(tf.make_tensor_proto("\n".join(table)))
+
+
+def confusion_image(matrix, class_names, step):
+    """The confusion matrix as a heat map, with the class names on both axes
+    and the count in each cell.
+
+    Returns:
+      (PNG bytes, height, width).
+    """
+    # matplotlib's object interface with its Agg canvas draws to memory,
+    # without a display and without pyplot's global state.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    size = len(class_names)
+    figure = Figure(figsize=(1.6 + 0.55 * size, 1.2 + 0.5 * size), dpi=100)
+    canvas = FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.imshow(matrix, cmap="Blues", vmin=0, vmax=max(int(matrix.max()), 1))
+    axes.set_xticks(range(size), class_names, rotation=45, ha="right")
+    axes.set_yticks(range(size), class_names)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.set_title("Confusion matrix, step %d" % step)
+    threshold = matrix.max() / 2
+    for i in range(size):
+        for j in range(size):
+            axes.text(
+                j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
+                color="white" if matrix[i, j] > threshold else "black",
+            )  # fmt: skip
+    figure.tight_layout()
+    canvas.draw()
+    buffer = io.BytesIO()
+    canvas.print_png(buffer)
+    width, height = canvas.get_width_height()
+    return buffer.getvalue(), height, width
 
 
 def evaluate():
@@ -164,9 +284,7 @@ def evaluate():
         eval_data = FLAGS.eval_data == "test"
         images, labels = cifar10.inputs(eval_data=eval_data)
         logits = cifar10.inference(images)
-        top_k_op = tf.nn.in_top_k(
-            targets=labels, predictions=tf.cast(logits, tf.float32), k=1
-        )
+        outcomes = outcome(labels, logits)
         restore, variables = cifar10_checkpoint.restorer()
         summary_op = tf.compat.v1.summary.merge_all()
         summary_writer = tf.compat.v1.summary.FileWriter(FLAGS.eval_dir, g)
@@ -180,7 +298,7 @@ def evaluate():
                     % (checkpoint, problem)
                 )
             elif (
-                eval_once(restore, summary_writer, top_k_op, summary_op, checkpoint)
+                eval_once(restore, summary_writer, outcomes, summary_op, checkpoint)
                 is None
                 and FLAGS.run_once
             ):

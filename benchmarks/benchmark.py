@@ -12,8 +12,9 @@ measures, in this one run:
       has filled;
   (c) the input pipeline alone: distorted_inputs() batches with no model;
   (d) eval: the forward pass fed by cifar10_eval.py's input pipeline vs fed
-      from memory (interleaved windows in one session), and the rate that
-      cifar10_eval.py --run_once itself reports;
+      from memory (interleaved windows in one session), the pipeline with and
+      without its confusion matrix, and the rate that cifar10_eval.py
+      --run_once itself reports;
   (e) the time the training queue takes to fill;
   (f) the peak resident memory of the training process;
   (g) cifar10_multi_gpu_train.py with 1 and 2 towers;
@@ -55,6 +56,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import cifar10  # noqa: E402
+import cifar10_eval  # noqa: E402
 from harness import fake_cifar, procs  # noqa: E402
 from harness.sessions import queue_session  # noqa: E402
 
@@ -88,6 +90,12 @@ ROWS = [
     ("(d) forward ceiling, batch in memory", "forward_ceiling", "%.0f images/sec"),
     ("(d) same graph fed by the eval pipeline", "eval_pipeline", "%.0f images/sec"),
     ("    eval/forward", "eval_ratio", "%.3f"),
+    (
+        "(d) the same, counting right answers only",
+        "eval_without_matrix",
+        "%.0f images/sec",
+    ),
+    ("    with/without the confusion matrix", "matrix_ratio", "%.3f"),
     ("(d) cifar10_eval.py, 10,000 images", "eval_end_to_end", "%.0f images/sec"),
     ("(e) queue filling (20,000 images)", "queue_fill_secs", "%.1f s"),
     ("(f) peak RSS, cifar10_train.py", "train_peak_rss_mb", "%.0f MB"),
@@ -137,10 +145,12 @@ def training_ceiling(windows, steps):
 def eval_pipeline_and_ceiling(windows, steps):
     """(d): the eval graph fed by cifar10_eval.py's pipeline, and the same
     forward pass fed from a batch in memory, in one session with their
-    windows interleaved, so that the machine's drift cancels out.
+    windows interleaved, so that the machine's drift cancels out. The
+    pipeline runs as cifar10_eval.py does, counting a confusion matrix, and
+    without it, counting right answers only.
 
     Returns:
-      (pipeline images/sec, in-memory images/sec, median of the window ratios).
+      {figure: value}: the three rates and the medians of the window ratios.
     """
     rng = np.random.default_rng(0)
     batch = FLAGS.batch_size
@@ -150,26 +160,33 @@ def eval_pipeline_and_ceiling(windows, steps):
         fixed_images = tf.constant(rng.normal(size=(batch, 24, 24, 3)), tf.float32)
         fixed_labels = tf.constant(rng.integers(0, 10, batch), tf.int32)
         with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope()) as scope:
-            fed = tf.nn.in_top_k(
-                targets=labels, predictions=cifar10.inference(images), k=1
-            )
+            logits = cifar10.inference(images)
+            outcome = cifar10_eval.outcome(labels, logits)
+            right_only = tf.nn.in_top_k(targets=labels, predictions=logits, k=1)
             scope.reuse_variables()
             fixed = tf.nn.in_top_k(
                 targets=fixed_labels, predictions=cifar10.inference(fixed_images), k=1
             )
+        matrix = np.zeros((10, 10), np.int64)
+        runs = {
+            "eval_pipeline": lambda: np.add.at(matrix, sess.run(outcome), 1),
+            "eval_without_matrix": lambda: np.sum(sess.run(right_only)),
+            "forward_ceiling": lambda: sess.run(fixed),
+        }
         with queue_session() as sess:
-            pipeline, memory = [], []
+            rates = {key: [] for key in runs}
             for _ in range(windows):
-                for op, rates in ((fed, pipeline), (fixed, memory)):
-                    rates.append(
-                        median_rate(lambda op=op: sess.run(op), batch, 1, steps, 2)
-                    )
-    ratios = [p / m for p, m in zip(pipeline, memory, strict=True)]
-    return (
-        statistics.median(pipeline),
-        statistics.median(memory),
-        statistics.median(ratios),
-    )
+                for key, run_once in runs.items():
+                    rates[key].append(median_rate(run_once, batch, 1, steps, 2))
+    figures = {key: statistics.median(values) for key, values in rates.items()}
+    for key, over in (
+        ("eval_ratio", "forward_ceiling"),
+        ("matrix_ratio", "eval_without_matrix"),
+    ):
+        figures[key] = statistics.median(
+            p / m for p, m in zip(rates["eval_pipeline"], rates[over], strict=True)
+        )
+    return figures
 
 
 def input_pipeline(windows, steps):
@@ -363,14 +380,10 @@ def measure_training(work_dir, windows, steps, train_steps):
 def measure_eval(work_dir, train_dir, windows, steps):
     """(d)."""
     print("(d) eval pipeline beside the forward ceiling ...", flush=True)
-    pipeline, memory, ratio = eval_pipeline_and_ceiling(2 * windows, steps)
+    figures = eval_pipeline_and_ceiling(2 * windows, steps)
     print("(d) cifar10_eval.py ...", flush=True)
-    return dict(
-        eval_pipeline=pipeline,
-        forward_ceiling=memory,
-        eval_ratio=ratio,
-        eval_end_to_end=evaluation(work_dir, train_dir),
-    )
+    figures["eval_end_to_end"] = evaluation(work_dir, train_dir)
+    return figures
 
 
 def measure_scaling(work_dir, train_steps):

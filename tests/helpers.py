@@ -84,16 +84,27 @@ def start_evaluation(data_root, checkpoint_dir, eval_dir, *flags):
     )
 
 
-def summaries(folder):
-    """{tag: [(step, value), ...]} of the scalar and other summaries in the
-    event files in folder; value is None but for scalars."""
+def summary_values(folder):
+    """{tag: [(step, tf.compat.v1.Summary.Value), ...]} of the event files in
+    folder."""
     found = {}
     for path in sorted(glob.glob(os.path.join(str(folder), "events.out.tfevents.*"))):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
-                scalar = value.simple_value if value.HasField("simple_value") else None
-                found.setdefault(value.tag, []).append((event.step, scalar))
+                found.setdefault(value.tag, []).append((event.step, value))
     return found
+
+
+def summaries(folder):
+    """{tag: [(step, value), ...]} of the summaries in the event files in
+    folder; value is None but for scalars."""
+    return {
+        tag: [
+            (step, v.simple_value if v.HasField("simple_value") else None)
+            for step, v in values
+        ]
+        for tag, values in summary_values(folder).items()
+    }
 
 
 def start_training(dataset, train_dir, *flags, script="cifar10_train.py"):

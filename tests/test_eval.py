@@ -1,6 +1,7 @@
 """cifar10_eval.py: exact precision @ 1, polling beside training, errors."""
 
 import glob
+import io
 import os
 import re
 import shutil
@@ -10,7 +11,9 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
+import cifar10_eval
 from harness import fake_cifar
 from helpers import (
     PRECISION,
@@ -19,7 +22,7 @@ from helpers import (
     independent_logits,
     start_evaluation,
     start_training,
-    summaries,
+    summary_values,
     train,
 )
 
@@ -62,19 +65,85 @@ def test_run_once_counts_each_image_once(trained, noise, tmp_path, num_examples)
     assert abs(precision - expected) <= 0.0005 + 1e-9, (precision, expected)
 
     # The same figure, as a summary at the checkpoint's step.
-    assert summaries(tmp_path / "eval")["Precision @ 1"] == [
+    values = summary_values(tmp_path / "eval")
+    assert [(s, v.simple_value) for s, v in values["Precision @ 1"]] == [
         (step, pytest.approx(expected, abs=1e-6))
     ]
 
+    # The confusion matrix, from the same pass: as numpy makes it from the
+    # checkpoint's moving averages, its trace the images counted right, its
+    # rows the images of each class.
+    logits = independent_logits(
+        tf.train.latest_checkpoint(trained), images[:num_examples]
+    )
+    numpy_matrix = np.zeros((10, 10), np.int64)
+    np.add.at(numpy_matrix, (labels[:num_examples], np.argmax(logits, axis=1)), 1)
+    matrix = counts_table(values["Confusion matrix (counts)"], step)
+    np.testing.assert_array_equal(matrix, numpy_matrix)
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(expected, abs=1e-9)
+    np.testing.assert_array_equal(
+        matrix.sum(axis=1), np.bincount(labels[:num_examples], minlength=10)
+    )
+    # Each class's precision, as a scalar and in the printed table.
+    for i, name in enumerate(fake_cifar.CLASS_NAMES):
+        ((s, value),) = values["Precision @ 1/%s" % name]
+        assert s == step
+        assert value.simple_value == pytest.approx(matrix[i, i] / matrix[i].sum())
+        assert re.search(
+            r"^  %s +%d +%.3f$"
+            % (name, matrix[i].sum(), matrix[i, i] / matrix[i].sum()),
+            result.stdout,
+            re.M,
+        ), result.stdout
+    # The heat map: a picture of the size it says.
+    ((s, value),) = values["Confusion matrix"]
+    picture = Image.open(io.BytesIO(value.image.encoded_image_string))
+    assert s == step and picture.format == "PNG"
+    assert picture.size == (value.image.width, value.image.height)
+
+
+def counts_table(values, step):
+    """The confusion matrix of the text summary at step."""
+    ((s, value),) = values
+    assert s == step
+    rows = tf.make_ndarray(value.tensor).item().decode().splitlines()[2:]
+    return np.array([[int(n) for n in row.split("|")[2:-1]] for row in rows])
+
+
+def test_two_matrices_make_two_pictures():
+    names = ["class %d" % i for i in range(10)]
+    one = np.diag(np.arange(10) * 100)
+    other = one.copy()
+    other[3, 5] = 40  # one mistake more
+    pictures = {}
+    for key, matrix in (("one", one), ("again", one), ("other", other)):
+        png, height, width = cifar10_eval.confusion_image(matrix, names, 7)
+        picture = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+        assert picture.shape == (height, width, 3)
+        assert height >= 400 and width >= 400  # room for the names and counts
+        pictures[key] = picture
+    np.testing.assert_array_equal(pictures["one"], pictures["again"])
+    changed = np.any(pictures["one"] != pictures["other"], axis=2)
+    # The cell that changed, not the whole picture.
+    assert 0 < changed.mean() < 0.05
+
 
 @pytest.mark.slow
-def test_trained_model_scores_well_above_chance(trained, dataset, tmp_path):
-    result = evaluate(
-        dataset["root"], trained, tmp_path / "eval", "--run_once", "--num_examples=300"
-    )
-    assert result.returncode == 0, result.stderr
-    (match,) = PRECISION.findall(result.stdout)
-    assert float(match[0]) > 0.5
+def test_trained_model_scores_well_above_chance_on_either_split(
+    trained, dataset, tmp_path
+):
+    for split in ("test", "train_eval"):
+        result = evaluate(
+            dataset["root"], trained, tmp_path / split, "--run_once",
+            "--eval_data=%s" % split, "--num_examples=500",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        (match,) = PRECISION.findall(result.stdout)
+        assert float(match[0]) > 0.5
+        # The training images get the per-class table and summaries too.
+        assert "  Most confused: " in result.stdout
+        values = summary_values(tmp_path / split)
+        assert "Confusion matrix" in values and "Precision @ 1/truck" in values
 
 
 @pytest.mark.slow
@@ -86,6 +155,7 @@ def test_loop_waits_for_a_checkpoint_and_scores_each_once(trained, dataset, tmp_
         checkpoint_dir,
         tmp_path / "eval",
         "--eval_interval_secs=1",
+        "--per_class",
         "--num_examples=100",
     )
     try:
@@ -101,6 +171,7 @@ def test_loop_waits_for_a_checkpoint_and_scores_each_once(trained, dataset, tmp_
     finally:
         proc.stop()
     assert [m[1] for m in PRECISION.findall(out)] == [str(checkpoint_step(trained))]
+    assert out.count("  Most confused: ") == 1  # --per_class, in the polling mode
     assert code == 130 and out.endswith("Interrupted.\n"), out
 
 

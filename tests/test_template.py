@@ -93,6 +93,9 @@ def test_another_image_size_and_class_count_trains_evaluates_and_classifies(
     (match,) = PRECISION.findall(scored.stdout)
     assert match[1:] == ("100", "100")
     assert float(match[0]) > 0.5  # chance is 0.2
+    # The per-class table names the data set's own 5 classes.
+    table = scored.stdout.split(match[0], 1)[1]
+    assert re.findall(r"^  ([a-z]+) +\d+ +[01]\.\d{3}$", table, re.M) == names
 
     # Classification scales any image to 16x16 and names the 5 classes.
     labels, images = written["test"]

@@ -1,6 +1,7 @@
 """TensorBoard, pointed at a short training run and its evaluation, serves
 every curve, histogram, image and graph the README tells users to look at."""
 
+import io
 import json
 import subprocess
 import sys
@@ -9,9 +10,11 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from PIL import Image
 
+from harness import fake_cifar
 from harness.procs import free_ports
-from helpers import evaluate, train
+from helpers import evaluate, summary_values, train
 
 SCALARS = [
     "total_loss",
@@ -35,9 +38,13 @@ HISTOGRAMS = [
 
 
 def _get(base, path, **query):
+    return json.loads(_get_bytes(base, path, **query))
+
+
+def _get_bytes(base, path, **query):
     url = base + path + ("?" + urllib.parse.urlencode(query) if query else "")
     with urllib.request.urlopen(url, timeout=10) as response:
-        return json.load(response)
+        return response.read()
 
 
 @pytest.mark.slow
@@ -94,6 +101,28 @@ def test_tensorboard_serves_training_and_eval_summaries(dataset, tmp_path):
         images = _get(base, "/data/plugin/images/tags")
         assert any("images" in tag for tag in images["train"])
         assert any("images" in tag for tag in images["eval"])
+
+        # Each class's precision, and the confusion matrix as a picture, at
+        # the checkpoint's step.
+        for name in fake_cifar.CLASS_NAMES:
+            per_class = _get(
+                base, "/data/plugin/scalars/scalars", run="eval",
+                tag="Precision @ 1/%s" % name,
+            )  # fmt: skip
+            assert [step for _, step, _ in per_class] == [30]
+        assert "Confusion matrix" in images["eval"]
+        (entry,) = _get(
+            base, "/data/plugin/images/images", run="eval", tag="Confusion matrix"
+        )
+        assert entry["step"] == 30
+        png = _get_bytes(base, "/data/plugin/images/individualImage?" + entry["query"])
+        ((_, value),) = summary_values(logdir / "eval")["Confusion matrix"]
+        assert png == value.image.encoded_image_string
+        picture = Image.open(io.BytesIO(png))
+        assert picture.size == (value.image.width, value.image.height)
+        assert min(picture.size) >= 400
+        texts = _get(base, "/data/plugin/text/tags")
+        assert "Confusion matrix (counts)" in texts["eval"]
         graphs = _get(base, "/data/plugin/graphs/info")
         assert graphs["train"]["run_graph"] and graphs["eval"]["run_graph"]
     finally:
