@@ -22,6 +22,8 @@ Every process gets the same --ps_hosts and --worker_hosts, and its own
 hands over to run() here when one of them is given.
 """
 
+import json
+import os
 import socket
 import threading
 import time
@@ -39,18 +41,26 @@ class ClusterError(cifar10_loop.TrainingError):
     """The cluster flags do not fit together, or the cluster cannot be reached."""
 
 
-def run(build_graph, examples_per_step, num_towers, config):
+def run(cluster, build_graph, examples_per_step, num_towers, config):
     """This process's part of the cluster, as cifar10_loop.run() calls it.
 
     A parameter server serves. A worker trains; the chief also keeps
     --train_dir as cifar10_loop.run() does on one machine: it resumes from
     it and writes checkpoints and summaries there.
 
+    Args:
+      cluster: this_task()'s Cluster.
+
     Raises:
-      ClusterError: the cluster flags are wrong or the cluster cannot be
-        reached.
+      ClusterError: the cluster cannot be reached.
     """
-    cluster = from_flags()
+    if cluster.job_name == "evaluator":
+        print(
+            "This is TF_CONFIG's evaluator task, which the training binaries leave "
+            "idle: evaluate with cifar10_eval.py --checkpoint_dir=<the chief's "
+            "--train_dir>."
+        )
+        return
     if cluster.job_name == "ps":
         serve(cluster)
         return
@@ -103,19 +113,52 @@ def _train(
     return progress, stopped_by
 
 
-def _hosts(flag_name):
-    """The host:port entries of a host-list flag, checked for form."""
-    entries = [h.strip() for h in FLAGS[flag_name].value.split(",") if h.strip()]
+# The flags that say which task this process is; TF_CONFIG says it instead.
+# The others (--sync_replicas, ...) go with either.
+TASK_FLAGS = ("ps_hosts", "worker_hosts", "job_name", "task_index")
+
+
+def this_task():
+    """This process's Cluster: from the cluster flags, else from TF_CONFIG.
+
+    --sync_replicas, --replicas_to_aggregate and --cluster_timeout_secs apply
+    to either.
+
+    Returns:
+      The Cluster, or None when TF_CONFIG describes a cluster of this one
+      task (as a scheduler may for a job of one machine): training then runs
+      on this machine alone.
+
+    Raises:
+      ClusterError: the flags or TF_CONFIG are wrong; the message quotes them.
+    """
+    tf_config = os.environ.get("TF_CONFIG", "").strip()
+    placed_by_flags = any(not FLAGS[name].using_default_value for name in TASK_FLAGS)
+    if placed_by_flags and tf_config:
+        print("The cluster flags are given: ignoring TF_CONFIG.", flush=True)
+    if placed_by_flags or not tf_config:
+        return from_flags()
+    return from_tf_config(tf_config)
+
+
+def _checked_hosts(entries, where):
+    """The host:port entries of a host list, checked for form."""
+    entries = [h.strip() for h in entries if h.strip()]
     if not entries:
-        raise ClusterError("--%s lists no host:port." % flag_name)
+        raise ClusterError("%s lists no host:port." % where)
     for entry in entries:
         host, _, port = entry.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ClusterError(
-                "--%s: '%s' is not host:port. Give each task as host:port, e.g. "
-                "localhost:2222, separated by commas." % (flag_name, entry)
+                "%s: '%s' is not host:port. Give each task as host:port, e.g. "
+                "localhost:2222, separated by commas." % (where, entry)
             )
     return entries
+
+
+def _hosts(flag_name):
+    """The host:port entries of a host-list flag, checked for form."""
+    return _checked_hosts(FLAGS[flag_name].value.split(","), "--" + flag_name)
 
 
 def from_flags():
@@ -141,7 +184,7 @@ def from_flags():
             "--job_name together; %s missing." % " and ".join(missing)
         )
     jobs = {"ps": _hosts("ps_hosts"), "worker": _hosts("worker_hosts")}
-    _check_distinct(jobs)
+    _check_distinct(jobs, "--ps_hosts and --worker_hosts")
     job_name, task_index = FLAGS.job_name, FLAGS.task_index
     if task_index >= len(jobs[job_name]):
         raise ClusterError(
@@ -155,56 +198,151 @@ def from_flags():
                 len(jobs[job_name]) - 1,
             )
         )
-    _check_replicas(len(jobs["worker"]))
+    _check_replicas(len(jobs["worker"]), "--worker_hosts lists")
     return Cluster(jobs, job_name, task_index)
 
 
-def _check_distinct(jobs):
+# The jobs a TF_CONFIG cluster may have; an evaluator runs nothing here.
+TF_CONFIG_JOBS = ("chief", "ps", "worker", "evaluator")
+
+
+def from_tf_config(text):
+    """This process's Cluster, from TF_CONFIG: the JSON that schedulers
+    (Kubeflow's TFJob, Vertex AI, ...) set in every process of a job, e.g.
+
+        {"cluster": {"chief": ["host0:2222"], "ps": ["host1:2222"],
+                     "worker": ["host2:2222"]},
+         "task": {"type": "worker", "index": 0}}
+
+    The chief is the "chief" task, or worker 0 when there is no "chief" job.
+
+    Returns:
+      The Cluster, or None for a cluster of one chief or worker alone.
+
+    Raises:
+      ClusterError: TF_CONFIG is not of that form; the message quotes it.
+    """
+    try:
+        config = json.loads(text)
+    except ValueError as e:
+        raise ClusterError(
+            "TF_CONFIG is not JSON (%s): %s" % (e, _quote(text))
+        ) from None
+    if not isinstance(config, dict) or not isinstance(config.get("task"), dict):
+        raise ClusterError(
+            'TF_CONFIG has no "task" saying which task this process is: %s'
+            % _quote(config)
+        )
+    cluster, task = config.get("cluster"), config["task"]
+    if not isinstance(cluster, dict) or not cluster:
+        raise ClusterError('TF_CONFIG has no "cluster": %s' % _quote(config))
+    job_name, task_index = task.get("type"), task.get("index", 0)
+    for name in [*cluster, job_name]:
+        if name not in TF_CONFIG_JOBS:
+            raise ClusterError(
+                "TF_CONFIG names the job %s, which is none of %s: %s"
+                % (json.dumps(name), ", ".join(TF_CONFIG_JOBS), _quote(config))
+            )
+    if job_name == "evaluator":
+        return Cluster({}, job_name, task_index, from_tf_config=True)
+    jobs = {
+        name: _checked_hosts(list(hosts), "TF_CONFIG's %s job" % json.dumps(name))
+        for name, hosts in cluster.items()
+        if name != "evaluator"
+    }
+    if job_name not in jobs:
+        raise ClusterError(
+            "TF_CONFIG's task is a %s, but its cluster has no %s job: %s"
+            % (json.dumps(job_name), json.dumps(job_name), _quote(config))
+        )
+    if not isinstance(task_index, int) or not 0 <= task_index < len(jobs[job_name]):
+        raise ClusterError(
+            "TF_CONFIG's task %s is beyond its %s job of %d task(s): %s"
+            % (
+                json.dumps(task),
+                json.dumps(job_name),
+                len(jobs[job_name]),
+                _quote(config),
+            )
+        )
+    return _tf_config_cluster(jobs, job_name, task_index, config)
+
+
+def _tf_config_cluster(jobs, job_name, task_index, config):
+    workers = len(jobs.get("chief", [])) + len(jobs.get("worker", []))
+    if "ps" not in jobs:
+        if workers == 1:
+            print("TF_CONFIG names this task alone: training on this machine.")
+            return None
+        raise ClusterError(
+            'TF_CONFIG\'s cluster has no "ps" job: training on several workers '
+            "here needs parameter servers. %s" % _quote(config)
+        )
+    if not workers:
+        raise ClusterError(
+            'TF_CONFIG\'s cluster has no "chief" or "worker" job: %s' % _quote(config)
+        )
+    _check_distinct(jobs, "TF_CONFIG")
+    _check_replicas(workers, "TF_CONFIG's cluster has")
+    return Cluster(jobs, job_name, task_index, from_tf_config=True)
+
+
+def _quote(value, most=400):
+    """value as JSON, shortened to most characters."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
+def _check_distinct(jobs, where):
     seen = set()
-    for entry in jobs["ps"] + jobs["worker"]:
+    for entry in (host for hosts in jobs.values() for host in hosts):
         if entry in seen:
             raise ClusterError(
-                "%s is listed twice in --ps_hosts and --worker_hosts; every task "
-                "needs an address of its own." % entry
+                "%s is listed twice in %s; every task needs an address of its own."
+                % (entry, where)
             )
         seen.add(entry)
 
 
-def _check_replicas(num_workers):
+def _check_replicas(num_workers, where):
     if FLAGS.replicas_to_aggregate is None:
         return
     if not FLAGS.sync_replicas:
         raise ClusterError("--replicas_to_aggregate only applies with --sync_replicas.")
     if FLAGS.replicas_to_aggregate > num_workers:
         raise ClusterError(
-            "--replicas_to_aggregate=%d, but --worker_hosts lists %d worker(s); "
-            "aggregate at most one gradient per worker."
-            % (FLAGS.replicas_to_aggregate, num_workers)
+            "--replicas_to_aggregate=%d, but %s %d worker(s); aggregate at most "
+            "one gradient per worker."
+            % (FLAGS.replicas_to_aggregate, where, num_workers)
         )
 
 
 class Cluster:
     """This process's place in the cluster, and what training there needs.
 
-    Built once from the flags; nothing else here reads them.
+    Built once, from the flags or TF_CONFIG; nothing else here reads them.
 
     Attributes:
-      job_name: 'ps' or 'worker'.
+      job_name: 'ps', 'worker', 'chief' or 'evaluator'.
       task_index: this process's index in its job.
-      is_chief: whether this is the chief (worker 0).
-      num_workers: how many workers the cluster has.
+      is_chief: whether this is the chief: the "chief" task, or worker 0 when
+        the cluster has none.
+      chief: the chief's name in messages, "worker 0" or "chief 0".
+      num_workers: how many tasks train: the chief and the workers.
       apply_fn: for cifar10.train(): None for asynchronous updates, or the
         synchronous updates' (see _SyncReplicasHook).
       timeout_secs: --cluster_timeout_secs.
     """
 
-    def __init__(self, jobs, job_name, task_index):
+    def __init__(self, jobs, job_name, task_index, from_tf_config=False):
         self.jobs = jobs
         self.job_name = job_name
         self.task_index = task_index
-        self.is_chief = job_name == "worker" and task_index == 0
-        self.num_workers = len(jobs["worker"])
-        self.address = jobs[job_name][task_index]
+        self.from_tf_config = from_tf_config
+        self.chief = "chief 0" if "chief" in jobs else "worker 0"
+        self.is_chief = "%s %d" % (job_name, task_index) == self.chief
+        self.num_workers = len(jobs.get("chief", [])) + len(jobs.get("worker", []))
+        self.address = jobs[job_name][task_index] if job_name in jobs else None
         self.timeout_secs = FLAGS.cluster_timeout_secs
         self.spec = tf.train.ClusterSpec(jobs)
         self._hooks = [_SameHostsHook(self)]
@@ -214,6 +352,32 @@ class Cluster:
             sync = _SyncReplicasHook(replicas, self.num_workers, self.is_chief)
             self.apply_fn = sync.apply_gradients
             self._hooks.append(sync)
+
+    def describe(self):
+        """The cluster, as the flags would give it."""
+        return " ".join(
+            "--%s_hosts=%s" % (job, ",".join(self.jobs[job]))
+            for job in ("chief", "ps", "worker")
+            if job in self.jobs
+        )
+
+    def same_everywhere(self):
+        """What every process must be given alike."""
+        if self.from_tf_config:
+            return "cluster in TF_CONFIG"
+        return "--ps_hosts and --worker_hosts"
+
+    def how_to_start(self, job_name, task_index):
+        """What to do about a task that does not answer."""
+        if self.from_tf_config:
+            return "Start TF_CONFIG's %s task %d, or correct TF_CONFIG" % (
+                job_name,
+                task_index,
+            )
+        return (
+            "Start it with --job_name=%s --task_index=%d and the same host lists, "
+            "or correct --%s_hosts" % (job_name, task_index, job_name)
+        )
 
     def __str__(self):
         return "%s %d (%s)" % (self.job_name, self.task_index, self.address)
@@ -281,9 +445,14 @@ class Cluster:
                     if time.time() > deadline:
                         raise ClusterError(
                             "Cannot reach parameter server %d at %s (%s) after "
-                            "%d s. Start it with --job_name=ps --task_index=%d "
-                            "and the same host lists, or correct --ps_hosts."
-                            % (task, address, e.strerror or e, self.timeout_secs, task)
+                            "%d s. %s."
+                            % (
+                                task,
+                                address,
+                                e.strerror or e,
+                                self.timeout_secs,
+                                self.how_to_start("ps", task),
+                            )
                         ) from None
                     if not waiting:
                         print(
@@ -306,10 +475,7 @@ class _SameHostsHook(tf.compat.v1.train.SessionRunHook):
 
     def __init__(self, cluster):
         self._cluster = cluster
-        self._own_hosts = "--ps_hosts=%s --worker_hosts=%s" % (
-            ",".join(cluster.jobs["ps"]),
-            ",".join(cluster.jobs["worker"]),
-        )
+        self._own_hosts = cluster.describe()
 
     def begin(self):
         with tf.device("/job:ps/task:0"):
@@ -331,17 +497,17 @@ class _SameHostsHook(tf.compat.v1.train.SessionRunHook):
         while not session.run(self._is_set):
             if time.time() > deadline:
                 raise ClusterError(
-                    "The chief (worker 0) did not leave its host lists on "
-                    "parameter server 0 within %d s (--cluster_timeout_secs). "
-                    "Is it running?" % timeout_secs
+                    "The chief (%s) did not leave its host lists on parameter "
+                    "server 0 within %d s (--cluster_timeout_secs). Is it running?"
+                    % (self._cluster.chief, timeout_secs)
                 )
             time.sleep(0.5)
         chief_hosts = session.run(self._chief_hosts).decode()
         if chief_hosts != self._own_hosts:
             raise ClusterError(
                 "This worker's host lists differ from the chief's. The chief has "
-                "%s; this worker has %s. Start every process with the same "
-                "--ps_hosts and --worker_hosts." % (chief_hosts, self._own_hosts)
+                "%s; this worker has %s. Start every process with the same %s."
+                % (chief_hosts, self._own_hosts, self._cluster.same_everywhere())
             )
 
 
@@ -456,8 +622,12 @@ class SessionCreator(tf.compat.v1.train.SessionCreator):
             if time.time() - self._failing_since > self._cluster.timeout_secs:
                 raise ClusterError(
                     "%s cannot start a session with the cluster (%s). Check "
-                    "that every process got the same --ps_hosts and "
-                    "--worker_hosts." % (self._cluster, e.message.splitlines()[0])
+                    "that every process got the same %s."
+                    % (
+                        self._cluster,
+                        e.message.splitlines()[0],
+                        self._cluster.same_everywhere(),
+                    )
                 ) from None
             raise
         self._connected = True
@@ -484,7 +654,8 @@ class SessionCreator(tf.compat.v1.train.SessionCreator):
         )
         if not self._failing_since:
             print(
-                "Waiting for the chief (worker 0) to initialize the model.",
+                "Waiting for the chief (%s) to initialize the model."
+                % self._cluster.chief,
                 flush=True,
             )
         timeout_secs = self._cluster.timeout_secs
@@ -493,10 +664,15 @@ class SessionCreator(tf.compat.v1.train.SessionCreator):
                 self._server.target, config=self._config, max_wait_secs=timeout_secs
             )
         except tf.errors.DeadlineExceededError:
+            job_name, _, task_index = self._cluster.chief.partition(" ")
             raise ClusterError(
-                "The chief (worker 0) has not initialized the model within %d s "
-                "(--cluster_timeout_secs). Start it with --job_name=worker "
-                "--task_index=0, or check --worker_hosts." % timeout_secs
+                "The chief (%s) has not initialized the model within %d s "
+                "(--cluster_timeout_secs). %s."
+                % (
+                    self._cluster.chief,
+                    timeout_secs,
+                    self._cluster.how_to_start(job_name, int(task_index)),
+                )
             ) from None
 
 

@@ -22,9 +22,10 @@ build_graph() builds the training graph in the default graph and returns
     a checkpoint model.ckpt-<step> every --save_checkpoint_steps steps and
     when it stops.
 
-Given the cluster flags, run() hands over to cifar10_cluster.py, which trains
-as one process of a cluster with the same pieces. That module is imported
-only then, so a copy of the single-machine files runs without it.
+Given the cluster flags, or the TF_CONFIG environment variable that
+schedulers set, run() hands over to cifar10_cluster.py, which trains as one
+process of a cluster with the same pieces. That module is imported only
+then, so a copy of the single-machine files runs without it.
 """
 
 import cifar10_app
@@ -184,11 +185,21 @@ def run(build_graph, examples_per_step, num_towers=1, config=None):
       TrainingError: training cannot start or go on.
       cifar10_input.DataError: the data cannot be found or fetched.
     """
-    if any(not FLAGS[name].using_default_value for name in CLUSTER_FLAGS):
-        import cifar10_cluster  # noqa: PLC0415  (only a cluster needs it)
-
-        cifar10_cluster.run(build_graph, examples_per_step, num_towers, config)
-        return
+    given = any(not FLAGS[name].using_default_value for name in CLUSTER_FLAGS)
+    if given or os.environ.get("TF_CONFIG", "").strip():
+        try:
+            import cifar10_cluster  # noqa: PLC0415  (only a cluster needs it)
+        except ImportError:
+            raise TrainingError(
+                "Training on a cluster (the cluster flags, or TF_CONFIG) needs "
+                "cifar10_cluster.py beside cifar10_loop.py."
+            ) from None
+        cluster = cifar10_cluster.this_task()
+        if cluster:
+            cifar10_cluster.run(
+                cluster, build_graph, examples_per_step, num_towers, config
+            )
+            return
     with own_train_dir() as checkpoint:
         if reached_max_steps(checkpoint):
             return

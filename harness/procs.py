@@ -34,7 +34,7 @@ def command(script, *args, folder=ROOT):
     return [sys.executable, "-u", os.path.join(folder, script), *args]
 
 
-def run_binary(script, *args, folder=ROOT, timeout=PATIENCE_SECS, prefix=()):
+def run_binary(script, *args, folder=ROOT, timeout=PATIENCE_SECS, prefix=(), env=None):
     """Runs one of the binaries to completion.
 
     Args:
@@ -43,6 +43,7 @@ def run_binary(script, *args, folder=ROOT, timeout=PATIENCE_SECS, prefix=()):
       folder: where the binary is; also its working folder.
       timeout: seconds before it counts as hung (subprocess.TimeoutExpired).
       prefix: a command to run it under, such as /usr/bin/time.
+      env: environment variables to set for it.
 
     Returns:
       The subprocess.CompletedProcess, with stdout and stderr as text.
@@ -53,6 +54,7 @@ def run_binary(script, *args, folder=ROOT, timeout=PATIENCE_SECS, prefix=()):
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 

@@ -2,6 +2,7 @@
 the fake data set, and sessions with running queues."""
 
 import glob
+import json
 import os
 import re
 
@@ -197,6 +198,37 @@ class LocalCluster:
                 log_path=log_path,
             )
         )
+        return self.tasks[-1]
+
+    def stop_all(self):
+        for task in self.tasks:
+            task.stop()
+
+
+class TFConfigCluster:
+    """Processes of the training binaries on loopback ports, each told its
+    task by TF_CONFIG alone, with their output in tmp_path."""
+
+    def __init__(self, dataset, tmp_path, jobs, *flags):
+        """jobs: {job name: number of tasks}."""
+        ports = iter(free_ports(sum(jobs.values())))
+        self.cluster = {
+            name: ["127.0.0.1:%d" % next(ports) for _ in range(count)]
+            for name, count in jobs.items()
+        }
+        self.tmp_path = tmp_path
+        self.train_dir = tmp_path / "train"
+        self.flags = train_flags(dataset, self.train_dir, *flags)
+        self.tasks = []
+
+    def start(self, job_name, task_index, script="cifar10_train.py"):
+        """Starts one task; returns its harness.procs.Process."""
+        env = dict(os.environ)
+        env["TF_CONFIG"] = json.dumps(
+            {"cluster": self.cluster, "task": {"type": job_name, "index": task_index}}
+        )
+        log_path = self.tmp_path / ("%s%d.log" % (job_name, task_index))
+        self.tasks.append(Process(script, *self.flags, log_path=log_path, env=env))
         return self.tasks[-1]
 
     def stop_all(self):

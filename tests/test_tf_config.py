@@ -1,0 +1,189 @@
+"""Clusters as schedulers launch them: every process told its task by the
+TF_CONFIG environment variable alone, as Kubeflow's TFJob and Vertex AI do."""
+
+import json
+import re
+
+import pytest
+from absl.testing import flagsaver
+
+import cifar10_cluster
+from harness.procs import run_binary
+from helpers import (
+    PRECISION,
+    TFConfigCluster,
+    checkpoint_step,
+    evaluate,
+    finish_cleanly,
+)
+
+CLUSTER = {
+    "chief": ["127.0.0.1:2220"],
+    "ps": ["127.0.0.1:2221"],
+    "worker": ["127.0.0.1:2222"],
+}
+
+
+@pytest.fixture
+def tf_config_cluster(dataset, tmp_path):
+    """Makes TFConfigClusters; kills whatever they left running."""
+    made = []
+
+    def make(jobs, *flags):
+        made.append(TFConfigCluster(dataset, tmp_path, jobs, *flags))
+        return made[-1]
+
+    yield make
+    for cluster in made:
+        cluster.stop_all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "jobs, flags",
+    [
+        ({"chief": 1, "ps": 1, "worker": 1}, []),
+        ({"ps": 1, "worker": 2}, []),
+        ({"chief": 1, "ps": 1, "worker": 1}, ["--sync_replicas"]),
+    ],
+    ids=["chief", "no-chief", "chief-sync"],
+)
+def test_tasks_told_by_tf_config_train_and_the_chief_checkpoint_scores(
+    dataset, tf_config_cluster, jobs, flags
+):
+    max_steps = 20
+    cluster = tf_config_cluster(jobs, "--max_steps=%d" % max_steps, *flags)
+    cluster.start("ps", 0)
+    trainers = [
+        cluster.start(job_name, index)
+        for job_name in ("chief", "worker")
+        for index in range(jobs.get(job_name, 0))
+    ]
+    outputs = []
+    for trainer in trainers:
+        code, out = finish_cleanly(trainer)
+        assert code == 0, out
+        assert int(re.search(r"^This worker ran (\d+) steps\.$", out, re.M)[1]) > 0
+        outputs.append(out)
+    # The chief: the "chief" task, or worker 0 without one.
+    chief_out, other_out = outputs
+    final = int(re.search(r"^Done: step (\d+); checkpoint saved", chief_out, re.M)[1])
+    assert max_steps <= final <= max_steps + 2
+    assert re.search(r"^Done: global step \d+\.$", other_out, re.M), other_out
+    if "chief" in jobs:
+        assert "Waiting for the chief (chief 0)" in other_out
+    if flags:
+        assert final == max_steps
+    assert checkpoint_step(cluster.train_dir) == final
+
+    scored = evaluate(
+        dataset["root"], cluster.train_dir, cluster.tmp_path / "eval", "--run_once",
+        "--num_examples=100",
+    )  # fmt: skip
+    assert scored.returncode == 0, scored.stderr
+    ((_, step, count),) = PRECISION.findall(scored.stdout)
+    assert (int(step), int(count)) == (final, 100)
+
+
+@pytest.mark.parametrize(
+    "tf_config, expected",
+    [
+        ("{not json", "TF_CONFIG is not JSON (Expecting property name"),
+        (
+            json.dumps({"cluster": CLUSTER}),
+            'TF_CONFIG has no "task" saying which task this process is: {"cluster"',
+        ),
+        (
+            json.dumps({"cluster": CLUSTER, "task": {"type": "worker", "index": 1}}),
+            'TF_CONFIG\'s task {"type": "worker", "index": 1} is beyond its "worker" '
+            "job of 1 task(s)",
+        ),
+        (
+            json.dumps(
+                {"cluster": {**CLUSTER, "master": ["h:1"]}, "task": {"type": "ps"}}
+            ),
+            'TF_CONFIG names the job "master", which is none of chief, ps, worker, '
+            "evaluator",
+        ),
+        (
+            json.dumps({"cluster": CLUSTER, "task": {"type": "trainer", "index": 0}}),
+            'TF_CONFIG names the job "trainer"',
+        ),
+        (
+            json.dumps(
+                {
+                    "cluster": {"ps": ["h:1"], "worker": ["h:2"]},
+                    "task": {"type": "chief"},
+                }
+            ),
+            'TF_CONFIG\'s task is a "chief", but its cluster has no "chief" job',
+        ),
+        (
+            json.dumps(
+                {"cluster": {"worker": ["h:1", "h:2"]}, "task": {"type": "worker"}}
+            ),
+            'TF_CONFIG\'s cluster has no "ps" job',
+        ),
+        (
+            json.dumps(
+                {"cluster": {**CLUSTER, "ps": ["nowhere"]}, "task": {"type": "ps"}}
+            ),
+            "TF_CONFIG's \"ps\" job: 'nowhere' is not host:port",
+        ),
+    ],
+)
+def test_a_bad_tf_config_is_one_line_quoting_it(monkeypatch, tf_config, expected):
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(cifar10_cluster.ClusterError) as e:
+        cifar10_cluster.this_task()
+    assert expected in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_tf_config_names_the_chief_and_the_flags_win(monkeypatch, capsys):
+    def task(job_name, task_index, cluster=CLUSTER):
+        config = {"cluster": cluster, "task": {"type": job_name, "index": task_index}}
+        monkeypatch.setenv("TF_CONFIG", json.dumps(config))
+        return cifar10_cluster.this_task()
+
+    chief = task("chief", 0)
+    assert (chief.is_chief, chief.num_workers, chief.address) == (
+        True,
+        2,
+        "127.0.0.1:2220",
+    )
+    assert not task("worker", 0).is_chief
+    no_chief = {"ps": CLUSTER["ps"], "worker": ["h:1", "h:2"]}
+    assert task("worker", 0, no_chief).is_chief
+    assert not task("worker", 1, no_chief).is_chief
+    # A job of one machine: training on it alone.
+    assert task("chief", 0, {"chief": ["h:1"]}) is None
+    assert task("evaluator", 0).job_name == "evaluator"
+
+    with flagsaver.flagsaver(
+        ps_hosts="h:1", worker_hosts="h:2", job_name="worker", task_index=0
+    ):
+        from_flags = task("chief", 0)
+    assert from_flags.job_name == "worker" and from_flags.is_chief
+    assert "The cluster flags are given: ignoring TF_CONFIG." in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_binary_reports_a_bad_tf_config_and_idles_an_evaluator(dataset, tmp_path):
+    config = {"cluster": CLUSTER, "task": {"type": "worker", "index": 5}}
+    flags = ["--data_dir=%s" % dataset["root"], "--train_dir=%s" % (tmp_path / "t")]
+    result = run_binary(
+        "cifar10_train.py", *flags, env={"TF_CONFIG": json.dumps(config)}
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith(
+        'Error: TF_CONFIG\'s task {"type": "worker", "index": 5} is beyond'
+    )
+    assert "Traceback" not in result.stderr
+    config["task"] = {"type": "evaluator", "index": 0}
+    result = run_binary(
+        "cifar10_train.py", *flags, env={"TF_CONFIG": json.dumps(config)}
+    )
+    assert result.returncode == 0, result.stderr
+    assert "evaluate with cifar10_eval.py --checkpoint_dir=" in result.stdout
+    assert not (tmp_path / "t").exists()
