@@ -312,7 +312,7 @@ def run(paths):
                 "%s does not match this model: %s. Use the flags it was trained "
                 "with (--use_fp16 or not)." % (checkpoint, problem)
             )
-        with tf.compat.v1.Session() as sess:
+        with tf.compat.v1.Session(config=cifar10.session_config()) as sess:
             restore(sess, checkpoint)
             inputs, outputs = signatures["serving_default"]
             results, bad_files = classify(sess, inputs, outputs, files)

@@ -86,7 +86,7 @@ def eval_once(restore, summary_writer, outcome, summary_op, checkpoint):
       The precision, or None when the checkpoint vanished while being read
       (training keeps only the newest few).
     """
-    with tf.compat.v1.Session() as sess:
+    with tf.compat.v1.Session(config=cifar10.session_config()) as sess:
         try:
             global_step = cifar10_checkpoint.step(checkpoint)
             restore(sess, checkpoint)

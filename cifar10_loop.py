@@ -227,7 +227,7 @@ def run(build_graph, examples_per_step, num_towers=1, config=None):
 
 def session_config():
     """The default session config of a training binary."""
-    return tf.compat.v1.ConfigProto(log_device_placement=FLAGS.log_device_placement)
+    return cifar10.session_config(log_device_placement=FLAGS.log_device_placement)
 
 
 @contextlib.contextmanager

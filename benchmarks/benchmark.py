@@ -24,10 +24,15 @@ measures, in this one run:
   (i) using the model: cifar10_classify.py on 10,000 PNG files (its whole
       run, and its rate once its start-up, timed on one file, is left out),
       and the exported SavedModel's two signatures fed batches in memory,
-      each beside cifar10_eval.py's rate measured right before.
+      each beside cifar10_eval.py's rate measured right before;
+  (j) --mixed_precision=bf16: the training ceiling and cifar10_train.py end
+      to end, each as a ratio to float32 measured in a row, and
+      cifar10_eval.py's rate; it says whether the processor has native
+      bfloat16 (where it has not, bf16 is emulated, and fewer steps make the
+      point).
 
 --only picks some of the groups: training (a, b, c, e, f), eval (d),
-scaling (g, h), using (i).
+scaling (g, h), using (i), bf16 (j).
 
 Each rate is the median of several windows after a warm-up. The machine is
 shared and noisy, so the figures that matter are the ratios of two rates
@@ -54,6 +59,7 @@ import cifar10_app  # noqa: E402, F401, I001
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
+from absl.testing import flagsaver  # noqa: E402
 
 import cifar10  # noqa: E402
 import cifar10_eval  # noqa: E402
@@ -71,7 +77,7 @@ flags.DEFINE_string(
     "work_dir", None, "Folder for the data and runs (default: a temporary one)."
 )
 flags.DEFINE_list(
-    "only", ["training", "eval", "scaling", "using"], "The groups to measure."
+    "only", ["training", "eval", "scaling", "using", "bf16"], "The groups to measure."
 )
 
 LOG_RATE = re.compile(r": step (\d+), loss = \S+ \(([\d.]+) examples/sec")
@@ -109,6 +115,12 @@ ROWS = [
     ("    its rate after start-up", "classify_rate", "%.0f images/sec"),
     ("(i) SavedModel, predict_pixels", "export_pixels", "%.0f images/sec"),
     ("(i) SavedModel, serving_default (PNG)", "export_bytes", "%.0f images/sec"),
+    ("(j) native bfloat16 on this processor", "native_bf16", "%s"),
+    ("(j) training ceiling, bf16", "bf16_ceiling", "%.0f examples/sec"),
+    ("    bf16/float32", "bf16_ceiling_ratio", "%.3f"),
+    ("(j) cifar10_train.py end to end, bf16", "bf16_end_to_end", "%.0f examples/sec"),
+    ("    bf16/float32", "bf16_end_to_end_ratio", "%.3f"),
+    ("(j) cifar10_eval.py, bf16", "bf16_eval", "%.0f images/sec"),
 ]
 
 
@@ -125,17 +137,17 @@ def median_rate(run_once, examples_per_run, windows, runs_per_window, warmup):
     return statistics.median(rates)
 
 
-def training_ceiling(windows, steps):
+def training_ceiling(windows, steps, mixed_precision="off"):
     """(a): the training step on one constant batch, no input pipeline."""
     rng = np.random.default_rng(0)
     batch = FLAGS.batch_size
-    with tf.Graph().as_default():
+    with flagsaver.flagsaver(mixed_precision=mixed_precision), tf.Graph().as_default():
         global_step = tf.compat.v1.train.get_or_create_global_step()
         images = tf.constant(rng.normal(size=(batch, 24, 24, 3)), tf.float32)
         labels = tf.constant(rng.integers(0, 10, batch), tf.int32)
         loss = cifar10.loss(cifar10.inference(images), labels)
         train_op = cifar10.train(loss, global_step)
-        with tf.compat.v1.Session() as sess:
+        with tf.compat.v1.Session(config=cifar10.session_config()) as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
             return median_rate(
                 lambda: sess.run(train_op), batch, windows, steps, warmup=5
@@ -278,7 +290,7 @@ def on_cluster(work_dir, name, num_workers, steps, *flags_):
     return total
 
 
-def evaluation(work_dir, train_dir):
+def evaluation(work_dir, train_dir, *flags_):
     out, _ = run_binary(
         "cifar10_eval.py",
         "--data_dir=%s" % os.path.join(work_dir, "data"),
@@ -286,6 +298,7 @@ def evaluation(work_dir, train_dir):
         "--eval_dir=%s" % tempfile.mkdtemp(prefix="eval-", dir=work_dir),
         "--run_once",
         "--batch_size=%d" % FLAGS.batch_size,
+        *flags_,
     )
     m = EVAL_RATE.search(out)
     assert int(m.group(1)) == 10000
@@ -351,6 +364,41 @@ def saved_model_rates(path, images, encoded, windows, steps):
 
             rates[key] = median_rate(run_once, batch, windows, steps, warmup=2)
     return rates
+
+
+def measure_bf16(work_dir, windows, steps, train_steps):
+    """(j): --mixed_precision=bf16 against float32, each pair in a row."""
+    native = cifar10.native_bfloat16()
+    print(
+        "(j) bfloat16: this processor %s native bfloat16 (avx512_bf16, amx_bf16) ..."
+        % {True: "has", False: "has no", None: "may or may not have"}[native],
+        flush=True,
+    )
+    if not native:
+        # Emulated, a step takes several times longer; fewer make the point.
+        steps, train_steps = max(steps // 4, 3), max(train_steps // 8, 30)
+    figures = {
+        "native_bf16": {True: "yes", False: "no: emulated", None: "unknown"}[native]
+    }
+    ceilings = {}
+    for mixed_precision in ("off", "bf16", "off"):
+        ceilings.setdefault(mixed_precision, []).append(
+            training_ceiling(windows, steps, mixed_precision)
+        )
+    figures["bf16_ceiling"] = ceilings["bf16"][0]
+    figures["bf16_ceiling_ratio"] = ceilings["bf16"][0] / statistics.mean(
+        ceilings["off"]
+    )
+    rates = {}
+    for mixed_precision in ("off", "bf16"):
+        rates[mixed_precision], _, _, train_dir = end_to_end(
+            "cifar10_train.py", work_dir, "train-" + mixed_precision, train_steps, 1,
+            "--mixed_precision=" + mixed_precision,
+        )  # fmt: skip
+    figures["bf16_end_to_end"] = rates["bf16"]
+    figures["bf16_end_to_end_ratio"] = rates["bf16"] / rates["off"]
+    figures["bf16_eval"] = evaluation(work_dir, train_dir, "--mixed_precision=bf16")
+    return figures
 
 
 def measure_training(work_dir, windows, steps, train_steps):
@@ -445,6 +493,8 @@ def main(argv):
         results.update(measure_scaling(work_dir, train_steps))
     if "using" in FLAGS.only:
         results.update(measure_using(work_dir, train_dir, windows, steps))
+    if "bf16" in FLAGS.only:
+        results.update(measure_bf16(work_dir, windows, steps, train_steps))
     results["children_peak_rss_mb"] = (
         resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     )

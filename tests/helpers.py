@@ -7,6 +7,7 @@ import os
 import re
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from absl.testing import flagsaver
 
@@ -147,6 +148,15 @@ def signal_at_step(dataset, train_dir, signum, at_step, script="cifar10_train.py
         proc.stop()
 
 
+def exit_line(main, *args, **flags):
+    """Runs a binary's main() in this process with the flags set, and returns
+    the line it exits with: what the binary prints as its last line, the
+    exit status 1."""
+    with flagsaver.flagsaver(**flags), pytest.raises(SystemExit) as e:
+        main(["binary", *args])
+    return e.value.code
+
+
 def first_step(proc):
     """Waits for a training process's first log line; returns its step."""
     proc.wait_for(LOG_LINE.pattern)
@@ -254,7 +264,8 @@ def independent_logits(checkpoint, images):
 def train_until_learned(train_dir, dataset, least_precision=0.9, max_steps=600):
     """Trains the model in this process until its moving averages score
     least_precision on 1000 test images (looked at every 20 steps), and saves
-    that checkpoint, model.ckpt-<step>, in train_dir.
+    that checkpoint, model.ckpt-<step>, in train_dir, with the loss of each
+    step (losses.json) and local3's first weights (local3_initial.npy).
 
     It is fed from memory with fixed seeds, so it takes about the same number
     of steps on any machine; quicker than the training binary, whose
@@ -272,18 +283,27 @@ def train_until_learned(train_dir, dataset, least_precision=0.9, max_steps=600):
         global_step = tf.compat.v1.train.get_or_create_global_step()
         x = tf.compat.v1.placeholder(tf.float32, [None, 24, 24, 3])
         y = tf.compat.v1.placeholder(tf.int32, [None])
-        train_op = cifar10.train(cifar10.loss(cifar10.inference(x), y), global_step)
+        loss = cifar10.loss(cifar10.inference(x), y)
+        train_op = cifar10.train(loss, global_step)
         saver = tf.compat.v1.train.Saver(save_relative_paths=True)
+        losses = []
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
+            np.save(
+                os.path.join(str(train_dir), "local3_initial.npy"),
+                sess.run(tf.compat.v1.global_variables("local3/weights:")[0]),
+            )
             for step in range(20, max_steps + 1, 20):
                 for _ in range(20):
                     batch = rng.choice(len(labels), 128, replace=False)
-                    sess.run(train_op, {x: inputs[batch], y: labels[batch]})
+                    feed = {x: inputs[batch], y: labels[batch]}
+                    losses.append(float(sess.run([train_op, loss], feed)[1]))
                 checkpoint = saver.save(
                     sess, os.path.join(str(train_dir), "model.ckpt"), global_step=step
                 )
                 logits = independent_logits(checkpoint, test_images)
                 if np.mean(np.argmax(logits, axis=1) == test_labels) >= least_precision:
+                    with open(os.path.join(str(train_dir), "losses.json"), "w") as f:
+                        json.dump(losses, f)
                     return checkpoint
     raise AssertionError("not learned in %d steps" % max_steps)

@@ -11,11 +11,20 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl.testing import flagsaver
 from PIL import Image
 
+import cifar10_classify
 from harness import fake_cifar
 from harness.procs import run_binary
-from helpers import PRECISION, checkpoint_step, evaluate, independent_logits, summaries
+from helpers import (
+    PRECISION,
+    checkpoint_step,
+    evaluate,
+    exit_line,
+    independent_logits,
+    summaries,
+)
 
 # Run by a Python of its own, away from this project: the SavedModel needs
 # nothing but TensorFlow.
@@ -120,10 +129,11 @@ def test_the_exported_model_scores_as_evaluation_does(trained, dataset, tmp_path
 
     # A version is never written over.
     before = os.stat(version / "saved_model.pb").st_mtime_ns
-    again = classify("--checkpoint_dir=%s" % trained, "--export_dir=%s" % export_dir)
-    assert again.returncode == 1
-    assert again.stderr.splitlines()[-1] == (
-        "Error: %s exists already: the model of step %d is exported. Nothing was "
+    with flagsaver.flagsaver(checkpoint_dir=trained, export_dir=str(export_dir)):
+        with pytest.raises(cifar10_classify.ClassifyError) as e:
+            cifar10_classify.run([])
+    assert str(e.value) == (
+        "%s exists already: the model of step %d is exported. Nothing was "
         "written." % (version, step)
     )
     assert os.stat(version / "saved_model.pb").st_mtime_ns == before
@@ -197,16 +207,12 @@ def test_classify_files_as_the_evaluation_graph_does(trained, dataset, tmp_path)
     assert [lines[path].split()[0] for path in pngs] == expected
 
     # Nothing to classify with: one line, and --output is never written over.
-    result = classify(
-        "--checkpoint_dir=%s" % (tmp_path / "empty"), "--output=%s" % notes,
-        str(folder),
-    )  # fmt: skip
-    assert result.returncode == 1
-    assert result.stderr.splitlines()[-1] == (
+    empty = str(tmp_path / "empty")
+    line = exit_line(
+        cifar10_classify.main, str(folder), checkpoint_dir=empty, output=str(notes)
+    )
+    assert line == (
         "Error: --output=%s exists already; remove it or name a new file." % notes
     )
-    result = classify("--checkpoint_dir=%s" % (tmp_path / "empty"), str(folder))
-    assert result.returncode == 1
-    assert result.stderr.splitlines()[-1].startswith(
-        "Error: No checkpoint found in --checkpoint_dir=%s." % (tmp_path / "empty")
-    )
+    line = exit_line(cifar10_classify.main, str(folder), checkpoint_dir=empty)
+    assert line.startswith("Error: No checkpoint found in --checkpoint_dir=%s." % empty)

@@ -1,11 +1,13 @@
 """The network, the loss and the training op."""
 
+import json
+import os
+
 import numpy as np
 import tensorflow as tf
 from absl.testing import flagsaver
 
 import cifar10
-from harness import fake_cifar
 
 LAYERS = ["conv1", "conv2", "local3", "local4", "softmax_linear"]
 
@@ -83,33 +85,18 @@ def test_learning_rate_schedule_drops_tenfold_at_step_136718():
     )
 
 
-def test_train_op_lowers_the_loss_on_learnable_data():
-    """Fed from memory, with fixed seeds: the outcome does not hang on how
-    the threads of an input queue happen to be scheduled."""
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 10, 2560).astype(np.int32)
-    images = fake_cifar.eval_images(fake_cifar.make_images(labels, rng))
-    with flagsaver.flagsaver(batch_size=128), tf.Graph().as_default():
-        tf.compat.v1.set_random_seed(0)
-        global_step = tf.compat.v1.train.get_or_create_global_step()
-        x = tf.compat.v1.placeholder(tf.float32, [None, 24, 24, 3])
-        y = tf.compat.v1.placeholder(tf.int32, [None])
-        total = cifar10.loss(cifar10.inference(x), y)
-        train_op = cifar10.train(total, global_step)
-        by_name = {v.op.name: v for v in tf.compat.v1.global_variables()}
-        raw = by_name["local3/weights"]
-        average = by_name["local3/weights/ExponentialMovingAverage"]
-        with tf.compat.v1.Session() as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            initial = sess.run(raw)
-            losses = []
-            for _ in range(80):
-                batch = rng.choice(len(labels), 128, replace=False)
-                feed = {x: images[batch], y: labels[batch]}
-                losses.append(sess.run([train_op, total], feed)[1])
-            step, raw_value, average_value = sess.run([global_step, raw, average])
-    assert step == 80
+def test_train_op_lowers_the_loss_on_learnable_data(trained):
+    """The shared checkpoint is cifar10.train()'s, fed from memory with fixed
+    seeds (helpers.train_until_learned()): the loss fell as it trained, and
+    the moving averages trail the raw weights."""
+    with open(os.path.join(trained, "losses.json")) as f:
+        losses = json.load(f)
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(trained))
+    assert reader.get_tensor("global_step") == len(losses)
     assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 0.5, losses
-    # The moving average trails the raw weights: between them and the start.
-    moved = np.abs(raw_value - initial).sum()
-    assert 0 < np.abs(average_value - raw_value).sum() < moved
+    # The moving average lies between the raw weights and where they began.
+    initial = np.load(os.path.join(trained, "local3_initial.npy"))
+    raw = reader.get_tensor("local3/weights")
+    average = reader.get_tensor("local3/weights/ExponentialMovingAverage")
+    moved = np.abs(raw - initial).sum()
+    assert 0 < np.abs(average - raw).sum() < moved

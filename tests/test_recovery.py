@@ -11,18 +11,23 @@ import signal
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl.testing import flagsaver
 
 import cifar10_checkpoint
+import cifar10_eval
 import cifar10_input
+import cifar10_loop
+import cifar10_train
 from harness.procs import Process
 from helpers import (
     PRECISION,
     checkpoint_step,
     evaluate,
+    exit_line,
     first_step,
     start_training,
+    summaries,
     train,
-    train_flags,
 )
 
 
@@ -55,12 +60,10 @@ def test_training_resumes_from_the_checkpoint_files_whatever_the_pointer_says(
     flags = ["--save_checkpoint_steps=10", "--keep_checkpoints=2"]
     assert train(dataset, train_dir, "--max_steps=20", *flags).returncode == 0
     pointer = train_dir / "checkpoint"
-    garbles = [
-        pointer.unlink,
-        lambda: pointer.write_text("x"),
-        lambda: pointer.write_text('model_checkpoint_path: "model.ckpt-999"\n'),
-    ]
-    for max_steps, garble in zip((30, 40, 50), garbles, strict=True):
+    for max_steps, garble in (
+        (30, pointer.unlink),
+        (40, lambda: pointer.write_text("x")),
+    ):
         start = max_steps - 10
         kept = weights(train_dir / ("model.ckpt-%d" % start))
         garble()
@@ -76,6 +79,11 @@ def test_training_resumes_from_the_checkpoint_files_whatever_the_pointer_says(
         for name, value in kept.items():
             np.testing.assert_array_equal(resumed[name], value, err_msg=name)
         assert steps_on_disk(train_dir) == [start, max_steps]
+    # A pointer at something absent: the files say where to resume.
+    pointer.write_text('model_checkpoint_path: "model.ckpt-999"\n')
+    with flagsaver.flagsaver(train_dir=str(train_dir)):
+        with cifar10_loop.own_train_dir() as checkpoint:
+            assert checkpoint == str(train_dir / "model.ckpt-40")
 
 
 @pytest.mark.slow
@@ -97,11 +105,12 @@ def test_a_second_trainer_refuses_the_folder_of_a_running_one(dataset, tmp_path)
         # The second wrote nothing: one event file, the first's.
         assert len(glob.glob(str(train_dir / "events.out.tfevents.*"))) == 1
         # Evaluation beside training is welcome.
-        scored = evaluate(
-            dataset["root"], train_dir, tmp_path / "eval", "--run_once",
-            "--num_examples=100",
-        )  # fmt: skip
-        assert scored.returncode == 0, scored.stderr
+        with flagsaver.flagsaver(
+            data_dir=dataset["root"], checkpoint_dir=str(train_dir),
+            eval_dir=str(tmp_path / "eval"), run_once=True, num_examples=100,
+        ):  # fmt: skip
+            cifar10_eval.main(["binary"])
+        assert summaries(tmp_path / "eval")["Precision @ 1"]
         # Killed, the first leaves no lock behind.
         first.proc.kill()
         first.proc.wait()
@@ -163,23 +172,20 @@ def test_damaged_checkpoints_are_skipped_and_kept(dataset, tmp_path):
     (train_dir / "checkpoint").write_text("")
     (train_dir / "model.ckpt-25.index").write_bytes(b"not an index")
     before = sorted(os.listdir(train_dir))
-    result = train(dataset, train_dir, "--max_steps=30")
-    assert result.returncode == 1
-    assert re.search(
-        r"^Error: No checkpoint in --train_dir=%s can be read: .*model.ckpt-25: "
+    with flagsaver.flagsaver(train_dir=str(train_dir)):
+        with pytest.raises(cifar10_loop.TrainingError) as e:
+            with cifar10_loop.own_train_dir():
+                pass
+    assert re.match(
+        r"No checkpoint in --train_dir=%s can be read: .*model.ckpt-25: "
         % re.escape(str(train_dir)),
-        result.stderr,
-        re.M,
-    ), result.stderr
-    clean(result)
+        str(e.value),
+    )
     assert sorted(os.listdir(train_dir)) == before
-    scored = evaluate(
-        dataset["root"], train_dir, tmp_path / "eval", "--run_once",
-        "--num_examples=100",
-    )  # fmt: skip
-    assert scored.returncode == 1
-    assert "Error: No checkpoint in %s can be read" % train_dir in scored.stderr
-    clean(scored)
+    with flagsaver.flagsaver(checkpoint_dir=str(train_dir), run_once=True):
+        with pytest.raises(cifar10_eval.EvalError) as e:
+            cifar10_eval._each_new_checkpoint(lambda checkpoint: None)
+    assert str(e.value).startswith("No checkpoint in %s can be read" % train_dir)
 
 
 @pytest.mark.slow
@@ -252,7 +258,6 @@ def test_sigint_while_tensorflow_loads_says_interrupted(dataset, tmp_path):
     assert out.endswith("Interrupted.\n") and "Traceback" not in out, out
 
 
-@pytest.mark.slow
 def test_folders_and_data_that_will_not_do_are_one_line_each(dataset, tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("keep me")
@@ -267,33 +272,25 @@ def test_folders_and_data_that_will_not_do_are_one_line_each(dataset, tmp_path):
         f.seek(3 * cifar10_input.RECORD_BYTES)
         f.write(bytes([252]))
 
-    eval_flags = ["--checkpoint_dir=%s" % tmp_path, "--run_once"]
-    cases = [
-        (
-            "cifar10_train.py",
-            train_flags({"root": str(a_file)}, tmp_path / "train"),
-            "Error: Cannot create --data_dir=%s (" % a_file,
-        ),
-        (
-            "cifar10_eval.py",
-            ["--data_dir=%s" % (a_file / "data"), *eval_flags],
-            "Error: Cannot create --data_dir=%s (" % (a_file / "data"),
-        ),
-        (
-            "cifar10_eval.py",
-            ["--data_dir=%s" % dataset["root"], "--eval_dir=%s" % a_file, *eval_flags],
-            "Error: Cannot write to --eval_dir=%s (" % a_file,
-        ),
-        (
-            "cifar10_eval.py",
-            ["--data_dir=%s" % bad.parent, *eval_flags],
-            "Error: Data file %s holds a label of 252 at record 3, but labels go "
-            "from 0 to 9" % (bad / "test_batch.bin"),
-        ),
-    ]
-    for script, flags, expected in cases:
-        code, out = Process(script, *flags, log_path=tmp_path / "run.log").finish()
-        assert code == 1, out
-        assert out.rstrip().splitlines()[-1].startswith(expected), out
-        assert "Traceback" not in out
+    line = exit_line(
+        cifar10_train.main, data_dir=str(a_file), train_dir=str(tmp_path / "train")
+    )
+    assert line.startswith("Error: Cannot create --data_dir=%s (" % a_file)
+    evaluation = dict(
+        checkpoint_dir=str(tmp_path), eval_dir=str(tmp_path / "eval"), run_once=True
+    )
+    line = exit_line(
+        cifar10_eval.main, **{**evaluation, "data_dir": str(a_file / "data")}
+    )
+    assert line.startswith("Error: Cannot create --data_dir=%s (" % (a_file / "data"))
+    line = exit_line(
+        cifar10_eval.main,
+        **{**evaluation, "data_dir": dataset["root"], "eval_dir": str(a_file)},
+    )
+    assert line.startswith("Error: Cannot write to --eval_dir=%s (" % a_file)
+    line = exit_line(cifar10_eval.main, **{**evaluation, "data_dir": str(bad.parent)})
+    assert line.startswith(
+        "Error: Data file %s holds a label of 252 at record 3, but labels go "
+        "from 0 to 9" % (bad / "test_batch.bin")
+    )
     assert a_file.read_text() == "keep me"

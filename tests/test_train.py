@@ -2,8 +2,8 @@
 
 import glob
 import os
+import pathlib
 import re
-import shutil
 import signal
 
 import numpy as np
@@ -17,6 +17,7 @@ import cifar10_train
 from helpers import (
     LOG_LINE,
     checkpoint_step,
+    exit_line,
     logged_steps,
     signal_at_step,
     summaries,
@@ -25,7 +26,7 @@ from helpers import (
 
 
 @pytest.mark.slow
-def test_train_logs_saves_resumes_and_starts_fresh(dataset, tmp_path):
+def test_train_logs_saves_resumes_and_starts_fresh(dataset, tmp_path, capsys):
     train_dir = tmp_path / "train"
     first = train(
         dataset,
@@ -68,10 +69,13 @@ def test_train_logs_saves_resumes_and_starts_fresh(dataset, tmp_path):
     assert checkpoint_step(train_dir) == 30
 
     # Already at max_steps: nothing to do, nothing changed.
-    third = train(dataset, train_dir, "--max_steps=30")
-    assert third.returncode == 0, third.stderr
-    assert "already at --max_steps=30" in third.stdout
-    assert checkpoint_step(train_dir) == 30
+    before = sorted(os.listdir(train_dir))
+    with flagsaver.flagsaver(
+        data_dir=dataset["root"], train_dir=str(train_dir), max_steps=30
+    ):
+        cifar10_train.main(["binary"])
+    assert "already at --max_steps=30" in capsys.readouterr().out
+    assert sorted(os.listdir(train_dir)) == before
 
     # --fresh_start sets the old run aside and starts from step 0.
     fourth = train(
@@ -148,7 +152,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "flag, expected",
-    [("--batch_size=0", "--batch_size"), ("--max_steps=0", "--max_steps")],
+    [("--batch_size=0", "--batch_size")],
 )
 def test_bad_flag_values_are_one_clear_error(dataset, tmp_path, flag, expected):
     result = train(dataset, tmp_path / "train", flag)
@@ -158,39 +162,47 @@ def test_bad_flag_values_are_one_clear_error(dataset, tmp_path, flag, expected):
     assert not (tmp_path / "train").exists()
 
 
-@pytest.mark.slow
 def test_unwritable_train_dir_is_a_clear_error(dataset, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("keep me")
-    result = train(dataset, blocker / "train")
-    assert result.returncode == 1
-    assert (
-        "Error: Cannot write to --train_dir=%s" % (blocker / "train") in result.stderr
+    line = exit_line(
+        cifar10_train.main, data_dir=dataset["root"], train_dir=str(blocker / "train")
     )
-    assert "Traceback" not in result.stderr
+    assert line.startswith(
+        "Error: Cannot write to --train_dir=%s" % (blocker / "train")
+    )
     assert blocker.read_text() == "keep me"
 
 
-@pytest.mark.slow
-def test_truncated_data_and_foreign_checkpoint_are_clear_errors(dataset, tmp_path):
-    # Data: a training file cut short.
-    data_dir = tmp_path / "data"
-    folder = data_dir / "cifar-10-batches-bin"
+def test_truncated_data_is_a_clear_error(dataset, tmp_path):
+    folder = tmp_path / "data" / "cifar-10-batches-bin"
     folder.mkdir(parents=True)
     for name in os.listdir(dataset["dir"]):
-        shutil.copy(os.path.join(dataset["dir"], name), folder / name)
+        os.symlink(os.path.join(dataset["dir"], name), folder / name)
     bad = folder / "data_batch_2.bin"
-    bad.write_bytes(bad.read_bytes()[:5000])
-    result = train({"root": str(data_dir)}, tmp_path / "train")
-    assert result.returncode == 1
-    assert "Error: Data file %s is 5000 bytes" % bad in result.stderr
-    assert "Traceback" not in result.stderr
+    bad.unlink()
+    bad.write_bytes((pathlib.Path(dataset["dir"]) / bad.name).read_bytes()[:5000])
+    line = exit_line(
+        cifar10_train.main,
+        data_dir=str(folder.parent),
+        train_dir=str(tmp_path / "train"),
+        min_queue_examples=300,
+    )
+    assert line.startswith("Error: Data file %s is 5000 bytes" % bad)
 
+
+@pytest.mark.slow
+def test_a_checkpoint_of_another_model_is_a_clear_error(dataset, tmp_path):
     # A checkpoint of the float32 model met by --use_fp16.
-    train_dir = tmp_path / "train2"
+    train_dir = tmp_path / "train"
     assert train(dataset, train_dir, "--max_steps=2").returncode == 0
-    result = train(dataset, train_dir, "--max_steps=4", "--use_fp16")
-    assert result.returncode == 1
-    assert "does not match this model" in result.stderr
-    assert "--fresh_start" in result.stderr
+    line = exit_line(
+        cifar10_train.main,
+        data_dir=dataset["root"],
+        train_dir=str(train_dir),
+        min_queue_examples=300,
+        max_steps=4,
+        use_fp16=True,
+    )
+    assert "does not match this model" in line and "--fresh_start" in line
     assert checkpoint_step(train_dir) == 2
