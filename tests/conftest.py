@@ -61,6 +61,22 @@ def trained(dataset, tmp_path_factory, worker_id):
     return str(train_dir)
 
 
+@pytest.fixture
+def clusters(dataset, tmp_path):
+    """clusters(kind, *args) makes kind(dataset, tmp_path, *args), a
+    helpers.LocalCluster or TFConfigCluster; what they started is stopped at
+    the end of the test."""
+    made = []
+
+    def make(kind, *args):
+        made.append(kind(dataset, tmp_path, *args))
+        return made[-1]
+
+    yield make
+    for cluster in made:
+        cluster.stop_all()
+
+
 @pytest.fixture(autouse=True)
 def default_signal_handlers():
     """Puts back the signal handling that a training run in this process

@@ -1,6 +1,7 @@
 """What the tests share: the binaries' output formats, runs of the binaries on
 the fake data set, and sessions with running queues."""
 
+import contextlib
 import glob
 import json
 import os
@@ -261,49 +262,74 @@ def independent_logits(checkpoint, images):
             return sess.run(logits, {x: fake_cifar.eval_images(images)})
 
 
-def train_until_learned(train_dir, dataset, least_precision=0.9, max_steps=600):
-    """Trains the model in this process until its moving averages score
-    least_precision on 1000 test images (looked at every 20 steps), and saves
-    that checkpoint, model.ckpt-<step>, in train_dir, with the loss of each
-    step (losses.json) and local3's first weights (local3_initial.npy).
+@contextlib.contextmanager
+def training_from_memory(images, labels, batch_size, seed=0):
+    """cifar10.train() fed from memory, in a session of its own run with
+    cifar10.session_config(). Fixed seeds make its steps the same each time.
 
-    It is fed from memory with fixed seeds, so it takes about the same number
-    of steps on any machine; quicker than the training binary, whose
-    threaded input makes each run differ.
+    Args:
+      images, labels: uint8 images [n, 32, 32, 3] and their labels.
+      batch_size: images a step.
+      seed: of the weights' start and of the batches.
 
-    Returns:
-      The checkpoint's path prefix.
+    Yields:
+      (run, save, session): run(steps) trains and returns the steps' losses;
+      save(prefix, step=None) saves a checkpoint and returns its path.
     """
-    labels, images = (a[:10000] for a in dataset["train"])
-    test_labels, test_images = (a[:1000] for a in dataset["test"])
-    rng = np.random.default_rng(0)
     inputs = fake_cifar.eval_images(images).astype(np.float32)
-    with flagsaver.flagsaver(batch_size=128), tf.Graph().as_default():
-        tf.compat.v1.set_random_seed(0)
+    rng = np.random.default_rng(seed)
+    with flagsaver.flagsaver(batch_size=batch_size), tf.Graph().as_default():
+        tf.compat.v1.set_random_seed(seed)
         global_step = tf.compat.v1.train.get_or_create_global_step()
         x = tf.compat.v1.placeholder(tf.float32, [None, 24, 24, 3])
         y = tf.compat.v1.placeholder(tf.int32, [None])
         loss = cifar10.loss(cifar10.inference(x), y)
         train_op = cifar10.train(loss, global_step)
         saver = tf.compat.v1.train.Saver(save_relative_paths=True)
-        losses = []
-        with tf.compat.v1.Session() as sess:
+        with tf.compat.v1.Session(config=cifar10.session_config()) as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
-            np.save(
-                os.path.join(str(train_dir), "local3_initial.npy"),
-                sess.run(tf.compat.v1.global_variables("local3/weights:")[0]),
-            )
-            for step in range(20, max_steps + 1, 20):
-                for _ in range(20):
-                    batch = rng.choice(len(labels), 128, replace=False)
+
+            def run(steps):
+                losses = []
+                for _ in range(steps):
+                    batch = rng.choice(len(labels), batch_size, replace=False)
                     feed = {x: inputs[batch], y: labels[batch]}
                     losses.append(float(sess.run([train_op, loss], feed)[1]))
-                checkpoint = saver.save(
-                    sess, os.path.join(str(train_dir), "model.ckpt"), global_step=step
-                )
-                logits = independent_logits(checkpoint, test_images)
-                if np.mean(np.argmax(logits, axis=1) == test_labels) >= least_precision:
-                    with open(os.path.join(str(train_dir), "losses.json"), "w") as f:
-                        json.dump(losses, f)
-                    return checkpoint
+                return losses
+
+            def save(prefix, step=None):
+                return saver.save(sess, str(prefix), global_step=step)
+
+            yield run, save, sess
+
+
+def train_until_learned(train_dir, dataset, least_precision=0.9, max_steps=600):
+    """Trains the model in this process until its moving averages score
+    least_precision on 1000 test images (looked at every 20 steps), and saves
+    that checkpoint, model.ckpt-<step>, in train_dir, with the loss of each
+    step (losses.json) and local3's first weights (local3_initial.npy).
+
+    It is fed from memory with fixed seeds (training_from_memory()), so it
+    takes about the same number of steps on any machine; quicker than the
+    training binary, whose threaded input makes each run differ.
+
+    Returns:
+      The checkpoint's path prefix.
+    """
+    labels, images = (a[:10000] for a in dataset["train"])
+    test_labels, test_images = (a[:1000] for a in dataset["test"])
+    losses = []
+    with training_from_memory(images, labels, batch_size=128) as (run, save, sess):
+        np.save(
+            os.path.join(str(train_dir), "local3_initial.npy"),
+            sess.run(tf.compat.v1.global_variables("local3/weights:")[0]),
+        )
+        for step in range(20, max_steps + 1, 20):
+            losses += run(20)
+            checkpoint = save(os.path.join(str(train_dir), "model.ckpt"), step)
+            logits = independent_logits(checkpoint, test_images)
+            if np.mean(np.argmax(logits, axis=1) == test_labels) >= least_precision:
+                with open(os.path.join(str(train_dir), "losses.json"), "w") as f:
+                    json.dump(losses, f)
+                return checkpoint
     raise AssertionError("not learned in %d steps" % max_steps)

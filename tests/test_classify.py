@@ -59,23 +59,28 @@ def classify(*args):
     return run_binary("cifar10_classify.py", *args)
 
 
-@pytest.mark.slow
-def test_the_exported_model_scores_as_evaluation_does(trained, dataset, tmp_path):
-    export_dir = tmp_path / "export"
-    exported = classify("--checkpoint_dir=%s" % trained, "--export_dir=%s" % export_dir)
-    assert exported.returncode == 0, exported.stderr
-    step = checkpoint_step(trained)
-    version = export_dir / str(step)
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    """The shared checkpoint, exported by the binary: (export_dir, version)."""
+    export_dir = tmp_path_factory.mktemp("export")
+    result = classify("--checkpoint_dir=%s" % trained, "--export_dir=%s" % export_dir)
+    assert result.returncode == 0, result.stderr
+    version = export_dir / str(checkpoint_step(trained))
     assert (
         "Exported the model of %s to %s."
         % (
             tf.train.latest_checkpoint(trained),
             version,
         )
-        in exported.stdout
+        in result.stdout
     )
-    assert os.listdir(export_dir) == [str(step)]  # no temporary folder left
+    return export_dir, version
 
+
+@pytest.mark.slow
+def test_the_exported_model_scores_as_evaluation_does(
+    trained, exported, dataset, tmp_path
+):
     # The whole test set: cifar10_eval.py's count of right answers...
     scored = evaluate(
         dataset["root"], trained, tmp_path / "eval", "--run_once", "--batch_size=500",
@@ -95,7 +100,7 @@ def test_the_exported_model_scores_as_evaluation_does(trained, dataset, tmp_path
         fake_cifar.write_png(pngs / ("%d.png" % i), image)
     (pngs / "labels.json").write_text(json.dumps(labels.tolist()))
     loaded = subprocess.run(
-        [sys.executable, "-c", LOAD_AND_PREDICT, str(version), str(pngs)],
+        [sys.executable, "-c", LOAD_AND_PREDICT, str(exported[1]), str(pngs)],
         cwd=tmp_path,
         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
         capture_output=True,
@@ -109,7 +114,10 @@ def test_the_exported_model_scores_as_evaluation_does(trained, dataset, tmp_path
     assert result["names"] == [fake_cifar.CLASS_NAMES[i] for i in result["classes"]]
     assert result["project"] == []
 
-    # saved_model_cli sees both signatures and runs one.
+
+@pytest.mark.slow
+def test_saved_model_cli_shows_and_runs_it(exported, dataset, tmp_path):
+    _, version = exported
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     shown = subprocess.run(
         [cli, "show", "--dir", str(version), "--all"], capture_output=True, text=True
@@ -117,7 +125,7 @@ def test_the_exported_model_scores_as_evaluation_does(trained, dataset, tmp_path
     assert shown.returncode == 0, shown.stderr
     for name in ("serving_default", "predict_pixels"):
         assert "signature_def['%s']" % name in shown.stdout
-    np.save(tmp_path / "pixels.npy", images[:2])
+    np.save(tmp_path / "pixels.npy", dataset["test"][1][:2])
     ran = subprocess.run(
         [cli, "run", "--dir", str(version), "--tag_set", "serve",
          "--signature_def", "predict_pixels",
@@ -127,17 +135,21 @@ def test_the_exported_model_scores_as_evaluation_does(trained, dataset, tmp_path
     assert ran.returncode == 0, ran.stderr
     assert re.search(r"probabilities\b", ran.stdout), ran.stdout
 
-    # A version is never written over.
+
+@pytest.mark.slow
+def test_an_exported_version_is_never_written_over(trained, exported):
+    export_dir, version = exported
+    assert os.listdir(export_dir) == [version.name]  # no temporary folder left
     before = os.stat(version / "saved_model.pb").st_mtime_ns
     with flagsaver.flagsaver(checkpoint_dir=trained, export_dir=str(export_dir)):
         with pytest.raises(cifar10_classify.ClassifyError) as e:
             cifar10_classify.run([])
     assert str(e.value) == (
-        "%s exists already: the model of step %d is exported. Nothing was "
-        "written." % (version, step)
+        "%s exists already: the model of step %s is exported. Nothing was "
+        "written." % (version, version.name)
     )
     assert os.stat(version / "saved_model.pb").st_mtime_ns == before
-    assert os.listdir(export_dir) == [str(step)]
+    assert os.listdir(export_dir) == [version.name]
 
 
 def write_odd_images(folder, image):

@@ -23,20 +23,6 @@ from helpers import (
 )
 
 
-@pytest.fixture
-def local_cluster(dataset, tmp_path):
-    """Makes LocalClusters; kills whatever they left running."""
-    made = []
-
-    def make(num_workers, *flags):
-        made.append(LocalCluster(dataset, tmp_path, num_workers, *flags))
-        return made[-1]
-
-    yield make
-    for cluster in made:
-        cluster.stop_all()
-
-
 def precision_of(dataset, cluster):
     scored = evaluate(
         dataset["root"],
@@ -56,11 +42,11 @@ def local_steps(output):
 
 @pytest.mark.slow
 def test_async_workers_survive_restarts_and_the_chief_checkpoint_scores(
-    dataset, local_cluster
+    dataset, clusters
 ):
     # Every run but the chief's last has a --max_steps it cannot reach: the
     # signals and kills below stop them, however fast the machine is.
-    cluster = local_cluster(2, "--max_steps=1000000", "--log_frequency=5")
+    cluster = clusters(LocalCluster, 2, "--max_steps=1000000", "--log_frequency=5")
     ps = cluster.start("ps", 0)
     ps.wait_for("Parameter server 0 listening on 127.0.0.1:")
     chief = cluster.start("worker", 0)
@@ -110,10 +96,14 @@ def test_async_workers_survive_restarts_and_the_chief_checkpoint_scores(
 
 
 @pytest.mark.slow
-def test_sync_workers_step_together_and_all_stop(dataset, local_cluster):
+def test_sync_workers_step_together_and_all_stop(dataset, clusters):
     max_steps = 40
-    cluster = local_cluster(
-        2, "--max_steps=%d" % max_steps, "--batch_size=64", "--sync_replicas"
+    cluster = clusters(
+        LocalCluster,
+        2,
+        "--max_steps=%d" % max_steps,
+        "--batch_size=64",
+        "--sync_replicas",
     )
     cluster.start("ps", 0)
     # The multi-GPU binary takes the same flags: worker 1 runs two towers.
@@ -144,8 +134,8 @@ def test_sync_workers_step_together_and_all_stop(dataset, local_cluster):
 
 
 @pytest.mark.slow
-def test_unreachable_parameter_server_is_a_clear_error(dataset, local_cluster):
-    cluster = local_cluster(1, "--cluster_timeout_secs=3")  # no ps started
+def test_unreachable_parameter_server_is_a_clear_error(dataset, clusters):
+    cluster = clusters(LocalCluster, 1, "--cluster_timeout_secs=3")  # no ps started
     code, out = finish_cleanly(cluster.start("worker", 0))
     assert code == 1
     assert "Waiting for parameter server 0 at 127.0.0.1:" in out
@@ -160,8 +150,8 @@ def test_unreachable_parameter_server_is_a_clear_error(dataset, local_cluster):
 
 
 @pytest.mark.slow
-def test_a_second_signal_ends_a_worker_stuck_inside_tensorflow(dataset, local_cluster):
-    cluster = local_cluster(1, "--max_steps=1000000")
+def test_a_second_signal_ends_a_worker_stuck_inside_tensorflow(dataset, clusters):
+    cluster = clusters(LocalCluster, 1, "--max_steps=1000000")
     ps = cluster.start("ps", 0)
     chief = cluster.start("worker", 0)
     first_step(chief)

@@ -16,7 +16,7 @@ import cifar10_cluster
 import cifar10_loop
 import cifar10_multi_gpu_train
 from harness import fake_cifar
-from helpers import checkpoint_step, independent_logits, train
+from helpers import checkpoint_step, independent_logits, train, training_from_memory
 
 ON = rewriter_config_pb2.RewriterConfig.ON
 
@@ -77,35 +77,18 @@ def test_bf16_training_learns_as_float32_does(dataset, tmp_path, monkeypatch):
     enough that neither has learned everything."""
     monkeypatch.setattr(cifar10, "INITIAL_LEARNING_RATE", 0.02)
     labels, images = (a[:4000] for a in dataset["train"])
-    inputs = fake_cifar.eval_images(images).astype(np.float32)
     test_labels, test_images = (a[:1000] for a in dataset["test"])
     precision = {}
     for mixed_precision in ("off", "bf16"):
-        rng = np.random.default_rng(1)
         with (
-            flagsaver.flagsaver(batch_size=32, mixed_precision=mixed_precision),
-            tf.Graph().as_default(),
+            flagsaver.flagsaver(mixed_precision=mixed_precision),
+            training_from_memory(images, labels, 32, seed=1) as (run, save, _),
         ):
-            tf.compat.v1.set_random_seed(0)
-            global_step = tf.compat.v1.train.get_or_create_global_step()
-            x = tf.compat.v1.placeholder(tf.float32, [None, 24, 24, 3])
-            y = tf.compat.v1.placeholder(tf.int32, [None])
-            loss = cifar10.loss(cifar10.inference(x), y)
-            train_op = cifar10.train(loss, global_step)
-            with tf.compat.v1.Session(config=cifar10.session_config()) as sess:
-                sess.run(tf.compat.v1.global_variables_initializer())
-                for _ in range(25):
-                    batch = rng.choice(len(labels), 32, replace=False)
-                    sess.run(train_op, {x: inputs[batch], y: labels[batch]})
-                checkpoint = tf.compat.v1.train.Saver().save(
-                    sess, str(tmp_path / mixed_precision / "model.ckpt")
-                )
+            run(25)
+            checkpoint = save(tmp_path / mixed_precision / "model.ckpt")
         # The checkpoint holds float32 weights and averages either way.
-        reader = tf.train.load_checkpoint(checkpoint)
-        assert set(reader.get_variable_to_dtype_map().values()) <= {
-            tf.float32,
-            tf.int64,
-        }
+        dtypes = tf.train.load_checkpoint(checkpoint).get_variable_to_dtype_map()
+        assert set(dtypes.values()) <= {tf.float32, tf.int64}
         logits = independent_logits(checkpoint, test_images)
         precision[mixed_precision] = np.mean(np.argmax(logits, axis=1) == test_labels)
     # About 0.5 each after 25 steps here; chance is 0.1.

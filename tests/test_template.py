@@ -50,44 +50,49 @@ def _set_constant(source, name, value):
     return pattern.sub("%s = %s" % (name, value), source)
 
 
-@pytest.mark.slow
-def test_another_image_size_and_class_count_trains_evaluates_and_classifies(
-    tmp_path,
-):
-    code = tmp_path / "code"
+NAMES = ["apple", "bean", "cherry", "date", "elder"]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """The copied modules with the changed constants, a data set of 16x16
+    images in 5 classes, and a model trained on it: a dict of folders, the
+    shared flags and the test images."""
+    root = tmp_path_factory.mktemp("template")
+    code = root / "code"
     code.mkdir()
     for name in MODULES:
         source = pathlib.Path(ROOT, name).read_text()
         for constant, value in CHANGES.get(name, {}).items():
             source = _set_constant(source, constant, value)
         (code / name).write_text(source)
-
-    data = tmp_path / "data"
-    names = ["apple", "bean", "cherry", "date", "elder"]
     written = fake_cifar.write_dataset(
-        str(data), records_per_file=100, test_records=100, size=16, num_classes=5,
-        class_names=names,
+        str(root / "data"), records_per_file=100, test_records=100, size=16,
+        num_classes=5, class_names=NAMES,
     )  # fmt: skip
-    train_dir = tmp_path / "train"
-    common = ["--data_dir=%s" % data, "--batch_size=100"]
+    common = ["--data_dir=%s" % (root / "data"), "--batch_size=100"]
     trained = run_binary(
-        "cifar10_train.py",
-        *common,
-        "--train_dir=%s" % train_dir,
-        "--max_steps=100",
-        folder=code,
-    )
+        "cifar10_train.py", *common, "--train_dir=%s" % (root / "train"),
+        "--max_steps=100", folder=code,
+    )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     assert "Filling queue with 200 CIFAR images" in trained.stdout  # 40% of 500
+    return dict(
+        root=root, code=code, common=common, train_dir=root / "train",
+        images=written["test"][1],
+    )  # fmt: skip
 
+
+@pytest.mark.slow
+def test_another_image_size_and_class_count_trains_and_evaluates(template):
     scored = run_binary(
         "cifar10_eval.py",
-        *common,
-        "--checkpoint_dir=%s" % train_dir,
-        "--eval_dir=%s" % (tmp_path / "eval"),
+        *template["common"],
+        "--checkpoint_dir=%s" % template["train_dir"],
+        "--eval_dir=%s" % (template["root"] / "eval"),
         "--run_once",
         "--num_examples=100",
-        folder=code,
+        folder=template["code"],
     )
     assert scored.returncode == 0, scored.stderr
     (match,) = PRECISION.findall(scored.stdout)
@@ -95,26 +100,29 @@ def test_another_image_size_and_class_count_trains_evaluates_and_classifies(
     assert float(match[0]) > 0.5  # chance is 0.2
     # The per-class table names the data set's own 5 classes.
     table = scored.stdout.split(match[0], 1)[1]
-    assert re.findall(r"^  ([a-z]+) +\d+ +[01]\.\d{3}$", table, re.M) == names
+    assert re.findall(r"^  ([a-z]+) +\d+ +[01]\.\d{3}$", table, re.M) == NAMES
 
+
+@pytest.mark.slow
+def test_the_copy_classifies_and_exports(template, tmp_path):
     # Classification scales any image to 16x16 and names the 5 classes.
-    labels, images = written["test"]
+    images = template["images"]
     fake_cifar.write_png(tmp_path / "small.png", images[0])
     Image.fromarray(images[1]).resize((40, 30)).save(tmp_path / "large.jpg")
     classified = run_binary(
         "cifar10_classify.py",
-        *common,
-        "--checkpoint_dir=%s" % train_dir,
+        *template["common"],
+        "--checkpoint_dir=%s" % template["train_dir"],
         "--export_dir=%s" % (tmp_path / "export"),
         "--top_k=5",
         str(tmp_path / "small.png"),
         str(tmp_path / "large.jpg"),
-        folder=code,
+        folder=template["code"],
     )
     assert classified.returncode == 0, classified.stderr
     for name in ("small.png", "large.jpg"):
         (line,) = [s for s in classified.stdout.splitlines() if name in s]
-        assert sorted(re.findall(r"([a-z]+) [01]\.\d{3}", line)) == names
+        assert sorted(re.findall(r"([a-z]+) [01]\.\d{3}", line)) == NAMES
 
     # The export takes images of any size, and gives the 5 classes' names.
     with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
@@ -127,4 +135,4 @@ def test_another_image_size_and_class_count_trains_evaluates_and_classifies(
             {signature.inputs["images"].name: np.zeros((3, 20, 9, 3), np.uint8)},
         )
     assert probabilities.shape == (3, 5)
-    assert {n.decode() for n in class_names} <= set(names)
+    assert {n.decode() for n in class_names} <= set(NAMES)

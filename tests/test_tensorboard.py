@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from harness import fake_cifar
-from harness.procs import free_ports
+from harness.procs import PATIENCE_SECS, free_ports
 from helpers import evaluate, summary_values, train
 
 SCALARS = [
@@ -47,9 +47,11 @@ def _get_bytes(base, path, **query):
         return response.read()
 
 
-@pytest.mark.slow
-def test_tensorboard_serves_training_and_eval_summaries(dataset, tmp_path):
-    logdir = tmp_path / "logs"
+@pytest.fixture(scope="module")
+def board(dataset, tmp_path_factory):
+    """TensorBoard on a short training run and its evaluation, once it has
+    read both: (its address, the log folder)."""
+    logdir = tmp_path_factory.mktemp("logs")
     trained = train(
         dataset, logdir / "train", "--max_steps=30", "--save_summaries_steps=10"
     )
@@ -62,7 +64,7 @@ def test_tensorboard_serves_training_and_eval_summaries(dataset, tmp_path):
 
     (port,) = free_ports(1)
     base = "http://127.0.0.1:%d" % port
-    board = subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
          "--host", "127.0.0.1", "--port", str(port), "--load_fast", "false",
          "--reload_interval", "1"],
@@ -71,60 +73,68 @@ def test_tensorboard_serves_training_and_eval_summaries(dataset, tmp_path):
         text=True,
     )  # fmt: skip
     try:
-        deadline = time.time() + 90
-        scalar_tags = {}
-        while time.time() < deadline:
-            assert board.poll() is None, board.stderr.read()
+        deadline = time.time() + PATIENCE_SECS
+        while True:
+            assert process.poll() is None, process.stderr.read()
             try:
-                scalar_tags = _get(base, "/data/plugin/scalars/tags")
+                tags = _get(base, "/data/plugin/scalars/tags")
             except OSError:
-                scalar_tags = {}
-            if "Precision @ 1" in scalar_tags.get("eval", {}) and scalar_tags.get(
-                "train"
-            ):
+                tags = {}
+            if "Precision @ 1" in tags.get("eval", {}) and tags.get("train"):
                 break
+            assert time.time() < deadline, "TensorBoard did not load the runs"
             time.sleep(1)
-        assert set(SCALARS) <= set(scalar_tags["train"]), sorted(scalar_tags["train"])
-
-        precision = _get(
-            base, "/data/plugin/scalars/scalars", run="eval", tag="Precision @ 1"
-        )
-        assert [step for _, step, _ in precision] == [30]
-        learning_rate = _get(
-            base, "/data/plugin/scalars/scalars", run="train", tag="learning_rate"
-        )
-        assert [step for _, step, _ in learning_rate] == [1, 11, 21]
-        assert all(value == pytest.approx(0.1) for _, _, value in learning_rate)
-
-        histograms = _get(base, "/data/plugin/histograms/tags")["train"]
-        assert set(HISTOGRAMS) <= set(histograms), sorted(histograms)
-        images = _get(base, "/data/plugin/images/tags")
-        assert any("images" in tag for tag in images["train"])
-        assert any("images" in tag for tag in images["eval"])
-
-        # Each class's precision, and the confusion matrix as a picture, at
-        # the checkpoint's step.
-        for name in fake_cifar.CLASS_NAMES:
-            per_class = _get(
-                base, "/data/plugin/scalars/scalars", run="eval",
-                tag="Precision @ 1/%s" % name,
-            )  # fmt: skip
-            assert [step for _, step, _ in per_class] == [30]
-        assert "Confusion matrix" in images["eval"]
-        (entry,) = _get(
-            base, "/data/plugin/images/images", run="eval", tag="Confusion matrix"
-        )
-        assert entry["step"] == 30
-        png = _get_bytes(base, "/data/plugin/images/individualImage?" + entry["query"])
-        ((_, value),) = summary_values(logdir / "eval")["Confusion matrix"]
-        assert png == value.image.encoded_image_string
-        picture = Image.open(io.BytesIO(png))
-        assert picture.size == (value.image.width, value.image.height)
-        assert min(picture.size) >= 400
-        texts = _get(base, "/data/plugin/text/tags")
-        assert "Confusion matrix (counts)" in texts["eval"]
-        graphs = _get(base, "/data/plugin/graphs/info")
-        assert graphs["train"]["run_graph"] and graphs["eval"]["run_graph"]
+        yield base, logdir
     finally:
-        board.terminate()
-        board.wait(timeout=30)
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_tensorboard_serves_the_curves_histograms_images_and_graphs(board):
+    base, _ = board
+    scalar_tags = _get(base, "/data/plugin/scalars/tags")
+    assert set(SCALARS) <= set(scalar_tags["train"]), sorted(scalar_tags["train"])
+    precision = _get(
+        base, "/data/plugin/scalars/scalars", run="eval", tag="Precision @ 1"
+    )
+    assert [step for _, step, _ in precision] == [30]
+    learning_rate = _get(
+        base, "/data/plugin/scalars/scalars", run="train", tag="learning_rate"
+    )
+    assert [step for _, step, _ in learning_rate] == [1, 11, 21]
+    assert all(value == pytest.approx(0.1) for _, _, value in learning_rate)
+
+    histograms = _get(base, "/data/plugin/histograms/tags")["train"]
+    assert set(HISTOGRAMS) <= set(histograms), sorted(histograms)
+    images = _get(base, "/data/plugin/images/tags")
+    assert any("images" in tag for tag in images["train"])
+    assert any("images" in tag for tag in images["eval"])
+    graphs = _get(base, "/data/plugin/graphs/info")
+    assert graphs["train"]["run_graph"] and graphs["eval"]["run_graph"]
+
+
+@pytest.mark.slow
+def test_tensorboard_serves_each_class_and_the_confusion_matrix(board):
+    base, logdir = board
+    # Each class's precision, and the confusion matrix as a picture, at the
+    # checkpoint's step.
+    for name in fake_cifar.CLASS_NAMES:
+        per_class = _get(
+            base, "/data/plugin/scalars/scalars", run="eval",
+            tag="Precision @ 1/%s" % name,
+        )  # fmt: skip
+        assert [step for _, step, _ in per_class] == [30]
+    assert "Confusion matrix" in _get(base, "/data/plugin/images/tags")["eval"]
+    (entry,) = _get(
+        base, "/data/plugin/images/images", run="eval", tag="Confusion matrix"
+    )
+    assert entry["step"] == 30
+    png = _get_bytes(base, "/data/plugin/images/individualImage?" + entry["query"])
+    ((_, value),) = summary_values(logdir / "eval")["Confusion matrix"]
+    assert png == value.image.encoded_image_string
+    picture = Image.open(io.BytesIO(png))
+    assert picture.size == (value.image.width, value.image.height)
+    assert min(picture.size) >= 400
+    texts = _get(base, "/data/plugin/text/tags")
+    assert "Confusion matrix (counts)" in texts["eval"]

@@ -25,20 +25,6 @@ CLUSTER = {
 }
 
 
-@pytest.fixture
-def tf_config_cluster(dataset, tmp_path):
-    """Makes TFConfigClusters; kills whatever they left running."""
-    made = []
-
-    def make(jobs, *flags):
-        made.append(TFConfigCluster(dataset, tmp_path, jobs, *flags))
-        return made[-1]
-
-    yield make
-    for cluster in made:
-        cluster.stop_all()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "jobs, flags",
@@ -51,10 +37,10 @@ def tf_config_cluster(dataset, tmp_path):
     ids=["chief", "no-chief-bf16", "chief-sync"],
 )
 def test_tasks_told_by_tf_config_train_and_the_chief_checkpoint_scores(
-    dataset, tf_config_cluster, jobs, flags
+    dataset, clusters, jobs, flags
 ):
     max_steps = 10
-    cluster = tf_config_cluster(jobs, "--max_steps=%d" % max_steps, *flags)
+    cluster = clusters(TFConfigCluster, jobs, "--max_steps=%d" % max_steps, *flags)
     cluster.start("ps", 0)
     trainers = [
         cluster.start(job_name, index)
