@@ -25,9 +25,9 @@ measures, in this one run:
       run, and its rate once its start-up, timed on one file, is left out),
       and the exported SavedModel's two signatures fed batches in memory,
       each beside cifar10_eval.py's rate measured right before;
-  (j) --mixed_precision=bf16: the training ceiling and cifar10_train.py end
-      to end, each as a ratio to float32 measured in a row, and
-      cifar10_eval.py's rate; it says whether the processor has native
+  (j) --mixed_precision=bf16: the training ceiling, cifar10_train.py end
+      to end and cifar10_eval.py, each as a ratio to float32 measured in a
+      row; it says whether the processor has native
       bfloat16 (where it has not, bf16 is emulated, and fewer steps make the
       point).
 
@@ -121,6 +121,7 @@ ROWS = [
     ("(j) cifar10_train.py end to end, bf16", "bf16_end_to_end", "%.0f examples/sec"),
     ("    bf16/float32", "bf16_end_to_end_ratio", "%.3f"),
     ("(j) cifar10_eval.py, bf16", "bf16_eval", "%.0f images/sec"),
+    ("    bf16/float32", "bf16_eval_ratio", "%.3f"),
 ]
 
 
@@ -227,7 +228,7 @@ def run_binary(script, *args):
     return result.stdout, int(rss.group(1)) / 1024 if rss else None
 
 
-def end_to_end(script, work_dir, name, steps, skip, *flags_):
+def end_to_end(script, work_dir, name, steps, skip, *flags_, log_frequency=20):
     """(b), (e), (f): a training binary's own log lines, from a new train_dir.
 
     Returns:
@@ -239,11 +240,16 @@ def end_to_end(script, work_dir, name, steps, skip, *flags_):
         "--data_dir=%s" % os.path.join(work_dir, "data"),
         "--train_dir=%s" % train_dir,
         "--max_steps=%d" % steps,
-        "--log_frequency=20",
+        "--log_frequency=%d" % log_frequency,
         "--batch_size=%d" % FLAGS.batch_size,
         *flags_,
     )
     rates = [float(m.group(2)) for m in LOG_RATE.finditer(out)][skip:]
+    if not rates:
+        sys.exit(
+            "%s logged no rate after its first %d lines in %d steps: "
+            "give it more steps." % (script, skip, steps)
+        )
     fill = float(QUEUE_FILLED.search(out).group(1))
     return statistics.median(rates), fill, rss, train_dir
 
@@ -376,7 +382,9 @@ def measure_bf16(work_dir, windows, steps, train_steps):
     )
     if not native:
         # Emulated, a step takes several times longer; fewer make the point.
-        steps, train_steps = max(steps // 4, 3), max(train_steps // 8, 30)
+        steps, train_steps = max(steps // 4, 3), max(train_steps // 4, 50)
+    # At least four rate lines after the first, which includes warming up.
+    log_frequency = min(20, train_steps // 5)
     figures = {
         "native_bf16": {True: "yes", False: "no: emulated", None: "unknown"}[native]
     }
@@ -393,11 +401,18 @@ def measure_bf16(work_dir, windows, steps, train_steps):
     for mixed_precision in ("off", "bf16"):
         rates[mixed_precision], _, _, train_dir = end_to_end(
             "cifar10_train.py", work_dir, "train-" + mixed_precision, train_steps, 1,
-            "--mixed_precision=" + mixed_precision,
+            "--mixed_precision=" + mixed_precision, log_frequency=log_frequency,
         )  # fmt: skip
     figures["bf16_end_to_end"] = rates["bf16"]
     figures["bf16_end_to_end_ratio"] = rates["bf16"] / rates["off"]
-    figures["bf16_eval"] = evaluation(work_dir, train_dir, "--mixed_precision=bf16")
+    evals = {
+        mixed_precision: evaluation(
+            work_dir, train_dir, "--mixed_precision=" + mixed_precision
+        )
+        for mixed_precision in ("off", "bf16")
+    }
+    figures["bf16_eval"] = evals["bf16"]
+    figures["bf16_eval_ratio"] = evals["bf16"] / evals["off"]
     return figures
 
 
