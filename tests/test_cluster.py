@@ -45,8 +45,16 @@ def test_async_workers_survive_restarts_and_the_chief_checkpoint_scores(
     dataset, clusters
 ):
     # Every run but the chief's last has a --max_steps it cannot reach: the
-    # signals and kills below stop them, however fast the machine is.
-    cluster = clusters(LocalCluster, 2, "--max_steps=1000000", "--log_frequency=5")
+    # signals and kills below stop them, however fast the machine is. The
+    # tutorial's batch of 128: at 32, two asynchronous workers with its
+    # learning rate can diverge within the hundred-odd steps this test takes.
+    cluster = clusters(
+        LocalCluster,
+        2,
+        "--max_steps=1000000",
+        "--log_frequency=5",
+        "--batch_size=128",
+    )
     ps = cluster.start("ps", 0)
     ps.wait_for("Parameter server 0 listening on 127.0.0.1:")
     chief = cluster.start("worker", 0)
