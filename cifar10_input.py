@@ -354,14 +354,12 @@ def inputs(eval_data, data_dir, batch_size):
     Raises:
       DataError: a data file is missing, short or corrupt.
     """
-    if eval_data:
-        filenames = check_data_files(
-            data_dir, TEST_FILES, NUM_EXAMPLES_PER_EPOCH_FOR_EVAL
-        )
-    else:
-        filenames = check_data_files(
-            data_dir, TRAIN_FILES, NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN
-        )
+    files, num_examples = (
+        (TEST_FILES, NUM_EXAMPLES_PER_EPOCH_FOR_EVAL)
+        if eval_data
+        else (TRAIN_FILES, NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN)
+    )
+    filenames = check_data_files(data_dir, files, num_examples)
 
     with tf.name_scope("input"):
         filename_queue = tf.compat.v1.train.string_input_producer(

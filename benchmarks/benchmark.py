@@ -180,7 +180,7 @@ def eval_pipeline_and_ceiling(windows, steps):
             fixed = tf.nn.in_top_k(
                 targets=fixed_labels, predictions=cifar10.inference(fixed_images), k=1
             )
-        matrix = np.zeros((10, 10), np.int64)
+        matrix = np.zeros([cifar10.NUM_CLASSES] * 2, np.int64)
         runs = {
             "eval_pipeline": lambda: np.add.at(matrix, sess.run(outcome), 1),
             "eval_without_matrix": lambda: np.sum(sess.run(right_only)),
