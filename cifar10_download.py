@@ -34,6 +34,10 @@ LOCK_FILE = ".download.lock"
 # The temporary names: <archive>.<8 characters> while downloading,
 # .extracting-<8 characters> while extracting.
 PARTIAL = r"(%s\.|\.extracting-)[a-z0-9_]{8}$"
+# What is said of an archive that fails its check.
+DIFFERS = "has another checksum than the expected archive"
+# The way out when it is the user's own copy.
+TRUST_IT = "if you trust it, pass --data_md5=skip to use it as it is"
 
 
 def maybe_download_and_extract(url, md5, size, data_dir, folder):
@@ -73,17 +77,13 @@ def maybe_download_and_extract(url, md5, size, data_dir, folder):
         if os.path.isdir(extracted):
             return  # fetched by the process this one waited for
         _remove_partial_files(data_dir, os.path.basename(archive))
+        problem = "missing"
         if os.path.exists(archive):
             problem = _archive_problem(archive, md5, size)
             if problem:
-                print(
-                    "%s is incomplete or corrupt (%s); downloading it again."
-                    % (archive, problem)
-                )
-        else:
-            problem = "missing"
+                print("%s %s (%s); downloading it again." % (archive, DIFFERS, problem))
         if problem:
-            _download(url, archive, md5, size, folder)
+            _download(url, archive, md5, size, folder, problem)
         _extract(archive, data_dir, folder)
 
 
@@ -140,15 +140,18 @@ def _archive_problem(path, md5, size):
         return None
     actual_size = os.path.getsize(path)
     if size is not None and actual_size != size:
-        return "it is %d bytes, the expected archive %d" % (actual_size, size)
+        return "it is %d bytes, not %d" % (actual_size, size)
     actual_md5 = _md5(path)
     if actual_md5 != md5:
-        return "its MD5 is %s, expected %s (--data_md5)" % (actual_md5, md5)
+        return "its MD5 is %s, not %s (--data_md5)" % (actual_md5, md5)
     return None
 
 
-def _download(url, path, md5, size, folder):
+def _download(url, path, md5, size, folder, local_problem):
     """Downloads url to path through a temporary file, with a progress line.
+
+    local_problem is what is wrong with the copy already at path, or
+    "missing"; the copy stays until the download has passed its checks.
 
     Raises:
       DataError: the download failed or is not the expected file.
@@ -167,9 +170,8 @@ def _download(url, path, md5, size, folder):
         problem = _archive_problem(tmp_path, md5, size)
         if problem:
             raise DataError(
-                "The download from %s is not the expected archive: %s. Run again "
-                "to retry, or pass --data_url for another source (and --data_md5 "
-                "for another archive)." % (url, problem)
+                "%s %s (%s): %s, or pass --data_url for another source."
+                % (url, DIFFERS, problem, TRUST_IT)
             )
         # mkstemp() makes a file only its owner can read; a downloaded file
         # gets the modes of any other new file.
@@ -180,14 +182,19 @@ def _download(url, path, md5, size, folder):
         # OSError covers urllib.error.URLError too.
         if getattr(e, "errno", None) == errno.ENOSPC:
             raise _no_space(os.path.dirname(path), "downloading " + url) from None
-        raise _cannot_download(url, e, path, folder) from None
+        raise _cannot_download(url, e, path, folder, local_problem) from None
     finally:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
 
 
-def _cannot_download(url, e, path, folder):
+def _cannot_download(url, e, path, folder, local_problem):
     filename = os.path.basename(path)
+    if local_problem != "missing":
+        return DataError(
+            "Could not download %s (%s). The copy at %s %s (%s): %s."
+            % (url, e, path, DIFFERS, local_problem, TRUST_IT)
+        )
     return DataError(
         "Could not download %s (%s). Without network access, place the "
         "archive at %s or its extracted %s folder in --data_dir, or pass "
@@ -260,7 +267,12 @@ def _extract(archive, data_dir, folder):
     try:
         try:
             with tarfile.open(archive, "r:gz") as tar:
-                tar.extractall(staging, filter="data")
+                members = _plain_members(tar)
+                if hasattr(tarfile, "data_filter"):
+                    # Python 3.11.4 and later check each member once more.
+                    tar.extractall(staging, members, filter="data")
+                else:
+                    tar.extractall(staging, members)
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 raise _no_space(
@@ -277,6 +289,30 @@ def _extract(archive, data_dir, folder):
         os.rename(os.path.join(staging, folder), extracted)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _plain_members(tar):
+    """The members of an archive, each a file or folder inside it.
+
+    Python's own filter="data" comes with Python 3.11.4; Debian 12's Python
+    (3.11.2) lacks it, so every member is checked here, on every Python.
+
+    Yields:
+      The members, in order, as the archive is read.
+
+    Raises:
+      tarfile.TarError: a member is a link, a device or a pipe, or its name
+        leads out of the folder it is extracted to.
+    """
+    for member in tar:
+        parts = member.name.split("/")
+        if member.name.startswith("/") or ".." in parts:
+            raise tarfile.TarError("%r leads out of the archive's folder" % member.name)
+        if not (member.isfile() or member.isdir()):
+            raise tarfile.TarError("%r is not a plain file or folder" % member.name)
+        # No set-user-id bits, and nothing others may write to.
+        member.mode &= 0o755
+        yield member
 
 
 def _cannot_extract(archive, e):

@@ -3,11 +3,13 @@
 import functools
 import hashlib
 import http.server
+import io
 import os
 import pathlib
 import re
 import signal
 import stat
+import tarfile
 import threading
 
 import pytest
@@ -234,3 +236,134 @@ def test_the_archive_gets_the_modes_of_any_new_file(archive, tmp_path, umask):
     finally:
         os.umask(previous)
     assert stat.S_IMODE(os.stat(tmp_path / ARCHIVE).st_mode) == 0o666 & ~umask
+
+
+def _extractall_of_python_3_11_2(original):
+    """TarFile.extractall as Python 3.11 before 3.11.4 has it: no filter."""
+
+    def extractall(self, path=".", members=None, *, numeric_owner=False):
+        return original(self, path, members, numeric_owner=numeric_owner)
+
+    return extractall
+
+
+@pytest.fixture(params=["filters", "no filters"])
+def python_tarfile(request, monkeypatch):
+    """tarfile as this Python has it, and as Debian 12's Python 3.11.2 has it
+    (without extraction filters)."""
+    if request.param == "no filters":
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+        monkeypatch.setattr(
+            tarfile.TarFile,
+            "extractall",
+            _extractall_of_python_3_11_2(tarfile.TarFile.extractall),
+        )
+    return request.param
+
+
+def _archive_with(path, source_folder, add_member):
+    """A .tar.gz of the data set's folder with one more member."""
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(source_folder, arcname=fake_cifar.FOLDER)
+        add_member(tar)
+    return path
+
+
+def _link(name, target, kind=tarfile.SYMTYPE):
+    def add(tar):
+        member = tarfile.TarInfo(name)
+        member.type, member.linkname = kind, target
+        tar.addfile(member)
+
+    return add
+
+
+def _file(name, data=b"escaped"):
+    def add(tar):
+        member = tarfile.TarInfo(name)
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data))
+
+    return add
+
+
+def _device(name):
+    def add(tar):
+        member = tarfile.TarInfo(name)
+        member.type = tarfile.CHRTYPE
+        tar.addfile(member)
+
+    return add
+
+
+def test_extraction_works_with_and_without_tarfiles_filters(
+    archive, tmp_path, python_tarfile
+):
+    path, md5, source = archive
+    _download(tmp_path, "file://" + path, md5)
+    _assert_extracted(tmp_path, source)
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "member",
+    [
+        _file("../escaped"),
+        _file("/tmp/escaped-absolute"),
+        _file(fake_cifar.FOLDER + "/../../escaped"),
+        _link(fake_cifar.FOLDER + "/link", "/etc/passwd"),
+        _link(fake_cifar.FOLDER + "/link", "../../escaped"),
+        _link(fake_cifar.FOLDER + "/hard", "/etc/passwd", tarfile.LNKTYPE),
+        _device(fake_cifar.FOLDER + "/device"),
+    ],
+    ids=[
+        "parent",
+        "absolute",
+        "inner-parent",
+        "symlink-out",
+        "symlink-up",
+        "hardlink-out",
+        "device",
+    ],  # fmt: skip
+)
+def test_an_archive_reaching_outside_its_folder_is_refused(
+    archive, tmp_path, python_tarfile, member
+):
+    evil = _archive_with(str(tmp_path / ARCHIVE), archive[2], member)
+    data_dir = tmp_path / "deep" / "data"
+    with pytest.raises(cifar10_input.DataError) as e:
+        _download(data_dir, "file://" + evil, "skip")
+    assert str(e.value).startswith("Could not extract %s (" % (data_dir / ARCHIVE))
+    assert "\n" not in str(e.value)
+    assert not (data_dir / fake_cifar.FOLDER).exists()
+    assert _leftovers(data_dir) == []
+    assert not (tmp_path / "deep" / "escaped").exists()
+    assert not (tmp_path / "escaped").exists()
+    assert not os.path.exists("/tmp/escaped-absolute")
+
+
+def test_a_copy_with_another_checksum_offline_says_how_to_use_it(archive, tmp_path):
+    path, md5, _ = archive
+    # A copy of the archive whose bytes differ from the expected one's.
+    (tmp_path / ARCHIVE).write_bytes(pathlib.Path(path).read_bytes() + b"\0")
+    (port,) = free_ports(1)  # offline: nothing listens there
+    with pytest.raises(cifar10_input.DataError) as e:
+        _download(tmp_path, "http://127.0.0.1:%d/%s" % (port, ARCHIVE), md5)
+    message = str(e.value)
+    assert (
+        "%s has another checksum than the expected archive" % (tmp_path / ARCHIVE)
+        in message
+    )
+    assert "--data_md5=skip" in message
+    assert "place the archive at %s" % (tmp_path / ARCHIVE) not in message
+    # Kept as it was: it may be the only copy.
+    assert (tmp_path / ARCHIVE).read_bytes() == pathlib.Path(path).read_bytes() + b"\0"
+
+    # The same copy named by --data_url=file://.
+    with pytest.raises(cifar10_input.DataError) as e:
+        _download(tmp_path / "other", "file://%s" % (tmp_path / ARCHIVE), md5)
+    assert "--data_md5=skip" in str(e.value)
+    assert "Run again to retry" not in str(e.value)
+    # And with --data_md5=skip it is used, still offline.
+    _download(tmp_path, "http://127.0.0.1:%d/%s" % (port, ARCHIVE), "skip")
+    assert (tmp_path / fake_cifar.FOLDER).is_dir()
