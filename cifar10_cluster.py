@@ -29,6 +29,7 @@ import threading
 import time
 
 import tensorflow as tf
+from tensorflow.core.protobuf import rewriter_config_pb2
 
 import cifar10
 import cifar10_checkpoint
@@ -237,6 +238,11 @@ def from_tf_config(text):
     if not isinstance(cluster, dict) or not cluster:
         raise ClusterError('TF_CONFIG has no "cluster": %s' % _quote(config))
     job_name, task_index = task.get("type"), task.get("index", 0)
+    if not isinstance(task_index, int) or isinstance(task_index, bool):
+        raise ClusterError(
+            "TF_CONFIG's task index is %s, not a whole number: %s"
+            % (json.dumps(task_index), _quote(config))
+        )
     for name in [*cluster, job_name]:
         if name not in TF_CONFIG_JOBS:
             raise ClusterError(
@@ -246,7 +252,7 @@ def from_tf_config(text):
     if job_name == "evaluator":
         return Cluster({}, job_name, task_index, from_tf_config=True)
     jobs = {
-        name: _checked_hosts(list(hosts), "TF_CONFIG's %s job" % json.dumps(name))
+        name: _tf_config_hosts(name, hosts, config)
         for name, hosts in cluster.items()
         if name != "evaluator"
     }
@@ -255,7 +261,7 @@ def from_tf_config(text):
             "TF_CONFIG's task is a %s, but its cluster has no %s job: %s"
             % (json.dumps(job_name), json.dumps(job_name), _quote(config))
         )
-    if not isinstance(task_index, int) or not 0 <= task_index < len(jobs[job_name]):
+    if not 0 <= task_index < len(jobs[job_name]):
         raise ClusterError(
             "TF_CONFIG's task %s is beyond its %s job of %d task(s): %s"
             % (
@@ -266,6 +272,22 @@ def from_tf_config(text):
             )
         )
     return _tf_config_cluster(jobs, job_name, task_index, config)
+
+
+def _tf_config_hosts(name, hosts, config):
+    """The host:port entries of a job of TF_CONFIG's cluster, checked."""
+    where = "TF_CONFIG's %s job" % json.dumps(name)
+    if isinstance(hosts, str):
+        raise ClusterError(
+            "%s is %s, not a list of host:port: write [%s]. %s"
+            % (where, json.dumps(hosts), json.dumps(hosts), _quote(config))
+        )
+    if not isinstance(hosts, list):
+        raise ClusterError(
+            "%s is %s, not a list of host:port: %s"
+            % (where, json.dumps(hosts), _quote(config))
+        )
+    return _checked_hosts([str(host) for host in hosts], where)
 
 
 def _tf_config_cluster(jobs, job_name, task_index, config):
@@ -398,13 +420,14 @@ class Cluster:
             )
         except (tf.errors.OpError, ValueError) as e:
             raise ClusterError(
-                "Cannot start %s: %s. Is another process using port %s? Check "
-                "--%s_hosts."
+                "Cannot start %s: %s. Is another process using port %s? Check %s."
                 % (
                     self,
                     getattr(e, "message", e),
                     self.address.rpartition(":")[2],
-                    self.job_name,
+                    "TF_CONFIG's cluster"
+                    if self.from_tf_config
+                    else "--%s_hosts" % self.job_name,
                 )
             ) from None
         return server
@@ -425,6 +448,14 @@ class Cluster:
         config.device_filters.extend(
             ["/job:ps", "/job:%s/task:%d" % (self.job_name, self.task_index)]
         )
+        rewrites = config.graph_options.rewrite_options
+        on = rewriter_config_pb2.RewriterConfig.ON
+        if rewrites.auto_mixed_precision_onednn_bfloat16 == on:
+            # On a processor with native bfloat16 the remapper fuses
+            # convolutions into _FusedConv2D ops in bfloat16, which only
+            # oneDNN's layout pass can run; a cluster's workers do not run
+            # that pass, and the step would fail. Unfused, they run.
+            rewrites.remapping = rewriter_config_pb2.RewriterConfig.OFF
         return config
 
     def wait_for_ps(self):

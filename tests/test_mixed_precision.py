@@ -42,6 +42,13 @@ def test_bf16_turns_the_rewrite_on_in_every_binarys_session(monkeypatch):
         assert rewrite(config()) != ON, name  # off by default
         with flagsaver.flagsaver(mixed_precision="bf16"):
             assert rewrite(config()) == ON, name
+    # A cluster's workers cannot run the fused bfloat16 ops that the remapper
+    # makes on processors with native bfloat16.
+    remapping = configs["worker"]().graph_options.rewrite_options.remapping
+    assert remapping != rewriter_config_pb2.RewriterConfig.OFF
+    with flagsaver.flagsaver(mixed_precision="bf16"):
+        remapping = configs["worker"]().graph_options.rewrite_options.remapping
+    assert remapping == rewriter_config_pb2.RewriterConfig.OFF
 
 
 def scores(checkpoint, labels, images, mixed_precision):

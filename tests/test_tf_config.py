@@ -3,6 +3,7 @@ TF_CONFIG environment variable alone, as Kubeflow's TFJob and Vertex AI do."""
 
 import json
 import re
+import socket
 
 import pytest
 from absl.testing import flagsaver
@@ -120,6 +121,39 @@ def test_tasks_told_by_tf_config_train_and_the_chief_checkpoint_scores(
             ),
             "TF_CONFIG's \"ps\" job: 'nowhere' is not host:port",
         ),
+        # Values of the wrong kind.
+        (
+            json.dumps({"cluster": {**CLUSTER, "ps": 5}, "task": {"type": "ps"}}),
+            'TF_CONFIG\'s "ps" job is 5, not a list of host:port',
+        ),
+        (
+            json.dumps({"cluster": {**CLUSTER, "worker": [5]}, "task": {"type": "ps"}}),
+            "TF_CONFIG's \"worker\" job: '5' is not host:port",
+        ),
+        (
+            json.dumps(
+                {"cluster": {**CLUSTER, "ps": "localhost:2300"}, "task": {"type": "ps"}}
+            ),
+            'TF_CONFIG\'s "ps" job is "localhost:2300", not a list of host:port: '
+            'write ["localhost:2300"]',
+        ),
+        (
+            json.dumps({"cluster": CLUSTER, "task": {"type": "ps", "index": "0"}}),
+            'TF_CONFIG\'s task index is "0", not a whole number',
+        ),
+        (
+            json.dumps({"cluster": CLUSTER, "task": {"type": "ps", "index": -1}}),
+            'TF_CONFIG\'s task {"type": "ps", "index": -1} is beyond its "ps" job',
+        ),
+        (
+            json.dumps({"cluster": CLUSTER, "task": {"type": ["ps"]}}),
+            'TF_CONFIG names the job ["ps"], which is none of',
+        ),
+        (
+            json.dumps({"cluster": [CLUSTER], "task": {"type": "ps"}}),
+            'TF_CONFIG has no "cluster"',
+        ),
+        (json.dumps([1, 2]), 'TF_CONFIG has no "task"'),
     ],
 )
 def test_a_bad_tf_config_is_one_line_quoting_it(monkeypatch, tf_config, expected):
@@ -173,3 +207,19 @@ def test_the_binary_reports_a_bad_tf_config_and_idles_an_evaluator(
         assert cifar10_train.main(["binary"]) is None
     assert "evaluate with cifar10_eval.py --checkpoint_dir=" in capsys.readouterr().out
     assert not (tmp_path / "t").exists()
+
+
+def test_a_port_in_use_names_tf_config_not_the_flags(monkeypatch):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = "127.0.0.1:%d" % taken.getsockname()[1]
+        cluster = {"ps": [address], "worker": ["127.0.0.1:1"]}
+        monkeypatch.setenv(
+            "TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "ps"}})
+        )
+        with pytest.raises(cifar10_cluster.ClusterError) as e:
+            cifar10_cluster.this_task().start_server()
+    message = str(e.value)
+    assert message.startswith("Cannot start ps 0 (%s): " % address)
+    assert "Check TF_CONFIG's cluster." in message and "--ps_hosts" not in message
