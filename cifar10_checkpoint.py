@@ -140,6 +140,19 @@ def newest(checkpoint_dir, trusted=()):
     return None, damaged
 
 
+def vanished(checkpoint):
+    """Whether a checkpoint's index or data file is gone: training deletes all
+    but its newest few, perhaps while another process reads one."""
+    return not (
+        os.path.exists(checkpoint + INDEX)
+        and glob.glob(glob.escape(checkpoint) + ".data-*")
+    )
+
+
+# What reading a checkpoint raises when its files go in the middle.
+READ_ERRORS = (tf.errors.OpError, ValueError)
+
+
 def set_aside(checkpoint):
     """Renames every file of a checkpoint to <file>.damaged, so that nothing
     writes over it and nothing takes it for a checkpoint.

@@ -25,9 +25,12 @@ the very graph that is exported.
 
 import cifar10_app
 
+import contextlib
 import csv
 import os
+import re
 import shutil
+import stat
 import sys
 import tempfile
 
@@ -63,6 +66,8 @@ tf.compat.v1.flags.DEFINE_string(
 
 # Files that a folder is searched for.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# The files of a checkpoint, after its path prefix.
+CHECKPOINT_FILE = re.compile(r"\.(index|meta|data-\d+-of-\d+)$")
 
 
 class ClassifyError(cifar10_app.Error):
@@ -126,57 +131,149 @@ def _predictions(images, class_names):
 
 
 def _checkpoint():
-    """The checkpoint to classify with.
+    """The checkpoint to classify with: --checkpoint (a checkpoint, one of its
+    files, or a folder of them), else the newest in --checkpoint_dir.
 
     Raises:
       ClassifyError: there is none that can be read.
     """
-    if FLAGS.checkpoint:
-        problem = cifar10_checkpoint.damage(FLAGS.checkpoint)
-        if problem:
-            raise ClassifyError(
-                "Cannot read --checkpoint=%s (%s)." % (FLAGS.checkpoint, problem)
+    given = FLAGS.checkpoint
+    if not given:
+        return _newest(FLAGS.checkpoint_dir, "--checkpoint_dir")
+    if os.path.isdir(given):
+        return _newest(given, "--checkpoint")
+    # A checkpoint is the files <prefix>.index, <prefix>.data-... and
+    # <prefix>.meta; any of them stands for it.
+    checkpoint = CHECKPOINT_FILE.sub("", given)
+    problem = cifar10_checkpoint.damage(checkpoint)
+    if problem:
+        raise ClassifyError(
+            "Cannot read --checkpoint=%s (%s). Pass a checkpoint, such as "
+            "%s/model.ckpt-<step>, or the folder that holds it."
+            % (given, problem, os.path.dirname(given) or ".")
+        )
+    return checkpoint
+
+
+def _restore(sess):
+    """Restores the moving averages of _checkpoint()'s weights into the model
+    of the default graph.
+
+    When that checkpoint vanishes while it is read (training keeps only its
+    newest few), the newest one then takes its place, unless --checkpoint
+    named it.
+
+    Returns:
+      The checkpoint restored.
+
+    Raises:
+      ClassifyError: it does not fit the model, or cannot be read.
+    """
+    restore, variables = cifar10_checkpoint.restorer()
+    while True:
+        checkpoint = _checkpoint()
+        try:
+            problem = cifar10_checkpoint.mismatch(checkpoint, variables(checkpoint))
+            if problem:
+                raise ClassifyError(
+                    "%s does not match this model: %s. Use the flags it was trained "
+                    "with (--use_fp16 or not)." % (checkpoint, problem)
+                )
+            restore(sess, checkpoint)
+            return checkpoint
+        except cifar10_checkpoint.READ_ERRORS:
+            if not cifar10_checkpoint.vanished(checkpoint):
+                raise
+            if FLAGS.checkpoint:
+                raise ClassifyError(
+                    "Cannot read --checkpoint=%s: it vanished while being read. "
+                    "Pass a checkpoint, such as %s/model.ckpt-<step>, or the "
+                    "folder that holds it."
+                    % (FLAGS.checkpoint, os.path.dirname(checkpoint))
+                ) from None
+            print(
+                "Warning: %s vanished while being read; using the newest "
+                "checkpoint instead." % checkpoint,
+                flush=True,
             )
-        return FLAGS.checkpoint
-    checkpoint, damaged = cifar10_checkpoint.newest(FLAGS.checkpoint_dir)
+
+
+def _newest(folder, flag):
+    """The newest readable checkpoint in folder, which flag names."""
+    checkpoint, damaged = cifar10_checkpoint.newest(folder)
     for path, reason in damaged:
         print("Warning: skipping %s, which cannot be read (%s)." % (path, reason))
+    if checkpoint is None and flag == "--checkpoint":
+        raise ClassifyError(
+            "Cannot read --checkpoint=%s (it holds no checkpoint). Pass a "
+            "checkpoint, such as %s/model.ckpt-<step>, or the folder that holds "
+            "it." % (folder, folder)
+        )
     if checkpoint is None:
         raise ClassifyError(
             "No checkpoint found in --checkpoint_dir=%s. Train first, or point it "
             "at the training binary's --train_dir (or name one with --checkpoint)."
-            % FLAGS.checkpoint_dir
+            % folder
         )
     return checkpoint
 
 
 def image_files(paths):
-    """The image files that paths name, folders searched recursively.
+    """The files that paths name, folders searched recursively for images.
 
     Returns:
       (files, problems): the files in order, and a line for each path that
-      is missing or a folder without images.
+      is missing, a folder without images, or a folder that cannot be read.
     """
     files, problems = [], []
+
+    def skip_folder(error):
+        problems.append(
+            "Cannot read the folder %s (%s); skipped."
+            % (error.filename, error.strerror or error)
+        )
+
     for path in paths:
-        if os.path.isfile(path):
-            files.append(path)
-        elif os.path.isdir(path):
+        if os.path.isdir(path):
+            known_problems = len(problems)
             found = sorted(
                 os.path.join(folder, name)
-                for folder, _, names in os.walk(path)
+                for folder, _, names in os.walk(path, onerror=skip_folder)
                 for name in names
                 if name.lower().endswith(IMAGE_EXTENSIONS)
             )
-            if not found:
+            if not found and len(problems) == known_problems:
                 problems.append(
                     "The folder %s holds no image files (%s)."
                     % (path, ", ".join(IMAGE_EXTENSIONS))
                 )
             files.extend(found)
+        elif os.path.lexists(path):
+            files.append(path)  # whether it can be read, read_file() says
         else:
             problems.append("No such file or folder: %s." % path)
     return files, problems
+
+
+def read_file(path):
+    """The contents of a regular file.
+
+    Returns:
+      (contents, None), or (None, why it cannot be read). A pipe or a
+      device is not read: it could block, or never end.
+    """
+    try:
+        # O_NONBLOCK: opening a pipe that no one writes to returns at once.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        return None, "Cannot read %s (%s)." % (path, e.strerror or e)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None, "%s is not a regular file; skipped." % path
+        try:
+            return f.read(), None
+        except OSError as e:
+            return None, "Cannot read %s (%s)." % (path, e.strerror or e)
 
 
 def classify(sess, inputs, outputs, files):
@@ -187,15 +284,20 @@ def classify(sess, inputs, outputs, files):
 
     Returns:
       (results, problems): (file, probabilities) for each file classified,
-      and a line for each that is not an image.
+      and a line for each that could not be read or is not an image.
     """
     results, problems = [], []
     for start in range(0, len(files), FLAGS.batch_size):
-        batch = files[start : start + FLAGS.batch_size]
-        contents = []
-        for path in batch:
-            with open(path, "rb") as f:
-                contents.append(f.read())
+        batch, contents = [], []
+        for path in files[start : start + FLAGS.batch_size]:
+            data, problem = read_file(path)
+            if problem:
+                problems.append(problem)
+            else:
+                batch.append(path)
+                contents.append(data)
+        if not batch:
+            continue
         try:
             probabilities = sess.run(
                 outputs["probabilities"], {inputs["image_bytes"]: contents}
@@ -217,40 +319,67 @@ def classify(sess, inputs, outputs, files):
     return results, problems
 
 
-def report(results, class_names):
-    """Prints a line per file, and writes --output."""
+def report(results, class_names, output):
+    """Prints a line per file, and writes them to output, a CSV writer or
+    None."""
     k = min(FLAGS.top_k, len(class_names))
-    rows = []
-    for path, probabilities in results:
-        top = np.argsort(-probabilities, kind="stable")[:k]
-        rows.append((path, [(class_names[i], float(probabilities[i])) for i in top]))
-        print(
-            "%s: %s" % (path, ", ".join("%s %.3f" % pair for pair in rows[-1][1])),
-            flush=True,
+    if output:
+        output.writerow(
+            ["path"]
+            + [
+                "%s_%d" % (column, i)
+                for i in range(1, k + 1)
+                for column in ("class", "probability")
+            ]
         )
-    if FLAGS.output:
-        with open(FLAGS.output, "x", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(
-                ["path"]
-                + [
-                    "%s_%d" % (column, i)
-                    for i in range(1, k + 1)
-                    for column in ("class", "probability")
-                ]
-            )
-            for path, top in rows:
-                writer.writerow(
-                    [path] + [v for name, p in top for v in (name, "%.6f" % p)]
-                )
+    for path, probabilities in results:
+        top = [(class_names[i], float(probabilities[i])) for i in
+               np.argsort(-probabilities, kind="stable")[:k]]  # fmt: skip
+        print(
+            "%s: %s" % (path, ", ".join("%s %.3f" % pair for pair in top)), flush=True
+        )
+        if output:
+            output.writerow([path] + [v for name, p in top for v in (name, "%.6f" % p)])
 
 
-def export(sess, signatures, checkpoint):
-    """Writes the SavedModel to <export_dir>/<global step>/, through a
-    temporary folder renamed into place.
+@contextlib.contextmanager
+def _output():
+    """A CSV writer on a new --output file, or None without --output.
+
+    The file is made before any work, so that a name that cannot be written
+    fails at once; it is removed again if the run fails.
 
     Raises:
-      ClassifyError: that version exists already.
+      ClassifyError: the file exists, or cannot be made.
+    """
+    if not FLAGS.output:
+        yield None
+        return
+    try:
+        fd = os.open(FLAGS.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        raise ClassifyError(
+            "--output=%s exists already; remove it or name a new file." % FLAGS.output
+        ) from None
+    except OSError as e:
+        raise ClassifyError(
+            "Cannot write --output=%s (%s). Name a new file in a folder you can "
+            "write to." % (FLAGS.output, e.strerror or e)
+        ) from None
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            yield csv.writer(f)
+    except BaseException:
+        os.remove(FLAGS.output)
+        raise
+
+
+def export_version(checkpoint):
+    """The folder the model of checkpoint is exported to: <export_dir>/<global
+    step>, the numbered versions TensorFlow Serving loads.
+
+    Raises:
+      ClassifyError: it exists already, or --export_dir cannot be written.
     """
     step = cifar10_checkpoint.step(checkpoint)
     version = os.path.join(FLAGS.export_dir, str(step))
@@ -260,8 +389,15 @@ def export(sess, signatures, checkpoint):
             "written." % (version, step)
         )
     cifar10_app.writable_folder(FLAGS.export_dir, "export_dir")
-    # TensorFlow Serving loads only folders named by a number.
-    staging = tempfile.mkdtemp(dir=FLAGS.export_dir, prefix=".%d-" % step)
+    return version
+
+
+def export(sess, signatures, checkpoint, version):
+    """Writes the SavedModel to version, through a temporary folder renamed
+    into place."""
+    staging = tempfile.mkdtemp(
+        dir=FLAGS.export_dir, prefix=".%s-" % os.path.basename(version)
+    )
     try:
         saved = os.path.join(staging, "model")
         builder = tf.compat.v1.saved_model.Builder(saved)
@@ -289,39 +425,37 @@ def run(paths):
       The exit status: 1 if a path could not be classified, else 0.
 
     Raises:
-      ClassifyError: nothing to do, no checkpoint, or --output exists.
+      ClassifyError: nothing to do, no checkpoint, or --output cannot be
+        written.
     """
     if not paths and not FLAGS.export_dir:
         raise ClassifyError(
             "Nothing to do: name image files or folders to classify, or pass "
             "--export_dir to export the model."
         )
-    if FLAGS.output and os.path.exists(FLAGS.output):
-        raise ClassifyError(
-            "--output=%s exists already; remove it or name a new file." % FLAGS.output
-        )
-    checkpoint = _checkpoint()
-    class_names = cifar10.class_names()
-    files, problems = image_files(paths)
-    with tf.Graph().as_default():
-        signatures = build_classifier(class_names)
-        restore, variables = cifar10_checkpoint.restorer()
-        problem = cifar10_checkpoint.mismatch(checkpoint, variables(checkpoint))
-        if problem:
-            raise ClassifyError(
-                "%s does not match this model: %s. Use the flags it was trained "
-                "with (--use_fp16 or not)." % (checkpoint, problem)
-            )
-        with tf.compat.v1.Session(config=cifar10.session_config()) as sess:
-            restore(sess, checkpoint)
-            inputs, outputs = signatures["serving_default"]
-            results, bad_files = classify(sess, inputs, outputs, files)
-            report(results, class_names)
-            for line in problems + bad_files:
-                print("Error: " + line, file=sys.stderr)
-            if FLAGS.export_dir:
-                export(sess, signatures, checkpoint)
-    return 1 if problems or bad_files else 0
+    with _output() as output:
+        class_names = cifar10.class_names()
+        files, problems = image_files(paths)
+        with tf.Graph().as_default():
+            signatures = build_classifier(class_names)
+            with tf.compat.v1.Session(config=cifar10.session_config()) as sess:
+                checkpoint = _restore(sess)
+                version = export_version(checkpoint) if FLAGS.export_dir else None
+                inputs, outputs = signatures["serving_default"]
+                results, bad_files = classify(sess, inputs, outputs, files)
+                report(results, class_names, output)
+                problems += bad_files
+                for line in problems:
+                    print("Error: " + line, file=sys.stderr)
+                if problems:
+                    print(
+                        "Error: classified %d file(s); skipped the %d above."
+                        % (len(results), len(problems)),
+                        file=sys.stderr,
+                    )
+                if FLAGS.export_dir:
+                    export(sess, signatures, checkpoint, version)
+    return 1 if problems else 0
 
 
 def main(argv):

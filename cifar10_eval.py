@@ -83,20 +83,11 @@ def eval_once(restore, summary_writer, outcome, summary_op, checkpoint):
       checkpoint: path prefix of the checkpoint to score.
 
     Returns:
-      The precision, or None when the checkpoint vanished while being read
-      (training keeps only the newest few).
+      The precision.
     """
     with tf.compat.v1.Session(config=cifar10.session_config()) as sess:
-        try:
-            global_step = cifar10_checkpoint.step(checkpoint)
-            restore(sess, checkpoint)
-        except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as e:
-            print(
-                "Warning: could not read %s (%s); it was probably replaced by a "
-                "newer one." % (checkpoint, type(e).__name__),
-                flush=True,
-            )
-            return None
+        global_step = cifar10_checkpoint.step(checkpoint)
+        restore(sess, checkpoint)
         matrix, rate, summary_str = _confusion_matrix(sess, outcome, summary_op)
 
     counted = int(matrix.sum())
@@ -290,19 +281,27 @@ def evaluate():
         summary_writer = tf.compat.v1.summary.FileWriter(FLAGS.eval_dir, g)
 
         def score(checkpoint):
-            problem = cifar10_checkpoint.mismatch(checkpoint, variables(checkpoint))
-            if problem:
-                _warn_or_raise(
-                    "%s does not match this model: %s. Evaluate it with the model "
-                    "and flags it was trained with (--use_fp16 or not)."
-                    % (checkpoint, problem)
+            """Scores it; False if it vanished while being read."""
+            try:
+                problem = cifar10_checkpoint.mismatch(checkpoint, variables(checkpoint))
+                if problem:
+                    _warn_or_raise(
+                        "%s does not match this model: %s. Evaluate it with the "
+                        "model and flags it was trained with (--use_fp16 or not)."
+                        % (checkpoint, problem)
+                    )
+                else:
+                    eval_once(restore, summary_writer, outcomes, summary_op, checkpoint)
+            except cifar10_checkpoint.READ_ERRORS:
+                if not cifar10_checkpoint.vanished(checkpoint):
+                    raise
+                print(
+                    "Warning: %s vanished while being read (training keeps only "
+                    "its newest checkpoints); skipping it." % checkpoint,
+                    flush=True,
                 )
-            elif (
-                eval_once(restore, summary_writer, outcomes, summary_op, checkpoint)
-                is None
-                and FLAGS.run_once
-            ):
-                raise EvalError("%s vanished while being read." % checkpoint)
+                return False
+            return True
 
         _each_new_checkpoint(score)
 
@@ -310,6 +309,7 @@ def evaluate():
 def _each_new_checkpoint(score):
     """Calls score(checkpoint) for the newest readable checkpoint once, or
     (unless --run_once) for each new one, looking every --eval_interval_secs.
+    When score() says the checkpoint vanished, it looks again at once.
 
     Raises:
       EvalError: --run_once and no checkpoint can be read.
@@ -343,7 +343,8 @@ def _each_new_checkpoint(score):
             waiting = True
         elif checkpoint is not None and checkpoint != last:
             last = checkpoint
-            score(checkpoint)
+            if not score(checkpoint):
+                continue
         if FLAGS.run_once:
             return
         time.sleep(FLAGS.eval_interval_secs)

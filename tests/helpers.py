@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import tensorflow as tf
 from absl.testing import flagsaver
 
 import cifar10
+import cifar10_checkpoint
 from harness import fake_cifar
 from harness.procs import Process, free_ports, run_binary
 
@@ -333,3 +335,55 @@ def train_until_learned(train_dir, dataset, least_precision=0.9, max_steps=600):
                     json.dump(losses, f)
                 return checkpoint
     raise AssertionError("not learned in %d steps" % max_steps)
+
+
+def two_checkpoints(trained, folder):
+    """The shared checkpoint copied to folder as model.ckpt-100 and -200."""
+    folder.mkdir()
+    newest = tf.train.latest_checkpoint(trained)
+    for step in (100, 200):
+        for path in glob.glob(newest + ".*"):
+            suffix = path[len(newest) :]
+            shutil.copy(path, folder / ("model.ckpt-%d%s" % (step, suffix)))
+    return str(folder / "model.ckpt-100"), str(folder / "model.ckpt-200")
+
+
+def vanish_at(moment, checkpoint, monkeypatch):
+    """Deletes the checkpoint's files, as training retires an old one, the
+    first time that moment comes for it: right after it is chosen as the
+    newest, after its variables were compared with the model's, or as its
+    weights are being restored."""
+
+    def delete():
+        for path in glob.glob(checkpoint + ".*"):
+            os.remove(path)
+
+    def after(function):
+        def wrapper(*args, **kwargs):
+            result = function(*args, **kwargs)
+            if moment != "restoring" and os.path.exists(checkpoint + ".index"):
+                delete()
+            return result
+
+        return wrapper
+
+    if moment == "chosen":
+        monkeypatch.setattr(
+            cifar10_checkpoint, "newest", after(cifar10_checkpoint.newest)
+        )
+    elif moment == "compared":
+        monkeypatch.setattr(
+            cifar10_checkpoint, "mismatch", after(cifar10_checkpoint.mismatch)
+        )
+    else:
+        restore = tf.compat.v1.train.Saver.restore
+
+        def restoring(self, sess, save_path):
+            if save_path == checkpoint:
+                delete()
+            return restore(self, sess, save_path)
+
+        monkeypatch.setattr(tf.compat.v1.train.Saver, "restore", restoring)
+
+
+MOMENTS = ["chosen", "compared", "restoring"]

@@ -1,12 +1,16 @@
 """cifar10_classify.py: classifying image files, and the exported SavedModel
 in a process of its own, with TensorFlow alone."""
 
+import contextlib
 import csv
+import errno
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -18,12 +22,15 @@ import cifar10_classify
 from harness import fake_cifar
 from harness.procs import run_binary
 from helpers import (
+    MOMENTS,
     PRECISION,
     checkpoint_step,
     evaluate,
     exit_line,
     independent_logits,
     summaries,
+    two_checkpoints,
+    vanish_at,
 )
 
 # Run by a Python of its own, away from this project: the SavedModel needs
@@ -199,6 +206,7 @@ def test_classify_files_as_the_evaluation_graph_does(trained, dataset, tmp_path)
         "Error: %s is not an image this can read (JPEG, PNG, BMP or GIF)."
         % (folder / "odd" / "broken.jpg"),
         "Error: %s is not an image this can read (JPEG, PNG, BMP or GIF)." % notes,
+        "Error: classified %d file(s); skipped the 4 above." % len(pngs + odd),
     ]
     lines = dict(
         line.split(": ", 1)
@@ -228,3 +236,140 @@ def test_classify_files_as_the_evaluation_graph_does(trained, dataset, tmp_path)
     )
     line = exit_line(cifar10_classify.main, str(folder), checkpoint_dir=empty)
     assert line.startswith("Error: No checkpoint found in --checkpoint_dir=%s." % empty)
+
+
+def _unreadable(path, monkeypatch):
+    """Makes path unreadable: by its mode, or for root (whom modes do not
+    stop) by failing os.open and os.scandir on it as the kernel would."""
+    if os.geteuid() != 0:
+        os.chmod(path, 0)
+        return
+    real_open, real_scandir = os.open, os.scandir
+
+    def refuse(name):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(name))
+
+    def fake_open(name, *args, **kwargs):
+        if str(name) == str(path):
+            refuse(name)
+        return real_open(name, *args, **kwargs)
+
+    def fake_scandir(name="."):
+        if str(name) == str(path):
+            refuse(name)
+        return real_scandir(name)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    monkeypatch.setattr(os, "scandir", fake_scandir)
+
+
+def test_entries_that_cannot_be_read_are_counted_skips(
+    trained, dataset, tmp_path, monkeypatch, capsys
+):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    fake_cifar.write_png(folder / "good.png", dataset["test"][1][0])
+    (folder / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (folder / "loop.jpg").symlink_to(folder / "loop.jpg")
+    os.mkfifo(folder / "pipe.jpg")
+    (folder / "device.png").symlink_to("/dev/zero")
+    fake_cifar.write_png(folder / "secret.png", dataset["test"][1][1])
+    _unreadable(folder / "secret.png", monkeypatch)
+    (folder / "locked").mkdir()
+    fake_cifar.write_png(folder / "locked" / "inside.png", dataset["test"][1][2])
+    _unreadable(folder / "locked", monkeypatch)
+
+    # Were the pipe opened for reading, this would free it after a while.
+    def unblock():
+        time.sleep(60)
+        with contextlib.suppress(OSError):
+            os.close(os.open(folder / "pipe.jpg", os.O_WRONLY | os.O_NONBLOCK))
+
+    threading.Thread(target=unblock, daemon=True).start()
+    with flagsaver.flagsaver(checkpoint_dir=trained):
+        status = cifar10_classify.run([str(folder)])
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert [line.split(":")[0] for line in out.splitlines() if ": " in line] == [
+        str(folder / "good.png")
+    ]
+    warnings = sorted(line for line in err.splitlines() if line.startswith("Error:"))
+    assert warnings == sorted(
+        [
+            "Error: Cannot read %s (No such file or directory)."
+            % (folder / "gone.jpg"),
+            "Error: Cannot read %s (Too many levels of symbolic links)."
+            % (folder / "loop.jpg"),
+            "Error: %s is not a regular file; skipped." % (folder / "pipe.jpg"),
+            "Error: %s is not a regular file; skipped." % (folder / "device.png"),
+            "Error: Cannot read %s (Permission denied)." % (folder / "secret.png"),
+            "Error: Cannot read the folder %s (Permission denied); skipped."
+            % (folder / "locked"),
+            "Error: classified 1 file(s); skipped the 6 above.",
+        ]
+    )
+
+
+def test_output_that_cannot_be_written_is_refused_before_any_work(
+    trained, tmp_path, capsys
+):
+    image = tmp_path / "a.png"
+    fake_cifar.write_png(image, np.zeros((32, 32, 3), np.uint8))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    for output in (tmp_path / "missing" / "out.csv", a_file / "out.csv"):
+        line = exit_line(
+            cifar10_classify.main, str(image), checkpoint_dir=trained,
+            output=str(output),
+        )  # fmt: skip
+        assert line.startswith("Error: Cannot write --output=%s (" % output), line
+        assert str(image) not in capsys.readouterr().out  # nothing classified
+    assert a_file.read_text() == "keep me"
+
+
+def test_checkpoint_names_a_folder_a_file_of_one_or_its_prefix(trained, tmp_path):
+    newest = tf.train.latest_checkpoint(trained)
+    for given in (
+        trained,
+        newest,
+        newest + ".index",
+        newest + ".data-00000-of-00001",
+        newest + ".meta",
+    ):
+        with flagsaver.flagsaver(checkpoint=given):
+            assert cifar10_classify._checkpoint() == newest, given
+    for given in (str(tmp_path), str(tmp_path / "nothing"), newest + ".x"):
+        with flagsaver.flagsaver(checkpoint=given):
+            with pytest.raises(cifar10_classify.ClassifyError) as e:
+                cifar10_classify._checkpoint()
+        assert str(e.value).startswith("Cannot read --checkpoint=%s" % given)
+        assert "model.ckpt-<step>" in str(e.value)
+
+
+@pytest.mark.parametrize("moment", MOMENTS)
+def test_a_checkpoint_that_vanishes_gives_way_to_the_newest(
+    trained, tmp_path, monkeypatch, capsys, moment
+):
+    older, newer = two_checkpoints(trained, tmp_path / "ckpt")
+    vanish_at(moment, newer, monkeypatch)
+    image = tmp_path / "a.png"
+    fake_cifar.write_png(image, np.zeros((32, 32, 3), np.uint8))
+    with flagsaver.flagsaver(
+        checkpoint_dir=str(tmp_path / "ckpt"), export_dir=str(tmp_path / "export")
+    ):
+        assert cifar10_classify.run([str(image)]) == 0
+    out = capsys.readouterr().out
+    assert "Warning: %s vanished while being read; using the newest" % newer in out
+    assert "%s: " % image in out
+    assert "Exported the model of %s to %s." % (older, tmp_path / "export" / "100") in (
+        out
+    )
+    # Named by --checkpoint, it has no stand-in.
+    older, newer = two_checkpoints(trained, tmp_path / "again")
+    vanish_at("restoring", newer, monkeypatch)
+    with (
+        flagsaver.flagsaver(checkpoint=newer),
+        pytest.raises(cifar10_classify.ClassifyError) as e,
+    ):
+        cifar10_classify.run([str(image)])
+    assert str(e.value).startswith("Cannot read --checkpoint=%s" % newer)

@@ -11,11 +11,13 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl.testing import flagsaver
 from PIL import Image
 
 import cifar10_eval
 from harness import fake_cifar
 from helpers import (
+    MOMENTS,
     PRECISION,
     checkpoint_step,
     evaluate,
@@ -25,6 +27,8 @@ from helpers import (
     start_training,
     summary_values,
     train,
+    two_checkpoints,
+    vanish_at,
 )
 
 
@@ -263,3 +267,19 @@ def test_fp16_checkpoint_evaluates_with_its_flag_and_only_with_it(dataset, tmp_p
         proc.stop()
     assert code == 130 and out.endswith("Interrupted.\n"), out
     assert "Traceback" not in out
+
+
+@pytest.mark.parametrize("moment", MOMENTS)
+def test_a_checkpoint_that_vanishes_while_read_is_skipped(
+    trained, dataset, tmp_path, monkeypatch, capsys, moment
+):
+    older, newer = two_checkpoints(trained, tmp_path / "ckpt")
+    vanish_at(moment, newer, monkeypatch)
+    with flagsaver.flagsaver(
+        data_dir=dataset["root"], checkpoint_dir=str(tmp_path / "ckpt"),
+        eval_dir=str(tmp_path / "eval"), run_once=True, num_examples=100,
+    ):  # fmt: skip
+        cifar10_eval.main(["binary"])
+    out = capsys.readouterr().out
+    assert "Warning: %s vanished while being read" % newer in out
+    assert [m[1] for m in PRECISION.findall(out)] == ["100"]
