@@ -32,6 +32,25 @@ tf.compat.v1.flags.DEFINE_string(
 INDEX = ".index"
 
 
+def refuse_brackets(flag_name):
+    """Makes the flag refuse a path with [ or ], at once, in one line.
+
+    TensorFlow reads the path of a checkpoint as a pattern, in which [1] is
+    a set of characters: checkpoints saved in runs/br[1] would never be
+    found again. (Spaces, other letters, * and ? work as they are.)
+    """
+    tf.compat.v1.flags.register_validator(
+        flag_name,
+        lambda path: not path or not set("[]") & set(path),
+        message="TensorFlow reads [ and ] in the path of a checkpoint as a "
+        "pattern, and would not find the checkpoints again. Choose a folder "
+        "without them.",
+    )
+
+
+refuse_brackets("checkpoint_dir")
+
+
 def step(checkpoint):
     """The global step of a checkpoint.
 

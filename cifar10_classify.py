@@ -52,6 +52,7 @@ tf.compat.v1.flags.DEFINE_string(
     "A checkpoint to use instead of the newest in --checkpoint_dir, e.g. "
     "/tmp/cifar10_train/model.ckpt-5000.",
 )
+cifar10_checkpoint.refuse_brackets("checkpoint")
 tf.compat.v1.flags.DEFINE_integer(
     "top_k", 3, "How many of the likeliest classes to print.", lower_bound=1
 )
@@ -63,6 +64,7 @@ tf.compat.v1.flags.DEFINE_string(
     None,
     "Export the model as a SavedModel to <export_dir>/<global step>/.",
 )
+cifar10_checkpoint.refuse_brackets("export_dir")
 
 # Files that a folder is searched for.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")

@@ -57,6 +57,7 @@ tf.compat.v1.flags.DEFINE_string(
     "Folder for event logs and checkpoints; training resumes from the newest "
     "checkpoint found there.",
 )
+cifar10_checkpoint.refuse_brackets("train_dir")
 tf.compat.v1.flags.DEFINE_integer(
     "max_steps", 1000000, "Number of batches to run.", lower_bound=1
 )

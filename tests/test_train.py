@@ -9,6 +9,7 @@ import signal
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags
 from absl.testing import flagsaver
 
 import cifar10
@@ -206,3 +207,30 @@ def test_a_checkpoint_of_another_model_is_a_clear_error(dataset, tmp_path):
     )
     assert "does not match this model" in line and "--fresh_start" in line
     assert checkpoint_step(train_dir) == 2
+
+
+@pytest.mark.parametrize("name", ["train_dir", "checkpoint_dir", "checkpoint"])
+def test_a_checkpoint_folder_with_brackets_is_refused_at_once(name, tmp_path):
+    # TensorFlow reads a checkpoint's path as a pattern: its checkpoints in
+    # runs/br[1] would be saved, then never found again.
+    import cifar10_classify  # noqa: F401, PLC0415  (defines --checkpoint)
+
+    path = str(tmp_path / "br[1]")
+    with flagsaver.flagsaver():
+        with pytest.raises(flags.IllegalFlagValueError) as e:
+            flags.FLAGS[name].value = path
+            flags.FLAGS.validate_all_flags()
+        assert "flag --%s=%s: " % (name, path) in str(e.value)
+        assert "[ and ]" in str(e.value)
+        # Spaces, other letters, * and ? are taken as they are.
+        flags.FLAGS[name].value = str(tmp_path / "runs 1 ünï *?")
+        flags.FLAGS.validate_all_flags()
+
+
+@pytest.mark.slow
+def test_the_binary_refuses_brackets_in_one_line(dataset, tmp_path):
+    result = train(dataset, tmp_path / "br[1]", "--max_steps=3")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "flag --train_dir=%s: " % (tmp_path / "br[1]") in result.stderr
+    assert not (tmp_path / "br[1]").exists()
