@@ -99,7 +99,7 @@ def _train(
         scaffold = cifar10_loop.new_scaffold(summary_op, checkpoint)
         hooks = [cifar10_loop.stop_at_max_steps()] + cluster.hooks()
         if cluster.is_chief:
-            hooks += cifar10_loop.checkpoint_hooks(scaffold)
+            hooks += cifar10_loop.checkpoint_hooks(scaffold, checkpoint)
         progress = cifar10_loop.ProgressHook(
             loss, examples_per_step, num_towers, shared_step=True
         )

@@ -10,9 +10,10 @@ than the raw weights), and prints
 
 Each of the first --num_examples images is counted exactly once. With
 --run_once (which scores the newest checkpoint and exits) or --per_class, a
-table follows: each class's images and precision, and the three likeliest
-mistakes. For TensorBoard, at the checkpoint's global step in --eval_dir:
-'Precision @ 1', 'Precision @ 1/<class>' for each class, and the confusion
+table follows: each class's images and recall (the share of them classified
+right), and the three likeliest mistakes. For TensorBoard, at the
+checkpoint's global step in --eval_dir: 'Precision @ 1', 'Recall/<class>'
+for each class, and the confusion
 matrix (rows the true class, columns the predicted one) as an image and as
 a table of counts. All come from the one pass over the images.
 """
@@ -60,7 +61,7 @@ tf.compat.v1.flags.DEFINE_boolean(
 tf.compat.v1.flags.DEFINE_boolean(
     "per_class",
     False,
-    "Print each class's precision and the likeliest mistakes below every "
+    "Print each class's recall and the likeliest mistakes below every "
     "precision line (--run_once always does).",
 )
 
@@ -175,17 +176,18 @@ def _confusion_matrix(sess, outcome, summary_op):
 
 
 def per_class_table(matrix, class_names):
-    """Each class's image count and precision, and the likeliest mistakes.
+    """Each class's image count and recall (the share of them classified
+    right), and the likeliest mistakes.
 
     Returns:
       The lines to print below the precision line.
     """
     width = max(len(name) for name in class_names)
-    lines = ["  %-*s  images  precision" % (width, "class")]
+    lines = ["  %-*s  images  recall" % (width, "class")]
     for i, name in enumerate(class_names):
         count = matrix[i].sum()
-        precision = "%9.3f" % (matrix[i, i] / count) if count else "        -"
-        lines.append("  %-*s  %6d  %s" % (width, name, count, precision))
+        recall = "%6.3f" % (matrix[i, i] / count) if count else "     -"
+        lines.append("  %-*s  %6d  %s" % (width, name, count, recall))
     mistakes = [
         (-matrix[i, j], class_names[i], class_names[j])
         for i in range(len(class_names))
@@ -201,12 +203,12 @@ def per_class_table(matrix, class_names):
 
 
 def _add_per_class_summaries(summary, matrix, class_names, step):
-    """Adds each class's precision, and the confusion matrix as an image (a
+    """Adds each class's recall, and the confusion matrix as an image (a
     heat map) and as a table of counts (TensorBoard's Text tab)."""
     for i, name in enumerate(class_names):
         if matrix[i].sum():
             summary.value.add(
-                tag="Precision @ 1/%s" % name,
+                tag="Recall/%s" % name,
                 simple_value=matrix[i, i] / matrix[i].sum(),
             )
     png, height, width = confusion_image(matrix, class_names, step)

@@ -220,7 +220,7 @@ def run(build_graph, examples_per_step, num_towers=1, config=None):
                 session_creator,
                 train_op,
                 progress,
-                [stop_at_max_steps()] + checkpoint_hooks(scaffold),
+                [stop_at_max_steps()] + checkpoint_hooks(scaffold, checkpoint),
                 saves_checkpoint=True,
             )
         report_checkpoint(stopped_by)
@@ -429,8 +429,13 @@ def stop_at_max_steps():
     return tf.compat.v1.train.StopAtStepHook(last_step=FLAGS.max_steps)
 
 
-def checkpoint_hooks(scaffold):
-    """The hooks that write summaries and checkpoints to --train_dir."""
+def checkpoint_hooks(scaffold, checkpoint=None):
+    """The hooks that write summaries and checkpoints to --train_dir.
+
+    Args:
+      scaffold: the session's scaffold, with its saver.
+      checkpoint: the checkpoint training resumes from, or None.
+    """
     if FLAGS.save_checkpoint_secs:
         every = dict(save_secs=FLAGS.save_checkpoint_secs)
     else:
@@ -441,10 +446,32 @@ def checkpoint_hooks(scaffold):
             output_dir=FLAGS.train_dir,
             scaffold=scaffold,
         ),
-        tf.compat.v1.train.CheckpointSaverHook(
-            FLAGS.train_dir, scaffold=scaffold, **every
+        _SaverHook(
+            FLAGS.train_dir,
+            on_disk=cifar10_checkpoint.step(checkpoint) if checkpoint else None,
+            scaffold=scaffold,
+            **every,
         ),
     ]
+
+
+class _SaverHook(tf.compat.v1.train.CheckpointSaverHook):
+    """CheckpointSaverHook, but for the step a run resumes from.
+
+    CheckpointSaverHook saves the starting step as soon as the session is
+    made. When that step is already on disk, saving it again would only take
+    time, and end the run at once on a disk with less room than a
+    checkpoint.
+    """
+
+    def __init__(self, checkpoint_dir, on_disk, **kwargs):
+        super().__init__(checkpoint_dir, **kwargs)
+        self._on_disk = on_disk
+
+    def _save(self, session, step):
+        if step == self._on_disk:
+            return False  # no reason to stop
+        return super()._save(session, step)
 
 
 class ProgressHook(tf.compat.v1.train.SessionRunHook):

@@ -89,9 +89,11 @@ def test_run_once_counts_each_image_once(trained, noise, tmp_path, num_examples)
     np.testing.assert_array_equal(
         matrix.sum(axis=1), np.bincount(labels[:num_examples], minlength=10)
     )
-    # Each class's precision, as a scalar and in the printed table.
+    # Each class's recall (the share of its images classified right), as a
+    # scalar and in the printed table.
+    assert re.search(r"^  class +images +recall$", result.stdout, re.M)
     for i, name in enumerate(fake_cifar.CLASS_NAMES):
-        ((s, value),) = values["Precision @ 1/%s" % name]
+        ((s, value),) = values["Recall/%s" % name]
         assert s == step
         assert value.simple_value == pytest.approx(matrix[i, i] / matrix[i].sum())
         assert re.search(
@@ -148,7 +150,7 @@ def test_trained_model_scores_well_above_chance_on_either_split(
         # The training images get the per-class table and summaries too.
         assert "  Most confused: " in result.stdout
         values = summary_values(tmp_path / split)
-        assert "Confusion matrix" in values and "Precision @ 1/truck" in values
+        assert "Confusion matrix" in values and "Recall/truck" in values
 
 
 @pytest.mark.slow

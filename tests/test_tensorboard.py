@@ -117,12 +117,12 @@ def test_tensorboard_serves_the_curves_histograms_images_and_graphs(board):
 @pytest.mark.slow
 def test_tensorboard_serves_each_class_and_the_confusion_matrix(board):
     base, logdir = board
-    # Each class's precision, and the confusion matrix as a picture, at the
+    # Each class's recall, and the confusion matrix as a picture, at the
     # checkpoint's step.
     for name in fake_cifar.CLASS_NAMES:
         per_class = _get(
             base, "/data/plugin/scalars/scalars", run="eval",
-            tag="Precision @ 1/%s" % name,
+            tag="Recall/%s" % name,
         )  # fmt: skip
         assert [step for _, step, _ in per_class] == [30]
     assert "Confusion matrix" in _get(base, "/data/plugin/images/tags")["eval"]

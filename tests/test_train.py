@@ -234,3 +234,25 @@ def test_the_binary_refuses_brackets_in_one_line(dataset, tmp_path):
     assert "Traceback" not in result.stderr
     assert "flag --train_dir=%s: " % (tmp_path / "br[1]") in result.stderr
     assert not (tmp_path / "br[1]").exists()
+
+
+def test_a_resumed_step_is_not_saved_again(dataset, tmp_path):
+    # Saving it again would only take time, and end a run at once on a disk
+    # with less room left than a checkpoint.
+    train_dir = tmp_path / "train"
+    settings = dict(
+        data_dir=dataset["root"], train_dir=str(train_dir), batch_size=32,
+        min_queue_examples=100,
+    )  # fmt: skip
+    with flagsaver.flagsaver(max_steps=3, **settings):
+        cifar10_loop.run(cifar10_train.build_graph, examples_per_step=32)
+    saved = {
+        path: (os.stat(path).st_ino, os.stat(path).st_mtime_ns)
+        for path in glob.glob(str(train_dir / "model.ckpt-3.*"))
+    }
+    assert len(saved) == 3  # index, data, meta
+    with flagsaver.flagsaver(max_steps=5, **settings):
+        cifar10_loop.run(cifar10_train.build_graph, examples_per_step=32)
+    assert checkpoint_step(train_dir) == 5
+    for path, (inode, mtime) in saved.items():
+        assert (os.stat(path).st_ino, os.stat(path).st_mtime_ns) == (inode, mtime)
