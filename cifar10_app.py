@@ -76,6 +76,72 @@ def writable_folder(path, flag_name):
         ) from None
 
 
+# What a process of the model takes besides its batches: TensorFlow, the
+# graph and the weights (measured: about 0.6 GB at --batch_size=1).
+BASE_BYTES = 0.6e9
+
+
+def memory_needed(inference, batch_size, queue_images):
+    """About how many bytes training or evaluating a model takes.
+
+    Every image in a batch holds the outputs of each layer of inference();
+    measured with the tutorial's network, a training or an evaluation step
+    takes about that much again as these add up to in one forward pass.
+    Queued images are IMAGE_SIZE x IMAGE_SIZE x DEPTH floats each.
+
+    Args:
+      inference: the model's inference(images) function.
+      batch_size: images a step works on.
+      queue_images: images held in the input queues.
+    """
+    import cifar10_input  # noqa: PLC0415  (this module loads before the model)
+
+    shape = [1, cifar10_input.IMAGE_SIZE, cifar10_input.IMAGE_SIZE]
+    with tf.Graph().as_default() as graph:
+        inference(tf.compat.v1.placeholder(tf.float32, shape + [cifar10_input.DEPTH]))
+    per_image = sum(
+        t.shape.num_elements() * t.dtype.size
+        for op in graph.get_operations()
+        for t in op.outputs
+        if t.dtype.is_floating and t.shape.rank and t.shape.is_fully_defined()
+        and t.shape[0] == 1
+    )  # fmt: skip
+    queued = queue_images * shape[1] * shape[2] * cifar10_input.DEPTH * 4
+    return BASE_BYTES + batch_size * per_image + queued
+
+
+def machine_memory():
+    """The bytes of memory this process may use: the machine's, or its
+    control group's limit when lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+    except OSError:
+        limit = "max"
+    return min(total, int(limit)) if limit.isdigit() else total
+
+
+def check_memory(needed, doing):
+    """Refuses a --batch_size whose needs exceed the machine's memory, which
+    would otherwise grow until the system kills the process, without a word.
+
+    Args:
+      needed: bytes, from memory_needed().
+      doing: "train", "evaluate", "classify".
+
+    Raises:
+      Error: it needs more.
+    """
+    have = machine_memory()
+    if needed > have:
+        raise Error(
+            "--batch_size=%d needs about %.1f GB of memory to %s, more than the "
+            "%.1f GB of this machine. Lower --batch_size."
+            % (tf.compat.v1.flags.FLAGS.batch_size, needed / 1e9, doing, have / 1e9)
+        )
+
+
 def _interrupt(signum, frame):
     """Raises KeyboardInterrupt for SIGTERM as for SIGINT, so that both run
     the same clean-up (`finally` blocks) on the way out."""

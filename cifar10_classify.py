@@ -435,6 +435,9 @@ def run(paths):
             "Nothing to do: name image files or folders to classify, or pass "
             "--export_dir to export the model."
         )
+    cifar10_app.check_memory(
+        cifar10_app.memory_needed(cifar10.inference, FLAGS.batch_size, 0), "classify"
+    )
     with _output() as output:
         class_names = cifar10.class_names()
         files, problems = image_files(paths)

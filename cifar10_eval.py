@@ -380,6 +380,12 @@ def main(argv):
     del argv
     try:
         _check_num_examples()
+        cifar10_app.check_memory(
+            cifar10_app.memory_needed(
+                cifar10.inference, FLAGS.batch_size, queue_images=5 * FLAGS.batch_size
+            ),
+            "evaluate",
+        )
         cifar10_app.writable_folder(FLAGS.eval_dir, "eval_dir")
         cifar10.maybe_download_and_extract()
         evaluate()

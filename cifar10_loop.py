@@ -48,6 +48,7 @@ import tensorflow as tf
 
 import cifar10
 import cifar10_checkpoint
+import cifar10_input
 
 FLAGS = tf.compat.v1.flags.FLAGS
 
@@ -186,6 +187,19 @@ def run(build_graph, examples_per_step, num_towers=1, config=None):
       TrainingError: training cannot start or go on.
       cifar10_input.DataError: the data cannot be found or fetched.
     """
+    shuffled = FLAGS.min_queue_examples or int(
+        cifar10.NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN
+        * cifar10_input.MIN_FRACTION_OF_EXAMPLES_IN_QUEUE
+    )
+    cifar10_app.check_memory(
+        cifar10_app.memory_needed(
+            cifar10.inference,
+            examples_per_step,
+            # The shuffling queue, and the towers' prefetched batches.
+            queue_images=shuffled + (3 + 2 * num_towers) * FLAGS.batch_size,
+        ),
+        "train",
+    )
     given = any(not FLAGS[name].using_default_value for name in CLUSTER_FLAGS)
     if given or os.environ.get("TF_CONFIG", "").strip():
         try:

@@ -1,5 +1,7 @@
 """cifar10_train.py: logging, checkpoints, resume, signals, divergence, errors."""
 
+import cifar10_app
+
 import glob
 import os
 import pathlib
@@ -13,6 +15,8 @@ from absl import flags
 from absl.testing import flagsaver
 
 import cifar10
+import cifar10_classify
+import cifar10_eval
 import cifar10_loop
 import cifar10_train
 from helpers import (
@@ -213,8 +217,6 @@ def test_a_checkpoint_of_another_model_is_a_clear_error(dataset, tmp_path):
 def test_a_checkpoint_folder_with_brackets_is_refused_at_once(name, tmp_path):
     # TensorFlow reads a checkpoint's path as a pattern: its checkpoints in
     # runs/br[1] would be saved, then never found again.
-    import cifar10_classify  # noqa: F401, PLC0415  (defines --checkpoint)
-
     path = str(tmp_path / "br[1]")
     with flagsaver.flagsaver():
         with pytest.raises(flags.IllegalFlagValueError) as e:
@@ -256,3 +258,42 @@ def test_a_resumed_step_is_not_saved_again(dataset, tmp_path):
     assert checkpoint_step(train_dir) == 5
     for path, (inode, mtime) in saved.items():
         assert (os.stat(path).st_ino, os.stat(path).st_mtime_ns) == (inode, mtime)
+
+
+def test_a_batch_too_large_for_the_memory_is_refused_before_any_work(dataset, tmp_path):
+    # --batch_size=100000 grew to 22.8 GB on a 24 GB machine until the
+    # kernel killed it, without a word.
+    train_dir = tmp_path / "train"
+    line = exit_line(
+        cifar10_train.main, data_dir=dataset["root"], train_dir=str(train_dir),
+        batch_size=100000,
+    )  # fmt: skip
+    match = re.fullmatch(
+        r"Error: --batch_size=100000 needs about ([\d.]+) GB of memory to train, "
+        r"more than the ([\d.]+) GB of this machine\. Lower --batch_size\.",
+        line,
+    )
+    assert match, line
+    assert float(match[1]) > 50 and float(match[2]) > 0
+    assert not train_dir.exists()
+    # The tutorial's batch needs about a gigabyte.
+    needed = cifar10_app.memory_needed(
+        cifar10.inference, batch_size=128, queue_images=20384
+    )
+    assert 0.5e9 < needed < 1.5e9, needed
+
+
+def test_eval_and_classify_refuse_a_batch_too_large_too(dataset, trained, tmp_path):
+    line = exit_line(
+        cifar10_eval.main, data_dir=dataset["root"], checkpoint_dir=trained,
+        eval_dir=str(tmp_path / "eval"), batch_size=100000, run_once=True,
+    )  # fmt: skip
+    assert line.startswith("Error: --batch_size=100000 needs about "), line
+    assert "GB of memory to evaluate" in line
+    assert not (tmp_path / "eval").exists()
+    line = exit_line(
+        cifar10_classify.main, str(tmp_path), checkpoint_dir=trained,
+        batch_size=100000,
+    )  # fmt: skip
+    assert line.startswith("Error: --batch_size=100000 needs about "), line
+    assert "GB of memory to classify" in line
