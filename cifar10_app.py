@@ -97,8 +97,9 @@ def memory_needed(inference, batch_size, queue_images):
     import cifar10_input  # noqa: PLC0415  (this module loads before the model)
 
     shape = [1, cifar10_input.IMAGE_SIZE, cifar10_input.IMAGE_SIZE]
+    dtype = tf.float16 if tf.compat.v1.flags.FLAGS.use_fp16 else tf.float32
     with tf.Graph().as_default() as graph:
-        inference(tf.compat.v1.placeholder(tf.float32, shape + [cifar10_input.DEPTH]))
+        inference(tf.compat.v1.placeholder(dtype, shape + [cifar10_input.DEPTH]))
     per_image = sum(
         t.shape.num_elements() * t.dtype.size
         for op in graph.get_operations()
