@@ -7,14 +7,13 @@ The public functions are the whole API:
     logits = inference(images)               # the network
     total_loss = loss(logits, labels)        # cross-entropy + weight decay
     train_op = train(total_loss, global_step)
-    maybe_download_and_extract()             # fetch the data once
     names = class_names()                    # the classes, in label order
     config = session_config()                # --mixed_precision
 
-To adapt it to another data set, change the record format and counts in
-cifar10_input.py (HEIGHT, WIDTH, DEPTH, LABEL_BYTES, IMAGE_SIZE, NUM_CLASSES,
-NUM_EXAMPLES_PER_EPOCH_*, the file names) and the network below; the
-training and evaluation binaries follow.
+The data set is described in cifar10_input.py (what it is, where it comes
+from, its record format and counts); another data set changes that, and the
+network below if it likes. This file and cifar10_input.py need nothing else
+of the project.
 """
 
 import functools
@@ -24,7 +23,6 @@ import re
 import tensorflow as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
-import cifar10_download
 import cifar10_input
 
 FLAGS = tf.compat.v1.flags.FLAGS
@@ -36,8 +34,8 @@ tf.compat.v1.flags.DEFINE_integer(
 tf.compat.v1.flags.DEFINE_string(
     "data_dir",
     "/tmp/cifar10_data",
-    "Folder that holds the CIFAR-10 archive and its extracted "
-    "cifar-10-batches-bin folder.",
+    "Folder that holds the %s archive and its extracted %s folder."
+    % (cifar10_input.DATA_SET, cifar10_input.DATA_FOLDER),
 )
 tf.compat.v1.flags.DEFINE_boolean(
     "use_fp16", False, "Train the model using 16-bit floats."
@@ -56,18 +54,6 @@ tf.compat.v1.flags.register_multi_flags_validator(
     lambda values: not (values["use_fp16"] and values["mixed_precision"] != "off"),
     message="--use_fp16 keeps float16 weights; --mixed_precision=bf16 computes "
     "float32 ones in bfloat16. Choose one.",
-)
-tf.compat.v1.flags.DEFINE_string(
-    "data_url",
-    "http://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
-    "Where to download the CIFAR-10 binary archive from: the official URL, "
-    "a mirror, or a file:// URL.",
-)
-tf.compat.v1.flags.DEFINE_string(
-    "data_md5",
-    "c32a1d4ab5d03f1284b67883e8d87530",
-    "Expected MD5 of the archive at --data_url (the official archive's by "
-    "default, which a mirror serves too); 'skip' to accept any archive.",
 )
 tf.compat.v1.flags.DEFINE_integer(
     "min_queue_examples",
@@ -91,7 +77,6 @@ tf.compat.v1.flags.DEFINE_integer(
 )
 
 # Data set constants, from the reader.
-IMAGE_SIZE = cifar10_input.IMAGE_SIZE
 NUM_CLASSES = cifar10_input.NUM_CLASSES
 NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN = cifar10_input.NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN
 NUM_EXAMPLES_PER_EPOCH_FOR_EVAL = cifar10_input.NUM_EXAMPLES_PER_EPOCH_FOR_EVAL
@@ -105,11 +90,7 @@ INITIAL_LEARNING_RATE = 0.1
 # Multi-tower graphs put each tower's ops under 'tower_<i>/'. Summaries drop
 # that prefix so that every tower's curves share one name in TensorBoard.
 TOWER_NAME = "tower"
-
-# The archive and the folder it unpacks to.
-DATA_FOLDER = "cifar-10-batches-bin"
-OFFICIAL_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
-OFFICIAL_SIZE = 170052171
+TOWER_PREFIX = re.compile("%s_[0-9]*/" % TOWER_NAME)
 
 
 def _scalar_summary(tag, value):
@@ -131,7 +112,7 @@ def _histogram_summary(tag, values):
 
 def _activation_summary(x):
     """Histogram of x and the fraction of it that is zero (dead ReLUs)."""
-    tensor_name = re.sub("%s_[0-9]*/" % TOWER_NAME, "", x.op.name)
+    tensor_name = TOWER_PREFIX.sub("", x.op.name)
     _histogram_summary(tensor_name + "/activations", x)
     _scalar_summary(tensor_name + "/sparsity", tf.nn.zero_fraction(x))
 
@@ -183,7 +164,7 @@ def distorted_inputs():
       cifar10_input.DataError: a data file is missing, short or corrupt.
     """
     images, labels = cifar10_input.distorted_inputs(
-        data_dir=os.path.join(FLAGS.data_dir, DATA_FOLDER),
+        data_dir=os.path.join(FLAGS.data_dir, cifar10_input.DATA_FOLDER),
         batch_size=FLAGS.batch_size,
         min_queue_examples=FLAGS.min_queue_examples,
         num_threads=FLAGS.num_preprocess_threads,
@@ -207,7 +188,7 @@ def inputs(eval_data):
     """
     images, labels = cifar10_input.inputs(
         eval_data=eval_data,
-        data_dir=os.path.join(FLAGS.data_dir, DATA_FOLDER),
+        data_dir=os.path.join(FLAGS.data_dir, cifar10_input.DATA_FOLDER),
         batch_size=FLAGS.batch_size,
     )
     return tf.cast(images, _float_type()), labels
@@ -339,7 +320,7 @@ def _add_loss_summaries(total_loss):
     # several and of the single-device binary hold the same variables.
     with tf.name_scope("loss_averages"):
         terms = {
-            re.sub("%s_[0-9]*/" % TOWER_NAME, "", t.op.name): t
+            TOWER_PREFIX.sub("", t.op.name): t
             for t in _losses_in_scope(tower_scope) + [total_loss]
         }
         averaged = {name: tf.identity(t, name=name) for name, t in terms.items()}
@@ -360,7 +341,7 @@ def train(total_loss, global_step, grads_and_vars=None, apply_fn=None):
         gradients of total_loss; cifar10_multi_gpu_train.py passes the
         average of its towers' gradients.
       apply_fn: a function to use instead of apply_gradients() below, with
-        the same arguments and result; cifar10_cluster.py passes one that
+        the same arguments and result; support/distributed.py passes one that
         synchronizes the update across the workers of a cluster.
 
     Returns:
@@ -465,26 +446,6 @@ def _say_if_bfloat16_is_emulated():
 def class_names():
     """The class names, in label order, from the data in --data_dir (its
     batches.meta.txt) or else from cifar10_input.CLASS_NAMES."""
-    return cifar10_input.class_names(os.path.join(FLAGS.data_dir, DATA_FOLDER))
-
-
-def maybe_download_and_extract():
-    """Makes sure --data_dir holds the extracted data, fetching it if need be.
-
-    Nothing is fetched or checked when the extracted folder is already there,
-    so the files can also be placed by hand. Otherwise the archive at
-    --data_url is downloaded (unless a copy with the right checksum is
-    already in --data_dir), checked against --data_md5 and extracted; see
-    cifar10_download.py.
-
-    Raises:
-      cifar10_input.DataError: the data cannot be fetched or is corrupt; the
-        message says what to do.
-    """
-    cifar10_download.maybe_download_and_extract(
-        url=FLAGS.data_url,
-        md5=FLAGS.data_md5,
-        size=OFFICIAL_SIZE if FLAGS.data_md5.lower() == OFFICIAL_MD5 else None,
-        data_dir=FLAGS.data_dir,
-        folder=DATA_FOLDER,
+    return cifar10_input.class_names(
+        os.path.join(FLAGS.data_dir, cifar10_input.DATA_FOLDER)
     )

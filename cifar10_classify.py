@@ -23,7 +23,10 @@ the numbered versions TensorFlow Serving reads, with two signatures:
 the very graph that is exported.
 """
 
-import cifar10_app
+from support import startup
+
+if __name__ == "__main__":
+    startup.before_tensorflow()
 
 import contextlib
 import csv
@@ -38,13 +41,13 @@ import numpy as np
 import tensorflow as tf
 
 import cifar10
-import cifar10_checkpoint
 import cifar10_input
+from support import checkpoints, download, folders, memory
 
 FLAGS = tf.compat.v1.flags.FLAGS
-# --help lists the shared flags beside this binary's own.
-tf.compat.v1.flags.adopt_module_key_flags(cifar10)
-tf.compat.v1.flags.adopt_module_key_flags(cifar10_checkpoint)
+# --help lists the flags of the model beside this binary's own.
+for module in (cifar10, download, checkpoints):
+    tf.compat.v1.flags.adopt_module_key_flags(module)
 
 tf.compat.v1.flags.DEFINE_string(
     "checkpoint",
@@ -52,7 +55,7 @@ tf.compat.v1.flags.DEFINE_string(
     "A checkpoint to use instead of the newest in --checkpoint_dir, e.g. "
     "/tmp/cifar10_train/model.ckpt-5000.",
 )
-cifar10_checkpoint.refuse_brackets("checkpoint")
+checkpoints.refuse_brackets("checkpoint")
 tf.compat.v1.flags.DEFINE_integer(
     "top_k", 3, "How many of the likeliest classes to print.", lower_bound=1
 )
@@ -64,7 +67,7 @@ tf.compat.v1.flags.DEFINE_string(
     None,
     "Export the model as a SavedModel to <export_dir>/<global step>/.",
 )
-cifar10_checkpoint.refuse_brackets("export_dir")
+checkpoints.refuse_brackets("export_dir")
 
 # Files that a folder is searched for.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -72,7 +75,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 CHECKPOINT_FILE = re.compile(r"\.(index|meta|data-\d+-of-\d+)$")
 
 
-class ClassifyError(cifar10_app.Error):
+class ClassifyError(startup.Error):
     """Classification or export cannot start; the message says why."""
 
 
@@ -147,7 +150,7 @@ def _checkpoint():
     # A checkpoint is the files <prefix>.index, <prefix>.data-... and
     # <prefix>.meta; any of them stands for it.
     checkpoint = CHECKPOINT_FILE.sub("", given)
-    problem = cifar10_checkpoint.damage(checkpoint)
+    problem = checkpoints.damage(checkpoint)
     if problem:
         raise ClassifyError(
             "Cannot read --checkpoint=%s (%s). Pass a checkpoint, such as "
@@ -171,11 +174,11 @@ def _restore(sess):
     Raises:
       ClassifyError: it does not fit the model, or cannot be read.
     """
-    restore, variables = cifar10_checkpoint.restorer()
+    restore, variables = checkpoints.restorer()
     while True:
         checkpoint = _checkpoint()
         try:
-            problem = cifar10_checkpoint.mismatch(checkpoint, variables(checkpoint))
+            problem = checkpoints.mismatch(checkpoint, variables(checkpoint))
             if problem:
                 raise ClassifyError(
                     "%s does not match this model: %s. Use the flags it was trained "
@@ -183,8 +186,8 @@ def _restore(sess):
                 )
             restore(sess, checkpoint)
             return checkpoint
-        except cifar10_checkpoint.READ_ERRORS:
-            if not cifar10_checkpoint.vanished(checkpoint):
+        except checkpoints.READ_ERRORS:
+            if not checkpoints.vanished(checkpoint):
                 raise
             if FLAGS.checkpoint:
                 raise ClassifyError(
@@ -202,7 +205,7 @@ def _restore(sess):
 
 def _newest(folder, flag):
     """The newest readable checkpoint in folder, which flag names."""
-    checkpoint, damaged = cifar10_checkpoint.newest(folder)
+    checkpoint, damaged = checkpoints.newest(folder)
     for path, reason in damaged:
         print("Warning: skipping %s, which cannot be read (%s)." % (path, reason))
     if checkpoint is None and flag == "--checkpoint":
@@ -383,14 +386,14 @@ def export_version(checkpoint):
     Raises:
       ClassifyError: it exists already, or --export_dir cannot be written.
     """
-    step = cifar10_checkpoint.step(checkpoint)
+    step = checkpoints.step(checkpoint)
     version = os.path.join(FLAGS.export_dir, str(step))
     if os.path.exists(version):
         raise ClassifyError(
             "%s exists already: the model of step %d is exported. Nothing was "
             "written." % (version, step)
         )
-    cifar10_app.writable_folder(FLAGS.export_dir, "export_dir")
+    folders.writable(FLAGS.export_dir, "export_dir")
     return version
 
 
@@ -435,9 +438,7 @@ def run(paths):
             "Nothing to do: name image files or folders to classify, or pass "
             "--export_dir to export the model."
         )
-    cifar10_app.check_memory(
-        cifar10_app.memory_needed(cifar10.inference, FLAGS.batch_size, 0), "classify"
-    )
+    memory.check(cifar10.inference, "classify")
     with _output() as output:
         class_names = cifar10.class_names()
         files, problems = image_files(paths)
@@ -464,11 +465,8 @@ def run(paths):
 
 
 def main(argv):
-    try:
-        return run(argv[1:])
-    except (cifar10_input.DataError, cifar10_app.Error) as e:
-        sys.exit("Error: %s" % e)
+    return run(argv[1:])
 
 
 if __name__ == "__main__":
-    cifar10_app.run(main)
+    startup.run(main)

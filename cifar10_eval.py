@@ -18,24 +18,25 @@ matrix (rows the true class, columns the predicted one) as an image and as
 a table of counts. All come from the one pass over the images.
 """
 
-import cifar10_app
+from support import startup
+
+if __name__ == "__main__":
+    startup.before_tensorflow()
 
 import datetime
 import io
-import sys
 import time
 
 import numpy as np
 import tensorflow as tf
 
 import cifar10
-import cifar10_checkpoint
-import cifar10_input
+from support import checkpoints, download, folders, memory
 
 FLAGS = tf.compat.v1.flags.FLAGS
-# --help lists the shared flags beside this binary's own.
-tf.compat.v1.flags.adopt_module_key_flags(cifar10)
-tf.compat.v1.flags.adopt_module_key_flags(cifar10_checkpoint)
+# --help lists the flags of the model and the data beside this binary's own.
+for module in (cifar10, download, checkpoints):
+    tf.compat.v1.flags.adopt_module_key_flags(module)
 
 tf.compat.v1.flags.DEFINE_string(
     "eval_dir", "/tmp/cifar10_eval", "Folder to write event logs to."
@@ -69,7 +70,7 @@ tf.compat.v1.flags.DEFINE_boolean(
 PROGRESS_SECS = 30
 
 
-class EvalError(cifar10_app.Error):
+class EvalError(startup.Error):
     """Evaluation cannot go on; the message says why and what to do."""
 
 
@@ -87,7 +88,7 @@ def eval_once(restore, summary_writer, outcome, summary_op, checkpoint):
       The precision.
     """
     with tf.compat.v1.Session(config=cifar10.session_config()) as sess:
-        global_step = cifar10_checkpoint.step(checkpoint)
+        global_step = checkpoints.step(checkpoint)
         restore(sess, checkpoint)
         matrix, rate, summary_str = _confusion_matrix(sess, outcome, summary_op)
 
@@ -278,14 +279,14 @@ def evaluate():
         images, labels = cifar10.inputs(eval_data=eval_data)
         logits = cifar10.inference(images)
         outcomes = outcome(labels, logits)
-        restore, variables = cifar10_checkpoint.restorer()
+        restore, variables = checkpoints.restorer()
         summary_op = tf.compat.v1.summary.merge_all()
         summary_writer = tf.compat.v1.summary.FileWriter(FLAGS.eval_dir, g)
 
         def score(checkpoint):
             """Scores it; False if it vanished while being read."""
             try:
-                problem = cifar10_checkpoint.mismatch(checkpoint, variables(checkpoint))
+                problem = checkpoints.mismatch(checkpoint, variables(checkpoint))
                 if problem:
                     _warn_or_raise(
                         "%s does not match this model: %s. Evaluate it with the "
@@ -294,8 +295,8 @@ def evaluate():
                     )
                 else:
                     eval_once(restore, summary_writer, outcomes, summary_op, checkpoint)
-            except cifar10_checkpoint.READ_ERRORS:
-                if not cifar10_checkpoint.vanished(checkpoint):
+            except checkpoints.READ_ERRORS:
+                if not checkpoints.vanished(checkpoint):
                     raise
                 print(
                     "Warning: %s vanished while being read (training keeps only "
@@ -318,9 +319,7 @@ def _each_new_checkpoint(score):
     """
     last, reported, waiting = None, set(), False
     while True:
-        checkpoint, damaged = cifar10_checkpoint.newest(
-            FLAGS.checkpoint_dir, trusted={last}
-        )
+        checkpoint, damaged = checkpoints.newest(FLAGS.checkpoint_dir, trusted={last})
         for path, reason in damaged:
             if path not in reported:
                 reported.add(path)
@@ -378,20 +377,12 @@ def _check_num_examples():
 
 def main(argv):
     del argv
-    try:
-        _check_num_examples()
-        cifar10_app.check_memory(
-            cifar10_app.memory_needed(
-                cifar10.inference, FLAGS.batch_size, queue_images=5 * FLAGS.batch_size
-            ),
-            "evaluate",
-        )
-        cifar10_app.writable_folder(FLAGS.eval_dir, "eval_dir")
-        cifar10.maybe_download_and_extract()
-        evaluate()
-    except (cifar10_input.DataError, cifar10_app.Error) as e:
-        sys.exit("Error: %s" % e)
+    _check_num_examples()
+    memory.check(cifar10.inference, "evaluate")
+    folders.writable(FLAGS.eval_dir, "eval_dir")
+    download.maybe_download_and_extract()
+    evaluate()
 
 
 if __name__ == "__main__":
-    cifar10_app.run(main)
+    startup.run(main)

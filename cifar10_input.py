@@ -1,4 +1,5 @@
-"""Reads the CIFAR-10 binary files and turns them into batches of images.
+"""The CIFAR-10 data set: what it is, where it comes from, and the batches
+of images the model learns from.
 
 The binary version of CIFAR-10 is a handful of files of fixed-length records:
 one label byte (0-9) followed by 3072 pixel bytes, the red, green and blue
@@ -8,6 +9,10 @@ Training batches come from a shuffling queue fed by preprocessing threads
 that read records in chunks and crop, flip and recolour every image
 differently; evaluation batches are read once, in file order, so every
 image is counted once.
+
+Everything about the data set is said once, here: another data set of
+fixed-length records changes the constants below, and every binary and
+message follows.
 """
 
 import os
@@ -15,7 +20,26 @@ import os
 import numpy as np
 import tensorflow as tf
 
-# The record format. Another data set of fixed-length records changes these.
+# The data set, and the archive it comes in.
+DATA_SET = "CIFAR-10"
+DATA_URL = "http://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+DATA_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
+ARCHIVE_BYTES = 170052171
+# The folder the archive holds, and the files in it.
+DATA_FOLDER = "cifar-10-batches-bin"
+TRAIN_FILES = ["data_batch_%d.bin" % i for i in range(1, 6)]
+TEST_FILES = ["test_batch.bin"]
+NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN = 50000
+NUM_EXAMPLES_PER_EPOCH_FOR_EVAL = 10000
+# The class names, one a line in label order; CLASS_NAMES when it is absent.
+CLASS_NAMES_FILE = "batches.meta.txt"
+CLASS_NAMES = [
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+]  # fmt: skip
+NUM_CLASSES = 10
+
+# The record format.
 LABEL_BYTES = 1
 HEIGHT = 32
 WIDTH = 32
@@ -26,19 +50,6 @@ RECORD_BYTES = LABEL_BYTES + HEIGHT * WIDTH * DEPTH
 # random crop is a cheap way to show it many slightly different views.
 # Changing it changes the size of the first fully connected layer.
 IMAGE_SIZE = 24
-
-NUM_CLASSES = 10
-NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN = 50000
-NUM_EXAMPLES_PER_EPOCH_FOR_EVAL = 10000
-
-TRAIN_FILES = ["data_batch_%d.bin" % i for i in range(1, 6)]
-TEST_FILES = ["test_batch.bin"]
-# The class names, one a line in label order; CLASS_NAMES when it is absent.
-CLASS_NAMES_FILE = "batches.meta.txt"
-CLASS_NAMES = [
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-]  # fmt: skip
 
 # Shuffling depth: training waits until this fraction of an epoch sits in the
 # shuffling queue, so consecutive batches mix images from all over the data.
@@ -52,17 +63,6 @@ NUM_PREPROCESS_THREADS = 16
 
 class DataError(Exception):
     """A data file is missing, truncated or corrupt; the message says what to do."""
-
-
-class CIFAR10Record:
-    """One decoded record: plain attributes, filled in by read_cifar10()."""
-
-    height = HEIGHT
-    width = WIDTH
-    depth = DEPTH
-    key = None  # scalar string Tensor, "<file name>:<record index>"
-    label = None  # int32 Tensor, 0..NUM_CLASSES-1
-    uint8image = None  # uint8 Tensor [height, width, depth]
 
 
 def _decode(values):
@@ -80,25 +80,6 @@ def _decode(values):
     # Stored as [depth, height, width] planes; the network wants [h, w, depth].
     planes = tf.reshape(records[:, LABEL_BYTES:], [-1, DEPTH, HEIGHT, WIDTH])
     return labels, tf.transpose(planes, [0, 2, 3, 1])
-
-
-def read_cifar10(filename_queue):
-    """Reads the next record from the files named by filename_queue.
-
-    Args:
-      filename_queue: a queue of file names, e.g. from
-        tf.compat.v1.train.string_input_producer.
-
-    Returns:
-      A CIFAR10Record with key, label and uint8image tensors.
-    """
-    result = CIFAR10Record()
-    reader = tf.compat.v1.FixedLengthRecordReader(record_bytes=RECORD_BYTES)
-    result.key, value = reader.read(filename_queue)
-    labels, images = _decode(tf.expand_dims(value, 0))
-    result.label = labels[0]
-    result.uint8image = images[0]
-    return result
 
 
 def _read_records(filename_queue, num_records):
@@ -237,26 +218,33 @@ def check_data_files(data_dir, filenames, num_examples):
         ]
         raise DataError(
             "%s: the %d file(s) should hold %d records in all, %g each. A file "
-            "was cut short, or the data is not this data set. Delete the "
-            "extracted folder under --data_dir so that it is extracted again."
+            "was cut short, or the data is not %s. Delete the %s folder under "
+            "--data_dir so that it is extracted again."
             % (
                 "; ".join(odd) or "%d records" % sum(counts),
                 len(paths),
                 num_examples,
                 each,
+                DATA_SET,
+                DATA_FOLDER,
             )
         )
     for path in paths:
-        labels = np.memmap(path, np.uint8, mode="r")[LABEL_BYTES - 1 :: RECORD_BYTES]
-        (bad,) = np.nonzero(labels >= NUM_CLASSES)
-        if bad.size:
-            raise DataError(
-                "Data file %s holds a label of %d at record %d, but labels go "
-                "from 0 to %d: it is corrupt, or not a file of this data set. "
-                "Delete the extracted folder under --data_dir so that it is "
-                "extracted again." % (path, labels[bad[0]], bad[0], NUM_CLASSES - 1)
-            )
+        _check_labels(path)
     return paths
+
+
+def _check_labels(path):
+    """Raises DataError when a record's label is NUM_CLASSES or above."""
+    labels = np.memmap(path, np.uint8, mode="r")[LABEL_BYTES - 1 :: RECORD_BYTES]
+    (bad,) = np.nonzero(labels >= NUM_CLASSES)
+    if bad.size:
+        raise DataError(
+            "Data file %s holds a label of %d at record %d, but labels go from 0 "
+            "to %d: it is corrupt, or not a file of %s. Delete the %s folder under "
+            "--data_dir so that it is extracted again."
+            % (path, labels[bad[0]], bad[0], NUM_CLASSES - 1, DATA_SET, DATA_FOLDER)
+        )
 
 
 def _count_records(path):
@@ -268,16 +256,15 @@ def _count_records(path):
     if not os.path.isfile(path):
         raise DataError(
             "Missing data file %s. Point --data_dir at the folder that holds "
-            "cifar-10-batches-bin (or let the binaries download the data "
-            "there)." % path
+            "%s (or let the binaries download the data there)." % (path, DATA_FOLDER)
         )
     size = os.path.getsize(path)
     if size == 0 or size % RECORD_BYTES:
         raise DataError(
             "Data file %s is %d bytes, not a whole number of %d-byte records: "
-            "it is truncated or not a CIFAR-10 binary file. Delete the "
-            "cifar-10-batches-bin folder under --data_dir so that it is "
-            "extracted again." % (path, size, RECORD_BYTES)
+            "it is truncated or not a file of %s. Delete the %s folder under "
+            "--data_dir so that it is extracted again."
+            % (path, size, RECORD_BYTES, DATA_SET, DATA_FOLDER)
         )
     return size // RECORD_BYTES
 
@@ -318,8 +305,8 @@ def distorted_inputs(data_dir, batch_size, min_queue_examples=None, num_threads=
         images.set_shape([None, IMAGE_SIZE, IMAGE_SIZE, DEPTH])
 
         print(
-            "Filling queue with %d CIFAR images before starting to train. "
-            "This will take a few minutes." % min_queue_examples,
+            "Filling queue with %d %s images before starting to train. "
+            "This takes a few seconds." % (min_queue_examples, DATA_SET),
             flush=True,
         )
         images, labels = tf.compat.v1.train.shuffle_batch(

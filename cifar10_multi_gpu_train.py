@@ -11,30 +11,96 @@ Without GPUs the towers run on as many CPU devices, which share the
 machine's cores: the graph and its checkpoints are the same, the speed is
 not.
 
-The training loop, checkpoints, resume, Ctrl+C, the log line and the
-cluster flags are cifar10_loop.py's, as for cifar10_train.py: on a cluster,
-each worker runs its towers and the parameter servers hold the one set of
-variables.
+Everything else is as in cifar10_train.py: the same flags, checkpoints
+(either binary resumes the other's), log line, Ctrl+C and cluster flags (on
+a cluster, each worker runs its towers and the parameter servers hold the
+one set of variables).
 """
 
-import cifar10_app
+from support import startup
 
-import sys
+if __name__ == "__main__":
+    startup.before_tensorflow()
 
 import tensorflow as tf
 
 import cifar10
-import cifar10_input
-import cifar10_loop
+from support import (
+    cluster,
+    download,
+    memory,
+    run_folder,
+    signals,
+    training,
+)
 
 FLAGS = tf.compat.v1.flags.FLAGS
-# --help lists the shared flags beside this binary's own.
-tf.compat.v1.flags.adopt_module_key_flags(cifar10)
-tf.compat.v1.flags.adopt_module_key_flags(cifar10_loop)
+# --help lists the flags of the model, the data and training beside these.
+for module in (cifar10, download, run_folder, training, cluster):
+    tf.compat.v1.flags.adopt_module_key_flags(module)
 
 tf.compat.v1.flags.DEFINE_integer(
     "num_gpus", 1, "How many GPUs (towers) to use.", lower_bound=1
 )
+
+
+def train():
+    """Trains CIFAR-10 for --max_steps steps on --num_gpus towers."""
+    task = cluster.this_task()  # this machine alone, unless told otherwise
+    if not task.trains:
+        return task.serve()
+    devices = tower_devices()
+    memory.check(cifar10.inference, "train", towers=len(devices))
+    with run_folder.TrainDir(chief=task.is_chief) as train_dir:
+        if train_dir.reached(FLAGS.max_steps):
+            return
+        download.maybe_download_and_extract()
+        print(
+            "Running %d tower(s) on %s%s."
+            % (
+                len(devices),
+                ", ".join(devices),
+                " (no GPU found)" if devices[0].startswith("/cpu") else "",
+            )
+        )
+        with tf.Graph().as_default():
+            with task.device(), tf.device("/cpu:0"):
+                global_step = tf.compat.v1.train.get_or_create_global_step()
+                batch_queue = prefetch_queue(len(devices))
+                tower_grads, loss = tower_gradients(batch_queue, devices)
+                # The loss summaries, learning rate, moving averages and the
+                # step itself are cifar10.train()'s, applied to the average
+                # of the towers' gradients.
+                train_op = cifar10.train(
+                    loss,
+                    global_step,
+                    average_gradients(tower_grads),
+                    apply_fn=task.apply_fn,
+                )
+
+            scaffold = train_dir.scaffold(last_tower_summaries(len(devices)))
+            progress = training.ProgressHook(
+                loss,
+                FLAGS.batch_size * len(devices),
+                num_towers=len(devices),
+                shared_step=task.shared_step,
+            )
+            with signals.StopOnSignal(saves_checkpoint=task.is_chief) as stop:
+                with tf.compat.v1.train.MonitoredSession(
+                    session_creator=task.session_creator(
+                        scaffold, session_config(devices), train_dir
+                    ),
+                    hooks=[
+                        progress,
+                        tf.compat.v1.train.StopAtStepHook(last_step=FLAGS.max_steps),
+                        *task.hooks(),
+                        *train_dir.saving_hooks(scaffold),
+                        stop.hook,
+                    ],
+                ) as mon_sess:
+                    while not stop.received and not mon_sess.should_stop():
+                        mon_sess.run(train_op)
+    train_dir.report(progress, stop.received)
 
 
 def average_gradients(tower_grads):
@@ -59,27 +125,26 @@ def average_gradients(tower_grads):
     return average_grads
 
 
-def _tower_devices():
+def tower_devices():
     """The devices to put the towers on: the GPUs, or CPU devices if none.
 
     Raises:
-      cifar10_loop.TrainingError: more towers asked for than GPUs present.
+      startup.Error: more towers asked for than GPUs present.
     """
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         return ["/cpu:%d" % i for i in range(FLAGS.num_gpus)]
     if FLAGS.num_gpus > len(gpus):
-        raise cifar10_loop.TrainingError(
+        raise startup.Error(
             "--num_gpus=%d, but this machine has %d GPU(s). Pass --num_gpus=%d or "
             "fewer." % (FLAGS.num_gpus, len(gpus), len(gpus))
         )
     return ["/gpu:%d" % i for i in range(FLAGS.num_gpus)]
 
 
-def _session_config():
+def session_config(devices):
     """The session config for the towers."""
-    devices = _tower_devices()
-    config = cifar10_loop.session_config()
+    config = cifar10.session_config(log_device_placement=FLAGS.log_device_placement)
     # Ops without a GPU kernel fall back to the CPU instead of failing.
     config.allow_soft_placement = True
     if devices[0].startswith("/cpu"):
@@ -87,38 +152,7 @@ def _session_config():
     return config
 
 
-def build_graph(apply_fn=None):
-    """The multi-tower training graph, on the devices of _tower_devices().
-
-    Args:
-      apply_fn: passed on to cifar10.train().
-
-    Returns:
-      (train_op, loss, summary_op): the training step, the last tower's loss
-      to log, and the summaries to write.
-    """
-    devices = _tower_devices()
-    print(
-        "Running %d tower(s) on %s%s."
-        % (
-            len(devices),
-            ", ".join(devices),
-            " (no GPU found)" if devices[0].startswith("/cpu") else "",
-        )
-    )
-    with tf.device("/cpu:0"):
-        global_step = tf.compat.v1.train.get_or_create_global_step()
-        batch_queue = _prefetch_queue(len(devices))
-        tower_grads, loss = _tower_gradients(batch_queue, devices)
-        # The loss summaries, learning rate, moving averages and the step
-        # itself are cifar10.train()'s, applied to the averaged gradients.
-        train_op = cifar10.train(
-            loss, global_step, average_gradients(tower_grads), apply_fn=apply_fn
-        )
-    return train_op, loss, _last_tower_summaries(len(devices))
-
-
-def _prefetch_queue(num_towers):
+def prefetch_queue(num_towers):
     """One input pipeline on the CPU, feeding a small queue of ready batches
     from which each tower takes its own."""
     images, labels = cifar10.distorted_inputs()
@@ -136,7 +170,7 @@ def _prefetch_queue(num_towers):
     return batch_queue
 
 
-def _tower_gradients(batch_queue, devices):
+def tower_gradients(batch_queue, devices):
     """A tower on each device, each on a batch of its own.
 
     Returns:
@@ -159,7 +193,7 @@ def _tower_gradients(batch_queue, devices):
     return tower_grads, loss
 
 
-def _last_tower_summaries(num_towers):
+def last_tower_summaries(num_towers):
     """The graph's summaries but the other towers' activation summaries: every
     tower has the same ones, and the last tower's are kept."""
     other_towers = tuple(
@@ -176,16 +210,8 @@ def _last_tower_summaries(num_towers):
 
 def main(argv):
     del argv
-    try:
-        cifar10_loop.run(
-            build_graph,
-            examples_per_step=FLAGS.batch_size * FLAGS.num_gpus,
-            num_towers=FLAGS.num_gpus,
-            config=_session_config(),
-        )
-    except (cifar10_input.DataError, cifar10_app.Error) as e:
-        sys.exit("Error: %s" % e)
+    train()
 
 
 if __name__ == "__main__":
-    cifar10_app.run(main)
+    startup.run(main)

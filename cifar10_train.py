@@ -13,59 +13,88 @@ model.ckpt-<step> every --save_checkpoint_steps steps and at the end.
 A run that finds a checkpoint in --train_dir continues from it; pass
 --fresh_start to begin again (the old folder is kept under a new name).
 Ctrl+C or SIGTERM stops after the current step and saves a checkpoint.
-
-This file builds the graph; the loop that runs it is cifar10_loop.py's,
-shared with cifar10_multi_gpu_train.py. With the cluster flags (--ps_hosts,
---worker_hosts, --job_name, --task_index, --sync_replicas) it trains as one
-process of a cluster; see cifar10_cluster.py and the README.
+With the cluster flags (--ps_hosts, --worker_hosts, --job_name, --task_index,
+--sync_replicas) or TF_CONFIG it trains as one task of a cluster; see the
+README.
 """
 
-import cifar10_app
+from support import startup
 
-import sys
+if __name__ == "__main__":
+    startup.before_tensorflow()
 
 import tensorflow as tf
 
 import cifar10
-import cifar10_input
-import cifar10_loop
+from support import (
+    cluster,
+    download,
+    memory,
+    run_folder,
+    signals,
+    training,
+)
 
 FLAGS = tf.compat.v1.flags.FLAGS
-# --help lists the shared and training flags beside this binary's own.
-tf.compat.v1.flags.adopt_module_key_flags(cifar10)
-tf.compat.v1.flags.adopt_module_key_flags(cifar10_loop)
+# --help lists the flags of the model, the data and training beside these.
+for module in (cifar10, download, run_folder, training, cluster):
+    tf.compat.v1.flags.adopt_module_key_flags(module)
 
 
-def build_graph(apply_fn=None):
-    """The single-device training graph.
+def train():
+    """Trains CIFAR-10 for --max_steps steps, resuming from --train_dir."""
+    task = cluster.this_task()  # this machine alone, unless told otherwise
+    if not task.trains:
+        return task.serve()
+    memory.check(cifar10.inference, "train")
+    with run_folder.TrainDir(chief=task.is_chief) as train_dir:
+        if train_dir.reached(FLAGS.max_steps):
+            return
+        download.maybe_download_and_extract()
+        with tf.Graph().as_default():
+            with task.device():
+                global_step = tf.compat.v1.train.get_or_create_global_step()
 
-    Args:
-      apply_fn: passed on to cifar10.train().
+                # The input pipeline stays on the CPU even on a GPU machine:
+                # its queues and image ops are CPU work and would only slow a
+                # GPU.
+                with tf.device("/cpu:0"):
+                    images, labels = cifar10.distorted_inputs()
 
-    Returns:
-      (train_op, loss, None): the training step, the loss to log, and None
-      for all of the graph's summaries.
-    """
-    global_step = tf.compat.v1.train.get_or_create_global_step()
+                # The model's prediction, its loss, and one step of training.
+                logits = cifar10.inference(images)
+                loss = cifar10.loss(logits, labels)
+                train_op = cifar10.train(loss, global_step, apply_fn=task.apply_fn)
 
-    # The input pipeline stays on the CPU even on a GPU machine: its queues
-    # and image ops are CPU work and would only slow a GPU.
-    with tf.device("/cpu:0"):
-        images, labels = cifar10.distorted_inputs()
-
-    logits = cifar10.inference(images)
-    loss = cifar10.loss(logits, labels)
-    train_op = cifar10.train(loss, global_step, apply_fn=apply_fn)
-    return train_op, loss, None
+            scaffold = train_dir.scaffold()
+            progress = training.ProgressHook(
+                loss, FLAGS.batch_size, shared_step=task.shared_step
+            )
+            config = cifar10.session_config(
+                log_device_placement=FLAGS.log_device_placement
+            )
+            with signals.StopOnSignal(saves_checkpoint=task.is_chief) as stop:
+                with tf.compat.v1.train.MonitoredSession(
+                    session_creator=task.session_creator(scaffold, config, train_dir),
+                    # The log line first: it stops a diverged step before
+                    # anything saves it.
+                    hooks=[
+                        progress,
+                        tf.compat.v1.train.StopAtStepHook(last_step=FLAGS.max_steps),
+                        *task.hooks(),
+                        *train_dir.saving_hooks(scaffold),
+                        stop.hook,
+                    ],
+                ) as mon_sess:
+                    while not stop.received and not mon_sess.should_stop():
+                        mon_sess.run(train_op)
+    train_dir.report(progress, stop.received)
 
 
 def main(argv):
     del argv
-    try:
-        cifar10_loop.run(build_graph, examples_per_step=FLAGS.batch_size)
-    except (cifar10_input.DataError, cifar10_app.Error) as e:
-        sys.exit("Error: %s" % e)
+    train()
 
 
 if __name__ == "__main__":
-    cifar10_app.run(main)
+    startup.run(main)

@@ -54,8 +54,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# TensorFlow's environment, as the binaries set it.
-import cifar10_app  # noqa: E402, F401, I001
+# TensorFlow's environment, as the binaries set it, before it loads.
+from support import startup  # noqa: E402
+
+startup.set_tensorflow_defaults()
+
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402

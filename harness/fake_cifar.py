@@ -1,4 +1,5 @@
-"""Writes small data sets in the official CIFAR-10 binary layout.
+"""Writes small data sets in the official CIFAR-10 binary layout (or another
+data set's, for the template).
 
     <root>/cifar-10-batches-bin/data_batch_1.bin .. data_batch_5.bin
     <root>/cifar-10-batches-bin/test_batch.bin
@@ -18,11 +19,11 @@ import tarfile
 import numpy as np
 from PIL import Image
 
-CLASS_NAMES = [
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-]  # fmt: skip
-FOLDER = "cifar-10-batches-bin"
+import cifar10_input
+
+# The data set's own, as cifar10_input.py describes it.
+CLASS_NAMES = cifar10_input.CLASS_NAMES
+FOLDER = cifar10_input.DATA_FOLDER
 
 
 def make_images(labels, rng, learnable=True, size=32, num_classes=10):
@@ -75,25 +76,27 @@ def write_dataset(
     size=32,
     num_classes=10,
     class_names=CLASS_NAMES,
+    folder=FOLDER,
+    train_files=tuple(cifar10_input.TRAIN_FILES),
+    test_file=cifar10_input.TEST_FILES[0],
 ):
     """Writes the data set's folder under root.
 
     Args:
       root: the folder that plays --data_dir.
-      records_per_file: records in each of the five training files.
-      test_records: records in test_batch.bin.
+      records_per_file: records in each training file.
+      test_records: records in the test file.
       learnable: class hues (True) or pure noise (False).
       seed: random seed; the same seed gives the same files.
-      size, num_classes: another image size and class count, for data sets
-        other than CIFAR-10.
-      class_names: the names for batches.meta.txt.
+      size, num_classes, class_names, folder, train_files, test_file: those
+        of another data set than CIFAR-10.
 
     Returns:
-      A dict: 'dir' (the cifar-10-batches-bin path), 'train' and 'test', each a
+      A dict: 'dir' (the data folder's path), 'train' and 'test', each a
       (labels [n] uint8, images [n, size, size, 3] uint8) pair in file order.
     """
     rng = np.random.default_rng(seed)
-    folder = os.path.join(root, FOLDER)
+    folder = os.path.join(root, folder)
     os.makedirs(folder, exist_ok=True)
 
     def write(name, n):
@@ -102,13 +105,13 @@ def write_dataset(
         write_records(os.path.join(folder, name), labels, images)
         return labels, images
 
-    parts = [write("data_batch_%d.bin" % i, records_per_file) for i in range(1, 6)]
+    parts = [write(name, records_per_file) for name in train_files]
     train = (
         np.concatenate([p[0] for p in parts]),
         np.concatenate([p[1] for p in parts]),
     )
-    test = write("test_batch.bin", test_records)
-    with open(os.path.join(folder, "batches.meta.txt"), "w") as f:
+    test = write(test_file, test_records)
+    with open(os.path.join(folder, cifar10_input.CLASS_NAMES_FILE), "w") as f:
         f.write("\n".join(class_names) + "\n")
     return {"dir": folder, "train": train, "test": test}
 

@@ -3,21 +3,18 @@ data set. What the tests share besides fixtures is in helpers.py."""
 
 import fcntl
 import os
-import signal
 import sys
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# TensorFlow's environment, as the binaries set it.
-import cifar10_app  # noqa: E402, F401, I001
-import tensorflow as tf  # noqa: E402
+# TensorFlow's environment, as the binaries set it, before it loads.
+from support import startup  # noqa: E402
 
-# cifar10_app makes Ctrl+C end a binary's start-up quietly; the tests keep
-# Python's own handling.
-signal.signal(signal.SIGINT, signal.default_int_handler)
-signal.signal(signal.SIGTERM, signal.SIG_DFL)
+startup.set_tensorflow_defaults()
+
+import tensorflow as tf  # noqa: E402
 
 import cifar10  # noqa: E402
 import helpers  # noqa: E402
@@ -75,13 +72,3 @@ def clusters(dataset, tmp_path):
     yield make
     for cluster in made:
         cluster.stop_all()
-
-
-@pytest.fixture(autouse=True)
-def default_signal_handlers():
-    """Puts back the signal handling that a training run in this process
-    changes (it keeps its own until the process ends)."""
-    yield
-    signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -14,9 +14,9 @@ import tensorflow as tf
 from absl.testing import flagsaver
 
 import cifar10
-import cifar10_checkpoint
 from harness import fake_cifar
 from harness.procs import Process, free_ports, run_binary
+from support import checkpoints, startup
 
 LOG_LINE = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: step (\d+), loss = (\d+\.\d\d) "
@@ -152,11 +152,11 @@ def signal_at_step(dataset, train_dir, signum, at_step, script="cifar10_train.py
 
 
 def exit_line(main, *args, **flags):
-    """Runs a binary's main() in this process with the flags set, and returns
-    the line it exits with: what the binary prints as its last line, the
-    exit status 1."""
+    """Runs a binary's main() in this process with the flags set, as its
+    start-up does, and returns the line it exits with: what the binary
+    prints as its last line, with exit status 1."""
     with flagsaver.flagsaver(**flags), pytest.raises(SystemExit) as e:
-        main(["binary", *args])
+        startup.one_line_errors(main)(["binary", *args])
     return e.value.code
 
 
@@ -368,13 +368,9 @@ def vanish_at(moment, checkpoint, monkeypatch):
         return wrapper
 
     if moment == "chosen":
-        monkeypatch.setattr(
-            cifar10_checkpoint, "newest", after(cifar10_checkpoint.newest)
-        )
+        monkeypatch.setattr(checkpoints, "newest", after(checkpoints.newest))
     elif moment == "compared":
-        monkeypatch.setattr(
-            cifar10_checkpoint, "mismatch", after(cifar10_checkpoint.mismatch)
-        )
+        monkeypatch.setattr(checkpoints, "mismatch", after(checkpoints.mismatch))
     else:
         restore = tf.compat.v1.train.Saver.restore
 

@@ -15,12 +15,11 @@ import threading
 import pytest
 from absl.testing import flagsaver
 
-import cifar10
-import cifar10_download
 import cifar10_input
 from harness import fake_cifar
 from harness.procs import PATIENCE_SECS, Process, free_ports, run_binary
 from helpers import FAST_FLAGS, train_flags
+from support import download
 
 ARCHIVE = "cifar-10-binary.tar.gz"
 
@@ -80,7 +79,7 @@ def server(archive):
 
 def _download(data_dir, url, md5):
     with flagsaver.flagsaver(data_dir=str(data_dir), data_url=url, data_md5=md5):
-        cifar10.maybe_download_and_extract()
+        download.maybe_download_and_extract()
 
 
 def _assert_extracted(data_dir, source_folder):
@@ -92,7 +91,7 @@ def _assert_extracted(data_dir, source_folder):
 
 def _leftovers(data_dir):
     """Temporary files or folders left in data_dir."""
-    kept = (ARCHIVE, fake_cifar.FOLDER, cifar10_download.LOCK_FILE)
+    kept = (ARCHIVE, fake_cifar.FOLDER)
     return [n for n in os.listdir(data_dir) if n not in kept]
 
 
@@ -127,7 +126,7 @@ def test_wrong_checksum_is_rejected_and_nothing_kept(archive, server, tmp_path):
     with pytest.raises(cifar10_input.DataError) as e:
         _download(tmp_path, server + "/" + ARCHIVE, "0" * 32)
     assert "MD5" in str(e.value) and "--data_md5" in str(e.value)
-    assert os.listdir(tmp_path) == [cifar10_download.LOCK_FILE]  # nothing kept
+    assert os.listdir(tmp_path) == []  # nothing kept, not even the lock
 
 
 @pytest.mark.parametrize("damage", ["partial", "corrupt"])
@@ -150,7 +149,7 @@ def test_connection_cut_mid_download(archive, server, tmp_path):
     with pytest.raises(cifar10_input.DataError) as e:
         _download(tmp_path, server + "/short/" + ARCHIVE, archive[1])
     assert server + "/short/" + ARCHIVE in str(e.value)
-    assert os.listdir(tmp_path) == [cifar10_download.LOCK_FILE]  # nothing kept
+    assert os.listdir(tmp_path) == []  # nothing kept, not even the lock
 
 
 def test_corrupt_archive_with_skipped_check_leaves_no_half_extraction(
@@ -175,7 +174,7 @@ def test_no_network_names_the_url_and_the_way_out(tmp_path):
     message = str(e.value)
     assert url in message and "--data_url" in message
     assert os.path.join(str(tmp_path), ARCHIVE) in message
-    assert os.listdir(tmp_path) == [cifar10_download.LOCK_FILE]  # nothing kept
+    assert os.listdir(tmp_path) == []  # nothing kept, not even the lock
 
 
 @pytest.mark.slow
@@ -211,7 +210,7 @@ def test_a_signal_mid_download_removes_the_partial_file(server, tmp_path, signum
         proc.stop()
     assert code == 128 + signum, out
     assert out.endswith("Interrupted.\n") and "Traceback" not in out, out
-    assert os.listdir(data_dir) == [cifar10_download.LOCK_FILE]
+    assert os.listdir(data_dir) == []
 
 
 def test_what_an_interrupted_fetch_left_is_removed(archive, tmp_path, capsys):

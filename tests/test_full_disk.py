@@ -13,12 +13,10 @@ import subprocess
 import pytest
 from absl.testing import flagsaver
 
-import cifar10
-import cifar10_checkpoint
-import cifar10_download
 import cifar10_input
 from harness import fake_cifar
 from helpers import checkpoint_step, train
+from support import checkpoints, download
 
 
 @pytest.fixture
@@ -64,8 +62,8 @@ def test_a_full_disk_at_a_checkpoint_loses_nothing(dataset, tmp_path, small_disk
     assert match, result.stderr
     failed, intact = int(match[1]), int(match[2])
     assert failed == intact + 5
-    newest, damaged = cifar10_checkpoint.newest(str(train_dir))
-    assert cifar10_checkpoint.step(newest) == intact and not damaged
+    newest, damaged = checkpoints.newest(str(train_dir))
+    assert checkpoints.step(newest) == intact and not damaged
     # The half-written save is gone.
     assert not [n for n in os.listdir(train_dir) if "tmp" in n or "temp" in n]
 
@@ -117,7 +115,7 @@ def test_a_full_disk_while_fetching_the_data(tmp_path, small_disk):
         with flagsaver.flagsaver(
             data_dir=str(data_dir), data_url="file://" + archive, data_md5=md5
         ):
-            cifar10.maybe_download_and_extract()
+            download.maybe_download_and_extract()
 
     # No room for the archive: nothing half-written stays.
     small_disk(data_dir, size_kb // 2)
@@ -127,7 +125,7 @@ def test_a_full_disk_while_fetching_the_data(tmp_path, small_disk):
         "No space left on the device of --data_dir=%s while downloading file://%s."
         % (data_dir, archive)
     )
-    assert os.listdir(data_dir) == [cifar10_download.LOCK_FILE]
+    assert os.listdir(data_dir) == []
 
     # Room for the archive, not for what it holds: the archive stays, intact,
     # and the message does not blame it.
@@ -140,9 +138,7 @@ def test_a_full_disk_while_fetching_the_data(tmp_path, small_disk):
         "is intact." % (data_dir, kept)
     )
     assert hashlib.md5(kept.read_bytes()).hexdigest() == md5
-    assert sorted(os.listdir(data_dir)) == sorted(
-        [cifar10_download.LOCK_FILE, kept.name]
-    )
+    assert os.listdir(data_dir) == [kept.name]
 
     small_disk(data_dir, 4 * size_kb + 1024)
     fetch()

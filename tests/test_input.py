@@ -18,7 +18,7 @@ def _numbered_images(n):
     return np.stack([(base + i) % 256 for i in range(n)]).astype(np.uint8)
 
 
-def test_read_cifar10_decodes_key_label_and_pixel_layout(tmp_path):
+def test_records_decode_to_labels_and_pixels_in_the_stored_layout(tmp_path):
     labels = np.array([3, 7, 0], np.uint8)
     images = _numbered_images(3)
     path = str(tmp_path / "data.bin")
@@ -34,18 +34,20 @@ def test_read_cifar10_decodes_key_label_and_pixel_layout(tmp_path):
         queue = tf.compat.v1.train.string_input_producer(
             [path], num_epochs=1, shuffle=False
         )
-        record = cifar10_input.read_cifar10(queue)
-        assert record.uint8image.shape.as_list() == [32, 32, 3]
+        # Two records a read: the file's three come as two and one.
+        label_op, image_op = cifar10_input._read_records(queue, 2)
+        assert image_op.shape.as_list() == [None, 32, 32, 3]
+        got_labels, got_images = [], []
         with queue_session() as sess:
-            for i in range(3):
-                key, label, image = sess.run(
-                    [record.key, record.label, record.uint8image]
-                )
-                assert key.decode() == "%s:%d" % (path, i)
-                assert label == labels[i]
-                np.testing.assert_array_equal(image, images[i])
+            for size in (2, 1):
+                label_batch, image_batch = sess.run([label_op, image_op])
+                assert len(label_batch) == size
+                got_labels.extend(label_batch)
+                got_images.extend(image_batch)
             with pytest.raises(tf.errors.OutOfRangeError):
-                sess.run(record.label)
+                sess.run(label_op)
+    np.testing.assert_array_equal(got_labels, labels)
+    np.testing.assert_array_equal(got_images, images)
 
 
 def test_distorted_inputs_shapes_and_standardized_values(dataset):

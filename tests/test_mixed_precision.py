@@ -11,12 +11,10 @@ from absl.testing import flagsaver
 from tensorflow.core.protobuf import rewriter_config_pb2
 
 import cifar10
-import cifar10_checkpoint
-import cifar10_cluster
-import cifar10_loop
 import cifar10_multi_gpu_train
 from harness import fake_cifar
 from helpers import checkpoint_step, independent_logits, train, training_from_memory
+from support import checkpoints, distributed
 
 ON = rewriter_config_pb2.RewriterConfig.ON
 
@@ -31,11 +29,10 @@ def test_bf16_turns_the_rewrite_on_in_every_binarys_session(monkeypatch):
         "TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker"}})
     )
     configs = {
-        "model": cifar10.session_config,  # eval and classify
-        "training": cifar10_loop.session_config,
-        "towers": cifar10_multi_gpu_train._session_config,
-        "worker": lambda: cifar10_cluster.this_task().session_config(
-            cifar10_loop.session_config()
+        "model": cifar10.session_config,  # train, eval and classify
+        "towers": lambda: cifar10_multi_gpu_train.session_config(["/cpu:0"]),
+        "worker": lambda: distributed.session_config(
+            distributed.this_task(), cifar10.session_config()
         ),
     }
     for name, config in configs.items():
@@ -57,7 +54,7 @@ def scores(checkpoint, labels, images, mixed_precision):
     with flagsaver.flagsaver(mixed_precision=mixed_precision), tf.Graph().as_default():
         x = tf.compat.v1.placeholder(tf.float32, [None, 24, 24, 3])
         logits = cifar10.inference(x)
-        restore, _ = cifar10_checkpoint.restorer()
+        restore, _ = checkpoints.restorer()
         with tf.compat.v1.Session(config=cifar10.session_config()) as sess:
             restore(sess, checkpoint)
             out = sess.run(logits, {x: fake_cifar.eval_images(images)})

@@ -9,9 +9,8 @@ import pytest
 import tensorflow as tf
 from absl.testing import flagsaver
 
-import cifar10_loop
+import cifar10
 import cifar10_multi_gpu_train
-import cifar10_train
 from helpers import (
     LOG_LINE,
     PRECISION,
@@ -20,6 +19,7 @@ from helpers import (
     signal_at_step,
     train,
 )
+from support import startup
 
 
 def test_average_gradients_by_hand():
@@ -43,8 +43,8 @@ def test_average_gradients_by_hand():
 def test_more_towers_than_gpus_is_an_error(monkeypatch):
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind: ["g0", "g1"])
     with flagsaver.flagsaver(num_gpus=4):
-        with pytest.raises(cifar10_loop.TrainingError) as e:
-            cifar10_multi_gpu_train._tower_devices()
+        with pytest.raises(startup.Error) as e:
+            cifar10_multi_gpu_train.tower_devices()
     assert "--num_gpus=4" in str(e.value) and "2 GPU(s)" in str(e.value)
 
 
@@ -89,7 +89,9 @@ def test_two_towers_on_cpu_learn_and_eval_scores_them(dataset, tmp_path):
     # binary's graph saves.
     towers = dict(tf.train.list_variables(tf.train.latest_checkpoint(str(train_dir))))
     with tf.Graph().as_default(), flagsaver.flagsaver(data_dir=dataset["root"]):
-        cifar10_train.build_graph()
+        global_step = tf.compat.v1.train.get_or_create_global_step()
+        images, labels = cifar10.distorted_inputs()
+        cifar10.train(cifar10.loss(cifar10.inference(images), labels), global_step)
         one = {v.op.name: v.shape.as_list() for v in tf.compat.v1.global_variables()}
     assert towers == one
 

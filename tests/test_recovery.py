@@ -7,18 +7,18 @@ import os
 import re
 import shutil
 import signal
+import threading
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from absl.testing import flagsaver
 
-import cifar10_checkpoint
 import cifar10_eval
 import cifar10_input
-import cifar10_loop
 import cifar10_train
-from harness.procs import Process
+from harness.procs import PATIENCE_SECS, Process
 from helpers import (
     PRECISION,
     checkpoint_step,
@@ -29,13 +29,13 @@ from helpers import (
     summaries,
     train,
 )
+from support import checkpoints, run_folder, signals, startup
 
 
 def steps_on_disk(train_dir):
     """The steps of the checkpoints in train_dir, by their index files."""
     return sorted(
-        cifar10_checkpoint.step(path)
-        for path in cifar10_checkpoint.candidates(str(train_dir))
+        checkpoints.step(path) for path in checkpoints.candidates(str(train_dir))
     )
 
 
@@ -82,8 +82,8 @@ def test_training_resumes_from_the_checkpoint_files_whatever_the_pointer_says(
     # A pointer at something absent: the files say where to resume.
     pointer.write_text('model_checkpoint_path: "model.ckpt-999"\n')
     with flagsaver.flagsaver(train_dir=str(train_dir)):
-        with cifar10_loop.own_train_dir() as checkpoint:
-            assert checkpoint == str(train_dir / "model.ckpt-40")
+        with run_folder.TrainDir() as resumed:
+            assert resumed.checkpoint == str(train_dir / "model.ckpt-40")
 
 
 @pytest.mark.slow
@@ -173,8 +173,8 @@ def test_damaged_checkpoints_are_skipped_and_kept(dataset, tmp_path):
     (train_dir / "model.ckpt-25.index").write_bytes(b"not an index")
     before = sorted(os.listdir(train_dir))
     with flagsaver.flagsaver(train_dir=str(train_dir)):
-        with pytest.raises(cifar10_loop.TrainingError) as e:
-            with cifar10_loop.own_train_dir():
+        with pytest.raises(startup.Error) as e:
+            with run_folder.TrainDir():
                 pass
     assert re.match(
         r"No checkpoint in --train_dir=%s can be read: .*model.ckpt-25: "
@@ -294,3 +294,25 @@ def test_folders_and_data_that_will_not_do_are_one_line_each(dataset, tmp_path):
         "from 0 to 9" % (bad / "test_batch.bin")
     )
     assert a_file.read_text() == "keep me"
+
+
+def test_the_signal_context_takes_signals_and_puts_everything_back():
+    def state():
+        wakeup = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(wakeup)
+        return (
+            signal.getsignal(signal.SIGINT),
+            signal.getsignal(signal.SIGTERM),
+            wakeup,
+            threading.active_count(),
+            sorted(os.listdir("/proc/self/fd")),
+        )
+
+    before = state()
+    with signals.StopOnSignal() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.time() + PATIENCE_SECS
+        while stop.received is None and time.time() < deadline:
+            time.sleep(0.01)
+    assert stop.received == "SIGTERM"
+    assert state() == before

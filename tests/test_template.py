@@ -1,14 +1,18 @@
-"""cifar10.py as a template: another data set by the README's changes only.
+"""cifar10.py as a template: another data set by cifar10_input.py's
+description alone.
 
-The modules are copied to a new folder and only the constants that the
-README's "Use as a template" section names are changed: 16x16 images
-cropped to 12x12, 5 classes, 500 training and 100 test images. Then the
-copied binaries train, evaluate, classify image files and export the model,
-unchanged otherwise.
+The project is copied to a new folder, without the cluster's machinery
+(support/distributed.py), and only the constants that the README's "Use as
+a template" section names are changed: a data set of another name, its own
+folder and file names, 16x16 images cropped to 12x12, 5 classes, 500
+training and 100 test images. Then the copied binaries train, evaluate,
+classify image files and export the model, unchanged otherwise, and their
+messages name that data set.
 """
 
 import pathlib
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -19,38 +23,42 @@ from harness import fake_cifar
 from harness.procs import ROOT, run_binary
 from helpers import PRECISION
 
-# What a single-machine copy needs: the cluster module stays behind.
+# What a copy for one machine needs: the cluster's work stays behind.
 MODULES = [
     "cifar10.py",
     "cifar10_input.py",
-    "cifar10_download.py",
-    "cifar10_app.py",
-    "cifar10_checkpoint.py",
-    "cifar10_loop.py",
     "cifar10_train.py",
     "cifar10_eval.py",
     "cifar10_classify.py",
 ]
+SUPPORT_LEFT_BEHIND = ["distributed.py"]
+NAMES = ["apple", "bean", "cherry", "date", "elder"]
 CHANGES = {
     "cifar10_input.py": {
+        "DATA_SET": '"FRUIT-5"',
+        "DATA_URL": '"http://example.com/fruit-5.tar.gz"',
+        "DATA_MD5": '"0123456789abcdef0123456789abcdef"',
+        "ARCHIVE_BYTES": "123456",
+        "DATA_FOLDER": '"fruit-batches"',
+        "TRAIN_FILES": '["train_a.bin", "train_b.bin"]',
+        "TEST_FILES": '["test.bin"]',
+        "NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN": "500",
+        "NUM_EXAMPLES_PER_EPOCH_FOR_EVAL": "100",
+        "CLASS_NAMES": repr(NAMES),
+        "NUM_CLASSES": "5",
         "HEIGHT": "16",
         "WIDTH": "16",
         "IMAGE_SIZE": "12",
-        "NUM_CLASSES": "5",
-        "NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN": "500",
-        "NUM_EXAMPLES_PER_EPOCH_FOR_EVAL": "100",
     },
 }
 
 
 def _set_constant(source, name, value):
-    """Source with the one line `NAME = ...` set to value."""
-    pattern = re.compile(r"^%s = .*$" % name, re.MULTILINE)
+    """Source with the one statement `NAME = ...` (a line, or a bracketed
+    list over several) set to value."""
+    pattern = re.compile(r"^%s = (\[[^]]*\].*|.*)$" % name, re.MULTILINE)
     assert len(pattern.findall(source)) == 1, name
-    return pattern.sub("%s = %s" % (name, value), source)
-
-
-NAMES = ["apple", "bean", "cherry", "date", "elder"]
+    return pattern.sub(lambda _: "%s = %s" % (name, value), source)
 
 
 @pytest.fixture(scope="module")
@@ -60,15 +68,20 @@ def template(tmp_path_factory):
     shared flags and the test images."""
     root = tmp_path_factory.mktemp("template")
     code = root / "code"
-    code.mkdir()
+    shutil.copytree(
+        pathlib.Path(ROOT, "support"),
+        code / "support",
+        ignore=shutil.ignore_patterns("__pycache__", *SUPPORT_LEFT_BEHIND),
+    )
     for name in MODULES:
         source = pathlib.Path(ROOT, name).read_text()
         for constant, value in CHANGES.get(name, {}).items():
             source = _set_constant(source, constant, value)
         (code / name).write_text(source)
     written = fake_cifar.write_dataset(
-        str(root / "data"), records_per_file=100, test_records=100, size=16,
-        num_classes=5, class_names=NAMES,
+        str(root / "data"), records_per_file=250, test_records=100, size=16,
+        num_classes=5, class_names=NAMES, folder="fruit-batches",
+        train_files=["train_a.bin", "train_b.bin"], test_file="test.bin",
     )  # fmt: skip
     common = ["--data_dir=%s" % (root / "data"), "--batch_size=100"]
     trained = run_binary(
@@ -76,7 +89,7 @@ def template(tmp_path_factory):
         "--max_steps=100", folder=code,
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
-    assert "Filling queue with 200 CIFAR images" in trained.stdout  # 40% of 500
+    assert "Filling queue with 200 FRUIT-5 images" in trained.stdout  # 40% of 500
     return dict(
         root=root, code=code, common=common, train_dir=root / "train",
         images=written["test"][1],
@@ -101,6 +114,25 @@ def test_another_image_size_and_class_count_trains_and_evaluates(template):
     # The per-class table names the data set's own 5 classes.
     table = scored.stdout.split(match[0], 1)[1]
     assert re.findall(r"^  ([a-z]+) +\d+ +[01]\.\d{3}$", table, re.M) == NAMES
+
+    # Its messages name it, its folder and its record size.
+    broken = template["root"] / "broken" / "fruit-batches"
+    shutil.copytree(template["root"] / "data" / "fruit-batches", broken)
+    with open(broken / "test.bin", "r+b") as f:
+        f.truncate(1000)
+    failed = run_binary(
+        "cifar10_eval.py", "--data_dir=%s" % broken.parent, "--run_once",
+        "--num_examples=100",
+        "--checkpoint_dir=%s" % template["train_dir"],
+        "--eval_dir=%s" % (template["root"] / "eval2"), folder=template["code"],
+    )  # fmt: skip
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines()[-1] == (
+        "Error: Data file %s is 1000 bytes, not a whole number of 769-byte "
+        "records: it is truncated or not a file of FRUIT-5. Delete the "
+        "fruit-batches folder under --data_dir so that it is extracted again."
+        % (broken / "test.bin")
+    )
 
 
 @pytest.mark.slow

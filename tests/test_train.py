@@ -1,7 +1,5 @@
 """cifar10_train.py: logging, checkpoints, resume, signals, divergence, errors."""
 
-import cifar10_app
-
 import glob
 import os
 import pathlib
@@ -17,7 +15,6 @@ from absl.testing import flagsaver
 import cifar10
 import cifar10_classify
 import cifar10_eval
-import cifar10_loop
 import cifar10_train
 from helpers import (
     LOG_LINE,
@@ -28,6 +25,7 @@ from helpers import (
     summaries,
     train,
 )
+from support import memory
 
 
 @pytest.mark.slow
@@ -43,7 +41,7 @@ def test_train_logs_saves_resumes_and_starts_fresh(dataset, tmp_path, capsys):
     )
     assert first.returncode == 0, first.stderr
     assert logged_steps(first.stdout) == [5, 10, 15, 20]
-    assert "Filling queue with 300 CIFAR images" in first.stdout
+    assert "Filling queue with 300 CIFAR-10 images" in first.stdout
     for line in first.stdout.splitlines():
         if LOG_LINE.match(line):
             examples_per_sec, sec_per_batch = map(
@@ -131,15 +129,12 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
         save_checkpoint_steps=3,
     )
     with flagsaver.flagsaver(max_steps=3, **settings):
-        cifar10_loop.run(cifar10_train.build_graph, examples_per_step=32)
+        cifar10_train.train()
     assert checkpoint_step(tmp_path / "train") == 3
 
     # A learning rate this large blows the weights up within a few steps.
     monkeypatch.setattr(cifar10, "INITIAL_LEARNING_RATE", 1e9)
-    with flagsaver.flagsaver(max_steps=1000, **settings):
-        with pytest.raises(SystemExit) as e:
-            cifar10_train.main([])
-    message = str(e.value.code)
+    message = exit_line(cifar10_train.main, max_steps=1000, **settings)
     assert re.match(
         r"Error: Model diverged with loss = (NaN|inf) at step \d+\.", message
     )
@@ -247,14 +242,14 @@ def test_a_resumed_step_is_not_saved_again(dataset, tmp_path):
         min_queue_examples=100,
     )  # fmt: skip
     with flagsaver.flagsaver(max_steps=3, **settings):
-        cifar10_loop.run(cifar10_train.build_graph, examples_per_step=32)
+        cifar10_train.train()
     saved = {
         path: (os.stat(path).st_ino, os.stat(path).st_mtime_ns)
         for path in glob.glob(str(train_dir / "model.ckpt-3.*"))
     }
     assert len(saved) == 3  # index, data, meta
     with flagsaver.flagsaver(max_steps=5, **settings):
-        cifar10_loop.run(cifar10_train.build_graph, examples_per_step=32)
+        cifar10_train.train()
     assert checkpoint_step(train_dir) == 5
     for path, (inode, mtime) in saved.items():
         assert (os.stat(path).st_ino, os.stat(path).st_mtime_ns) == (inode, mtime)
@@ -277,9 +272,7 @@ def test_a_batch_too_large_for_the_memory_is_refused_before_any_work(dataset, tm
     assert float(match[1]) > 50 and float(match[2]) > 0
     assert not train_dir.exists()
     # The tutorial's batch needs about a gigabyte.
-    needed = cifar10_app.memory_needed(
-        cifar10.inference, batch_size=128, queue_images=20384
-    )
+    needed = memory.needed(cifar10.inference, images=128, queue_images=20384)
     assert 0.5e9 < needed < 1.5e9, needed
 
 

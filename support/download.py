@@ -1,19 +1,18 @@
-"""Fetching a data set archive once: download, verify, extract.
+"""Fetching the data set's archive once: download, verify, extract.
 
-    maybe_download_and_extract(url, md5, size, data_dir, folder)
+    download.maybe_download_and_extract()
 
-cifar10.maybe_download_and_extract() calls it with the flags and the
-CIFAR-10 archive's name, size and checksum. Both the download and the
-extraction go to temporary names that are renamed into place when complete,
-so a process reading the data beside this one never sees half a file. One
-process at a time fetches into a folder (an evaluation started beside
-training waits for it, then uses its copy), and it first removes what an
-interrupted fetch left there.
+makes sure --data_dir holds the extracted folder of the data set that
+cifar10_input.py describes, fetching the archive from --data_url if need be.
+Both the download and the extraction go to temporary names that are renamed
+into place when complete, so a process reading the data beside this one
+never sees half a file. One process at a time fetches into a folder (an
+evaluation started beside training waits for it, then uses its copy), and
+it first removes what an interrupted fetch left there.
 """
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import http.client
 import os
@@ -25,7 +24,26 @@ import tempfile
 import urllib.parse
 import urllib.request
 
+import tensorflow as tf
+
+import cifar10_input
 from cifar10_input import DataError
+from support import folders
+
+FLAGS = tf.compat.v1.flags.FLAGS
+
+tf.compat.v1.flags.DEFINE_string(
+    "data_url",
+    cifar10_input.DATA_URL,
+    "Where to download the %s archive from: the official URL, a mirror, or a "
+    "file:// URL." % cifar10_input.DATA_SET,
+)
+tf.compat.v1.flags.DEFINE_string(
+    "data_md5",
+    cifar10_input.DATA_MD5,
+    "Expected MD5 of the archive at --data_url (the official archive's by "
+    "default, which a mirror serves too); 'skip' to accept any archive.",
+)
 
 # Bytes read and written at a time.
 CHUNK_BYTES = 1 << 20
@@ -33,20 +51,42 @@ CHUNK_BYTES = 1 << 20
 LOCK_FILE = ".download.lock"
 # The temporary names: <archive>.<8 characters> while downloading,
 # .extracting-<8 characters> while extracting.
-PARTIAL = r"(%s\.|\.extracting-)[a-z0-9_]{8}$"
+PARTIAL = r"^(%s\.|\.extracting-)[a-z0-9_]{8}$"
 # What is said of an archive that fails its check.
 DIFFERS = "has another checksum than the expected archive"
 # The way out when it is the user's own copy.
 TRUST_IT = "if you trust it, pass --data_md5=skip to use it as it is"
 
 
-def maybe_download_and_extract(url, md5, size, data_dir, folder):
-    """Makes sure data_dir/folder holds the extracted archive.
+def maybe_download_and_extract():
+    """Makes sure --data_dir holds the data set's extracted folder.
 
     Nothing is fetched or checked when the folder is already there, so the
-    files can also be placed by hand. An archive already in data_dir is used
-    when its checksum matches and fetched again when it does not (a partial
-    download of an earlier run, say).
+    files can also be placed by hand. Otherwise the archive at --data_url is
+    downloaded (unless a copy with the right checksum is already in
+    --data_dir), checked against --data_md5 and extracted.
+
+    Raises:
+      DataError: the data cannot be fetched or is corrupt; the message says
+        what to do.
+    """
+    md5 = FLAGS.data_md5.lower()
+    fetch(
+        url=FLAGS.data_url,
+        md5=md5,
+        # The official archive's size, a quick check before its MD5.
+        size=cifar10_input.ARCHIVE_BYTES if md5 == cifar10_input.DATA_MD5 else None,
+        data_dir=FLAGS.data_dir,
+        folder=cifar10_input.DATA_FOLDER,
+    )
+
+
+def fetch(url, md5, size, data_dir, folder):
+    """Makes sure data_dir/folder holds the extracted archive at url.
+
+    An archive already in data_dir is used when its checksum matches and
+    fetched again when it does not (a partial download of an earlier run,
+    say).
 
     Args:
       url: where the archive is: http(s)://, file:// or ftp://.
@@ -70,13 +110,17 @@ def maybe_download_and_extract(url, md5, size, data_dir, folder):
             % (data_dir, e.strerror or e)
         ) from None
 
-    md5 = md5.lower()
     filename = os.path.basename(urllib.parse.urlparse(url).path)
     archive = os.path.join(data_dir, filename or folder + ".tar.gz")
     with _only_process_in(data_dir):
         if os.path.isdir(extracted):
             return  # fetched by the process this one waited for
-        _remove_partial_files(data_dir, os.path.basename(archive))
+        partial = re.compile(PARTIAL % re.escape(os.path.basename(archive)))
+        for name in folders.remove_leftovers(data_dir, partial):
+            print(
+                "Removed %s, left by an interrupted download."
+                % os.path.join(data_dir, name)
+            )
         problem = "missing"
         if os.path.exists(archive):
             problem = _archive_problem(archive, md5, size)
@@ -89,41 +133,22 @@ def maybe_download_and_extract(url, md5, size, data_dir, folder):
 
 @contextlib.contextmanager
 def _only_process_in(data_dir):
-    """Holds an OS lock in data_dir, waiting for a process that holds it."""
-    try:
-        fd = os.open(os.path.join(data_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as e:
-        raise DataError(
-            "Cannot write to --data_dir=%s (%s). Choose a folder you can write to."
-            % (data_dir, e.strerror or e)
-        ) from None
-    try:
+    """Holds the lock of data_dir, waiting for a process that holds it."""
+    with contextlib.ExitStack() as lock:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(
-                "Waiting for another process to finish fetching the data into %s ..."
-                % data_dir,
-                flush=True,
+            lock.enter_context(
+                folders.locked(
+                    os.path.join(data_dir, LOCK_FILE),
+                    wait_message="Waiting for another process to finish fetching "
+                    "the data into %s ..." % data_dir,
+                )
             )
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:
+            raise DataError(
+                "Cannot write to --data_dir=%s (%s). Choose a folder you can write "
+                "to." % (data_dir, e.strerror or e)
+            ) from None
         yield
-    finally:
-        os.close(fd)
-
-
-def _remove_partial_files(data_dir, archive_name):
-    """Removes what a fetch that was cut short (killed, or out of space) left
-    in data_dir; the lock makes sure it is not another's fetch under way."""
-    partial = re.compile(PARTIAL % re.escape(archive_name))
-    for name in os.listdir(data_dir):
-        if partial.match(name):
-            path = os.path.join(data_dir, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.remove(path)
-            print("Removed %s, left by an interrupted download." % path)
 
 
 def _md5(path):
@@ -196,17 +221,24 @@ def _cannot_download(url, e, path, folder, local_problem):
             % (url, e, path, DIFFERS, local_problem, TRUST_IT)
         )
     return DataError(
-        "Could not download %s (%s). Without network access, place the "
+        "Could not download %s (%s). Without network access, place the %s "
         "archive at %s or its extracted %s folder in --data_dir, or pass "
-        "--data_url=file:///path/to/%s or a mirror." % (url, e, path, folder, filename)
+        "--data_url=file:///path/to/%s or a mirror."
+        % (url, e, cifar10_input.DATA_SET, path, folder, filename)
     )
 
 
 def _no_space(data_dir, doing):
     return DataError(
         "No space left on the device of --data_dir=%s while %s. Free some space "
-        "there (the CIFAR-10 archive and its extracted files take about 350 MB), "
-        "or choose another --data_dir, and run again." % (data_dir, doing)
+        "there (the %s archive and its extracted files take about %d MB), or "
+        "choose another --data_dir, and run again."
+        % (
+            data_dir,
+            doing,
+            cifar10_input.DATA_SET,
+            2 * cifar10_input.ARCHIVE_BYTES / 1e6,
+        )
     )
 
 

@@ -1,8 +1,9 @@
 """Training on a cluster: parameter servers and workers.
 
-With the cluster flags, the training binaries train one model across several
-processes, on one machine or on several, with TensorFlow's own distributed
-runtime (between-graph replication):
+With the cluster flags (support/cluster.py), or TF_CONFIG, the training
+binaries train one model across several processes, on one machine or on
+several, with TensorFlow's own distributed runtime (between-graph
+replication):
 
   - parameter servers (--job_name=ps) hold the variables and do nothing else;
   - every worker (--job_name=worker) builds the whole training graph, reads
@@ -18,10 +19,11 @@ By default each worker applies its gradients as soon as they are computed
 every worker waits for that step before computing its next gradients.
 
 Every process gets the same --ps_hosts and --worker_hosts, and its own
---job_name and --task_index. The flags are defined in cifar10_loop.py, which
-hands over to run() here when one of them is given.
+--job_name and --task_index. A training binary meets a Cluster through
+support/cluster.py's seam: this module imports nothing of the training loop.
 """
 
+import contextlib
 import json
 import os
 import socket
@@ -31,87 +33,14 @@ import time
 import tensorflow as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
-import cifar10
-import cifar10_checkpoint
-import cifar10_loop
+from support import checkpoints
+from support.startup import Error
 
 FLAGS = tf.compat.v1.flags.FLAGS
 
 
-class ClusterError(cifar10_loop.TrainingError):
+class ClusterError(Error):
     """The cluster flags do not fit together, or the cluster cannot be reached."""
-
-
-def run(cluster, build_graph, examples_per_step, num_towers, config):
-    """This process's part of the cluster, as cifar10_loop.run() calls it.
-
-    A parameter server serves. A worker trains; the chief also keeps
-    --train_dir as cifar10_loop.run() does on one machine: it resumes from
-    it and writes checkpoints and summaries there.
-
-    Args:
-      cluster: this_task()'s Cluster.
-
-    Raises:
-      ClusterError: the cluster cannot be reached.
-    """
-    if cluster.job_name == "evaluator":
-        print(
-            "This is TF_CONFIG's evaluator task, which the training binaries leave "
-            "idle: evaluate with cifar10_eval.py --checkpoint_dir=<the chief's "
-            "--train_dir>."
-        )
-        return
-    if cluster.job_name == "ps":
-        serve(cluster)
-        return
-    args = (cluster, build_graph, examples_per_step, num_towers, config)
-    if cluster.is_chief:
-        with cifar10_loop.own_train_dir() as checkpoint:
-            if cifar10_loop.reached_max_steps(checkpoint):
-                return
-            progress, stopped_by = _train(*args, checkpoint=checkpoint)
-            cifar10_loop.report_checkpoint(stopped_by)
-    else:
-        progress, stopped_by = _train(*args)
-        print(
-            "%s global step %d."
-            % (cifar10_loop.stopped_phrase(stopped_by), progress.step)
-        )
-    print("This worker ran %d steps." % progress.own_steps, flush=True)
-
-
-def _train(
-    cluster, build_graph, examples_per_step, num_towers, config, checkpoint=None
-):
-    """Trains as this worker, the chief from checkpoint.
-
-    Returns:
-      (the ProgressHook, the name of the signal that stopped training or
-      None).
-    """
-    cifar10.maybe_download_and_extract()
-    with tf.Graph().as_default():
-        with tf.compat.v1.device(cluster.device_setter()):
-            train_op, loss, summary_op = build_graph(apply_fn=cluster.apply_fn)
-        if checkpoint:
-            cifar10_loop.check_resumable(checkpoint)
-        scaffold = cifar10_loop.new_scaffold(summary_op, checkpoint)
-        hooks = [cifar10_loop.stop_at_max_steps()] + cluster.hooks()
-        if cluster.is_chief:
-            hooks += cifar10_loop.checkpoint_hooks(scaffold, checkpoint)
-        progress = cifar10_loop.ProgressHook(
-            loss, examples_per_step, num_towers, shared_step=True
-        )
-        config = cluster.session_config(config or cifar10_loop.session_config())
-        stopped_by = cifar10_loop.train(
-            SessionCreator(cluster, scaffold, config, FLAGS.train_dir),
-            train_op,
-            progress,
-            hooks,
-            saves_checkpoint=cluster.is_chief,
-        )
-    return progress, stopped_by
 
 
 # The flags that say which task this process is; TF_CONFIG says it instead.
@@ -223,20 +152,8 @@ def from_tf_config(text):
     Raises:
       ClusterError: TF_CONFIG is not of that form; the message quotes it.
     """
-    try:
-        config = json.loads(text)
-    except ValueError as e:
-        raise ClusterError(
-            "TF_CONFIG is not JSON (%s): %s" % (e, _quote(text))
-        ) from None
-    if not isinstance(config, dict) or not isinstance(config.get("task"), dict):
-        raise ClusterError(
-            'TF_CONFIG has no "task" saying which task this process is: %s'
-            % _quote(config)
-        )
-    cluster, task = config.get("cluster"), config["task"]
-    if not isinstance(cluster, dict) or not cluster:
-        raise ClusterError('TF_CONFIG has no "cluster": %s' % _quote(config))
+    config = _tf_config_json(text)
+    cluster, task = config["cluster"], config["task"]
     job_name, task_index = task.get("type"), task.get("index", 0)
     if not isinstance(task_index, int) or isinstance(task_index, bool):
         raise ClusterError(
@@ -272,6 +189,24 @@ def from_tf_config(text):
             )
         )
     return _tf_config_cluster(jobs, job_name, task_index, config)
+
+
+def _tf_config_json(text):
+    """TF_CONFIG read, with a "task" and a "cluster" of the right kinds."""
+    try:
+        config = json.loads(text)
+    except ValueError as e:
+        raise ClusterError(
+            "TF_CONFIG is not JSON (%s): %s" % (e, _quote(text))
+        ) from None
+    if not isinstance(config, dict) or not isinstance(config.get("task"), dict):
+        raise ClusterError(
+            'TF_CONFIG has no "task" saying which task this process is: %s'
+            % _quote(config)
+        )
+    if not isinstance(config.get("cluster"), dict) or not config["cluster"]:
+        raise ClusterError('TF_CONFIG has no "cluster": %s' % _quote(config))
+    return config
 
 
 def _tf_config_hosts(name, hosts, config):
@@ -340,13 +275,14 @@ def _check_replicas(num_workers, where):
 
 
 class Cluster:
-    """This process's place in the cluster, and what training there needs.
+    """This process's task of a cluster, as support/cluster.py's seam meets it.
 
     Built once, from the flags or TF_CONFIG; nothing else here reads them.
 
     Attributes:
       job_name: 'ps', 'worker', 'chief' or 'evaluator'.
       task_index: this process's index in its job.
+      trains: whether this task trains: the chief and the workers do.
       is_chief: whether this is the chief: the "chief" task, or worker 0 when
         the cluster has none.
       chief: the chief's name in messages, "worker 0" or "chief 0".
@@ -356,11 +292,14 @@ class Cluster:
       timeout_secs: --cluster_timeout_secs.
     """
 
+    shared_step = True  # every worker moves the global step
+
     def __init__(self, jobs, job_name, task_index, from_tf_config=False):
         self.jobs = jobs
         self.job_name = job_name
         self.task_index = task_index
         self.from_tf_config = from_tf_config
+        self.trains = job_name in ("chief", "worker")
         self.chief = "chief 0" if "chief" in jobs else "worker 0"
         self.is_chief = "%s %d" % (job_name, task_index) == self.chief
         self.num_workers = len(jobs.get("chief", [])) + len(jobs.get("worker", []))
@@ -374,6 +313,37 @@ class Cluster:
             sync = _SyncReplicasHook(replicas, self.num_workers, self.is_chief)
             self.apply_fn = sync.apply_gradients
             self._hooks.append(sync)
+
+    def serve(self):
+        """What a task that does not train does: a parameter server serves
+        until Ctrl+C; TF_CONFIG's evaluator says where evaluation runs."""
+        if self.job_name == "ps":
+            _serve(self)
+            return
+        print(
+            "This is TF_CONFIG's evaluator task, which the training binaries leave "
+            "idle: evaluate with cifar10_eval.py --checkpoint_dir=<the chief's "
+            "--train_dir>."
+        )
+
+    def device(self):
+        """Places variables on the parameter servers, all else on this worker."""
+        return tf.compat.v1.device(
+            tf.compat.v1.train.replica_device_setter(
+                worker_device="/job:%s/task:%d" % (self.job_name, self.task_index),
+                cluster=self.spec,
+            )
+        )
+
+    def hooks(self):
+        """Session hooks: the host-list check, and synchronous updates."""
+        return list(self._hooks)
+
+    def session_creator(self, scaffold, config, train_dir):
+        """This worker's SessionCreator; the chief's restores from train_dir."""
+        return SessionCreator(
+            self, scaffold, session_config(self, config), train_dir.path
+        )
 
     def describe(self):
         """The cluster, as the flags would give it."""
@@ -404,95 +374,84 @@ class Cluster:
     def __str__(self):
         return "%s %d (%s)" % (self.job_name, self.task_index, self.address)
 
-    def hooks(self):
-        """Session hooks: the host-list check, and synchronous updates."""
-        return list(self._hooks)
 
-    def start_server(self, config=None):
-        """Starts this task's server and returns it.
+def start_server(cluster, config=None):
+    """Starts this task's server and returns it.
 
-        Raises:
-          ClusterError: the server cannot listen on its address.
-        """
-        try:
-            server = tf.distribute.Server(
-                self.spec, self.job_name, self.task_index, config=config
+    Raises:
+      ClusterError: the server cannot listen on its address.
+    """
+    try:
+        return tf.distribute.Server(
+            cluster.spec, cluster.job_name, cluster.task_index, config=config
+        )
+    except (tf.errors.OpError, ValueError) as e:
+        raise ClusterError(
+            "Cannot start %s: %s. Is another process using port %s? Check %s."
+            % (
+                cluster,
+                getattr(e, "message", e),
+                cluster.address.rpartition(":")[2],
+                "TF_CONFIG's cluster"
+                if cluster.from_tf_config
+                else "--%s_hosts" % cluster.job_name,
             )
-        except (tf.errors.OpError, ValueError) as e:
-            raise ClusterError(
-                "Cannot start %s: %s. Is another process using port %s? Check %s."
-                % (
-                    self,
-                    getattr(e, "message", e),
-                    self.address.rpartition(":")[2],
-                    "TF_CONFIG's cluster"
-                    if self.from_tf_config
-                    else "--%s_hosts" % self.job_name,
-                )
-            ) from None
-        return server
+        ) from None
 
-    def device_setter(self):
-        """Places variables on the parameter servers, all else on this worker."""
-        return tf.compat.v1.train.replica_device_setter(
-            worker_device="/job:%s/task:%d" % (self.job_name, self.task_index),
-            cluster=self.spec,
-        )
 
-    def session_config(self, config):
-        """config, limited to the devices this worker talks to.
+def session_config(cluster, config):
+    """config, limited to the devices this worker talks to.
 
-        Without the filter, a worker's session would wait for every other
-        worker to be up, and a worker that died would block the others.
-        """
-        config.device_filters.extend(
-            ["/job:ps", "/job:%s/task:%d" % (self.job_name, self.task_index)]
-        )
-        rewrites = config.graph_options.rewrite_options
-        on = rewriter_config_pb2.RewriterConfig.ON
-        if rewrites.auto_mixed_precision_onednn_bfloat16 == on:
-            # On a processor with native bfloat16 the remapper fuses
-            # convolutions into _FusedConv2D ops in bfloat16, which only
-            # oneDNN's layout pass can run; a cluster's workers do not run
-            # that pass, and the step would fail. Unfused, they run.
-            rewrites.remapping = rewriter_config_pb2.RewriterConfig.OFF
-        return config
+    Without the filter, a worker's session would wait for every other worker
+    to be up, and a worker that died would block the others.
+    """
+    config.device_filters.extend(
+        ["/job:ps", "/job:%s/task:%d" % (cluster.job_name, cluster.task_index)]
+    )
+    rewrites = config.graph_options.rewrite_options
+    on = rewriter_config_pb2.RewriterConfig.ON
+    if rewrites.auto_mixed_precision_onednn_bfloat16 == on:
+        # On a processor with native bfloat16 the remapper fuses convolutions
+        # into _FusedConv2D ops in bfloat16, which only oneDNN's layout pass
+        # can run; a cluster's workers do not run that pass, and the step
+        # would fail. Unfused, they run.
+        rewrites.remapping = rewriter_config_pb2.RewriterConfig.OFF
+    return config
 
-    def wait_for_ps(self):
-        """Returns once every parameter server accepts connections.
 
-        Raises:
-          ClusterError: one did not within --cluster_timeout_secs.
-        """
-        deadline = time.time() + self.timeout_secs
-        for task, address in enumerate(self.jobs["ps"]):
-            host, _, port = address.rpartition(":")
-            waiting = False
-            while True:
-                try:
-                    socket.create_connection((host.strip("[]"), int(port)), 5).close()
-                    break
-                except OSError as e:
-                    if time.time() > deadline:
-                        raise ClusterError(
-                            "Cannot reach parameter server %d at %s (%s) after "
-                            "%d s. %s."
-                            % (
-                                task,
-                                address,
-                                e.strerror or e,
-                                self.timeout_secs,
-                                self.how_to_start("ps", task),
-                            )
-                        ) from None
-                    if not waiting:
-                        print(
-                            "Waiting for parameter server %d at %s ..."
-                            % (task, address),
-                            flush=True,
+def _wait_for_ps(cluster):
+    """Returns once every parameter server accepts connections.
+
+    Raises:
+      ClusterError: one did not within --cluster_timeout_secs.
+    """
+    deadline = time.time() + cluster.timeout_secs
+    for task, address in enumerate(cluster.jobs["ps"]):
+        host, _, port = address.rpartition(":")
+        waiting = False
+        while True:
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), 5).close()
+                break
+            except OSError as e:
+                if time.time() > deadline:
+                    raise ClusterError(
+                        "Cannot reach parameter server %d at %s (%s) after %d s. %s."
+                        % (
+                            task,
+                            address,
+                            e.strerror or e,
+                            cluster.timeout_secs,
+                            cluster.how_to_start("ps", task),
                         )
-                        waiting = True
-                    time.sleep(1)
+                    ) from None
+                if not waiting:
+                    print(
+                        "Waiting for parameter server %d at %s ..." % (task, address),
+                        flush=True,
+                    )
+                    waiting = True
+                time.sleep(1)
 
 
 class _SameHostsHook(tf.compat.v1.train.SessionRunHook):
@@ -628,7 +587,7 @@ class SessionCreator(tf.compat.v1.train.SessionCreator):
 
     def __init__(self, cluster, scaffold, config, checkpoint_dir):
         self._cluster = cluster
-        self._server = cluster.start_server(config)
+        self._server = start_server(cluster, config)
         self._scaffold = scaffold
         self._config = config
         self._checkpoint_dir = checkpoint_dir
@@ -642,7 +601,7 @@ class SessionCreator(tf.compat.v1.train.SessionCreator):
                 "restores its last checkpoint if a parameter server restarted.",
                 flush=True,
             )
-        self._cluster.wait_for_ps()
+        _wait_for_ps(self._cluster)
         # The training loop retries on these errors without end; a cluster
         # that keeps failing to start a session for longer than the timeout
         # is an error to report instead.
@@ -671,9 +630,9 @@ class SessionCreator(tf.compat.v1.train.SessionCreator):
                 scaffold=self._scaffold,
                 master=self._server.target,
                 config=self._config,
-                checkpoint_filename_with_path=cifar10_checkpoint.newest(
-                    self._checkpoint_dir
-                )[0],
+                checkpoint_filename_with_path=checkpoints.newest(self._checkpoint_dir)[
+                    0
+                ],
             ).create_session()
         self._scaffold.finalize()
         manager = tf.compat.v1.train.SessionManager(
@@ -707,19 +666,18 @@ class SessionCreator(tf.compat.v1.train.SessionCreator):
             ) from None
 
 
-def serve(cluster):
+def _serve(cluster):
     """Runs a parameter server until Ctrl+C or SIGTERM."""
-    _server = cluster.start_server()  # it serves while this reference lives
+    _server = start_server(cluster)  # it serves while this reference lives
     print(
         "Parameter server %d listening on %s. Stop it with Ctrl+C when "
         "training is done." % (cluster.task_index, cluster.address),
         flush=True,
     )
     # The server runs on its own threads. Waiting here in Python, rather than
-    # in server.join(), keeps Ctrl+C and SIGTERM working (cifar10_app turns
-    # both into KeyboardInterrupt).
-    try:
+    # in server.join(), keeps Ctrl+C and SIGTERM working (the binary's
+    # start-up turns both into KeyboardInterrupt).
+    with contextlib.suppress(KeyboardInterrupt):
         while True:
             time.sleep(3600)
-    except KeyboardInterrupt:
-        print("Parameter server %d stopped." % cluster.task_index)
+    print("Parameter server %d stopped." % cluster.task_index)

@@ -8,7 +8,9 @@ checkpoints it holds. The 'checkpoint' file beside them only points at the
 newest, and a crash or a hand can leave it missing, garbled or pointing at
 something absent; so the newest checkpoint is found from the index files,
 and read in full before it is trusted: a damaged one (a data file cut short
-or missing, an index missing) is reported and passed over.
+or missing, an index missing) is reported and passed over. Training deletes
+all but its newest few, perhaps while another process reads one: a reader
+asks vanished() when a read fails.
 """
 
 import glob
@@ -20,7 +22,7 @@ import cifar10
 
 FLAGS = tf.compat.v1.flags.FLAGS
 
-# The flag of the binaries that use checkpoints training wrote.
+# The flag of the binaries that use the checkpoints training wrote.
 tf.compat.v1.flags.DEFINE_string(
     "checkpoint_dir",
     "/tmp/cifar10_train",
@@ -30,6 +32,8 @@ tf.compat.v1.flags.DEFINE_string(
 # Training's checkpoints are <folder>/model.ckpt-<step>; their index files end
 # in this.
 INDEX = ".index"
+# What reading a checkpoint raises, among other things when its files go.
+READ_ERRORS = (tf.errors.OpError, ValueError)
 
 
 def refuse_brackets(flag_name):
@@ -166,10 +170,6 @@ def vanished(checkpoint):
         os.path.exists(checkpoint + INDEX)
         and glob.glob(glob.escape(checkpoint) + ".data-*")
     )
-
-
-# What reading a checkpoint raises when its files go in the middle.
-READ_ERRORS = (tf.errors.OpError, ValueError)
 
 
 def set_aside(checkpoint):

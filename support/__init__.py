@@ -1,0 +1,12 @@
+"""The machinery that keeps the binaries' runs safe, one module per concern.
+
+startup     what a binary does first and around its main(): TensorFlow's
+            environment, flags, --help, one line for an error, Ctrl+C
+folders     the folders the binaries write to: writable, locked, cleaned
+run_folder  --train_dir: one trainer at a time, resume, what is saved there
+signals     Ctrl+C and SIGTERM stop training after a step, with a checkpoint
+checkpoints finding, reading and restoring checkpoints
+training    what both training binaries share: their flags, the log line
+download    fetching the data set's archive once, checked
+cluster     where a cluster enters training (distributed.py does the work)
+"""

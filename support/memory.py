@@ -1,0 +1,93 @@
+"""Whether a --batch_size fits in this machine's memory, asked before any work.
+
+Without the check, a batch too large grows the process until the system
+kills it, without a word (--batch_size=100000 reached 22.8 GB on a 24 GB
+machine before it did).
+
+    memory.check(cifar10.inference, "train")
+"""
+
+import math
+import os
+
+import tensorflow as tf
+
+import cifar10_input
+from support.startup import Error
+
+FLAGS = tf.compat.v1.flags.FLAGS
+
+# What a process of the model takes besides its batches: TensorFlow, the
+# graph and the weights (measured: about 0.6 GB at --batch_size=1).
+BASE_BYTES = 0.6e9
+
+
+def needed(inference, images, queue_images, dtype=tf.float32):
+    """About how many bytes training or evaluating a model takes.
+
+    Each image of a batch holds the outputs of every layer of inference();
+    with the tutorial's network a training or an evaluation step was
+    measured to take about what these add up to in one forward pass. Each
+    queued image is IMAGE_SIZE x IMAGE_SIZE x DEPTH floats.
+
+    Args:
+      inference: the model's inference(images) function.
+      images: images that a step works on.
+      queue_images: images held in the input queues.
+      dtype: of the images the model takes.
+    """
+    shape = [cifar10_input.IMAGE_SIZE, cifar10_input.IMAGE_SIZE, cifar10_input.DEPTH]
+    with tf.Graph().as_default() as graph:
+        inference(tf.compat.v1.placeholder(dtype, [1, *shape]))
+    per_image = sum(
+        t.shape.num_elements() * t.dtype.size
+        for op in graph.get_operations()
+        for t in op.outputs
+        if t.dtype.is_floating and t.shape.rank and t.shape.is_fully_defined()
+        and t.shape[0] == 1
+    )  # fmt: skip
+    return BASE_BYTES + images * per_image + queue_images * 4 * math.prod(shape)
+
+
+def machine():
+    """The bytes of memory this process may use: the machine's, or its
+    control group's limit when lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+    except OSError:
+        limit = "max"
+    return min(total, int(limit)) if limit.isdigit() else total
+
+
+def check(inference, doing, towers=1):
+    """Refuses a --batch_size whose needs exceed the machine's memory.
+
+    Args:
+      inference: the model's inference(images) function.
+      doing: "train", "evaluate" or "classify".
+      towers: batches a training step works on at once.
+
+    Raises:
+      Error: it needs more.
+    """
+    batch_size = FLAGS.batch_size
+    if doing == "train":
+        # The shuffling queue, and the batches ready for the towers.
+        queue_images = FLAGS.min_queue_examples or int(
+            cifar10_input.NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN
+            * cifar10_input.MIN_FRACTION_OF_EXAMPLES_IN_QUEUE
+        )
+        queue_images += (3 + 2 * towers) * batch_size
+    else:
+        queue_images = 5 * batch_size if doing == "evaluate" else 0
+    dtype = tf.float16 if FLAGS.use_fp16 else tf.float32
+    bytes_needed = needed(inference, batch_size * towers, queue_images, dtype)
+    have = machine()
+    if bytes_needed > have:
+        raise Error(
+            "--batch_size=%d needs about %.1f GB of memory to %s, more than the "
+            "%.1f GB of this machine. Lower --batch_size."
+            % (batch_size, bytes_needed / 1e9, doing, have / 1e9)
+        )

@@ -1,0 +1,343 @@
+"""--train_dir: the folder a training run keeps for itself, resumes from and
+saves to.
+
+    with run_folder.TrainDir() as train_dir:        # locked, ready, resumable
+        if train_dir.reached(FLAGS.max_steps):
+            return
+        ...                                          # build the graph
+        scaffold = train_dir.scaffold()              # the checkpoint fits it
+        hooks = [..., *train_dir.saving_hooks(scaffold)]
+        ...                                          # train
+    train_dir.report(progress, stopped_by)
+
+Entering it makes the folder if need be and locks it: a second training
+process there refuses to start, naming this one (evaluation beside it is
+welcome). --fresh_start moves what it holds aside, never deleting anything;
+what saves cut short left there is removed; and the newest checkpoint that
+reads in full is the one to resume from (a damaged newer one is renamed
+aside with a warning). Leaving it on a full disk ends in one line that says
+which checkpoint is intact. On a cluster only the chief keeps the folder;
+for the other workers TrainDir(chief=False) does none of this.
+"""
+
+import contextlib
+import errno
+import os
+import re
+import time
+
+import tensorflow as tf
+
+from support import checkpoints, folders
+from support.startup import Error
+
+FLAGS = tf.compat.v1.flags.FLAGS
+
+tf.compat.v1.flags.DEFINE_string(
+    "train_dir",
+    "/tmp/cifar10_train",
+    "Folder for event logs and checkpoints; training resumes from the newest "
+    "checkpoint found there.",
+)
+checkpoints.refuse_brackets("train_dir")
+tf.compat.v1.flags.DEFINE_boolean(
+    "fresh_start",
+    False,
+    "Start from step 0 even if --train_dir holds checkpoints. What it holds "
+    "moves to <train_dir>.old-<date-time> (into <train_dir>/old-<date-time> "
+    "when the folder is a mount point); nothing is deleted.",
+)
+tf.compat.v1.flags.DEFINE_integer(
+    "save_summaries_steps",
+    100,
+    "How often (in steps) to write summaries.",
+    lower_bound=1,
+)
+tf.compat.v1.flags.DEFINE_integer(
+    "save_checkpoint_steps",
+    1000,
+    "How often (in steps) to save a checkpoint; ignored when "
+    "--save_checkpoint_secs is set.",
+    lower_bound=1,
+)
+tf.compat.v1.flags.DEFINE_integer(
+    "save_checkpoint_secs",
+    0,
+    "If above 0, save a checkpoint this often (in seconds) instead.",
+    lower_bound=0,
+)
+tf.compat.v1.flags.DEFINE_integer(
+    "keep_checkpoints",
+    5,
+    "How many of the newest checkpoints to keep.",
+    lower_bound=1,
+)
+
+# Held by the training process in --train_dir; says which process that is.
+LOCK_FILE = "training.lock"
+# What an interrupted save leaves behind: TensorFlow writes each file under a
+# temporary name (a sharded checkpoint in a <prefix>_temp folder) and renames
+# it when complete.
+TEMPORARY = re.compile(r"(\.tmp[0-9a-f]{32}|\.tempstate\d+|_temp)$")
+
+
+class TrainDir:
+    """--train_dir, made ready and kept for this process; see the docstring.
+
+    Attributes:
+      path: --train_dir.
+      checkpoint: the checkpoint to resume from, or None.
+    """
+
+    def __init__(self, chief=True):
+        self.path = FLAGS.train_dir
+        self.checkpoint = None
+        self._chief = chief
+        self._held = contextlib.ExitStack()
+        self._saver_hook = None
+
+    def __enter__(self):
+        if not self._chief:
+            return self
+        try:
+            folders.writable(self.path, "train_dir")
+            self._held.enter_context(_locked(self.path))
+            if FLAGS.fresh_start:
+                _set_aside(self.path)
+            _remove_temporaries(self.path)
+            self.checkpoint = _resume_point(self.path)
+        except BaseException:
+            self._held.close()
+            raise
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        with self._held:  # the lock goes last
+            if self._chief and _disk_full(error):
+                _remove_temporaries(self.path)  # the half-written save
+                saving = self._saver_hook.saving if self._saver_hook else None
+                raise _disk_full_error(self.path, saving) from None
+
+    def reached(self, max_steps):
+        """Says where training resumes; True if max_steps is reached already."""
+        if self.checkpoint is None:
+            return False
+        step = checkpoints.step(self.checkpoint)
+        if step >= max_steps:
+            print(
+                "%s is at step %d, already at --max_steps=%d: nothing to do."
+                % (self.checkpoint, step, max_steps)
+            )
+            return True
+        print("Resuming from %s at step %d." % (self.checkpoint, step), flush=True)
+        return False
+
+    def scaffold(self, summary_op=None):
+        """The training session's scaffold, for the graph just built: its
+        saver, summaries and init ops.
+
+        Args:
+          summary_op: the summaries to write; None for all of the graph's.
+
+        Raises:
+          Error: the checkpoint to resume from does not fit the graph.
+        """
+        if self.checkpoint:
+            _check_resumable(self.checkpoint)
+        saver = _saver(self.path, self.checkpoint)
+        return tf.compat.v1.train.Scaffold(summary_op=summary_op, saver=saver)
+
+    def saving_hooks(self, scaffold):
+        """The hooks that write summaries and checkpoints here (the chief's)."""
+        if not self._chief:
+            return []
+        if FLAGS.save_checkpoint_secs:
+            every = dict(save_secs=FLAGS.save_checkpoint_secs)
+        else:
+            every = dict(save_steps=FLAGS.save_checkpoint_steps)
+        resumed = checkpoints.step(self.checkpoint) if self.checkpoint else None
+        self._saver_hook = _SaverHook(self.path, resumed, scaffold=scaffold, **every)
+        summaries = tf.compat.v1.train.SummarySaverHook(
+            save_steps=FLAGS.save_summaries_steps, output_dir=self.path,
+            scaffold=scaffold,
+        )  # fmt: skip
+        return [summaries, self._saver_hook]
+
+    def report(self, progress, stopped_by):
+        """The last lines of a run: where it stopped, and what was saved."""
+        how = "Stopped by %s at" % stopped_by if stopped_by else "Done:"
+        if self._chief:
+            checkpoint, _ = checkpoints.newest(self.path)
+            print(
+                "%s step %d; checkpoint saved in %s."
+                % (how, checkpoints.step(checkpoint), self.path),
+                flush=True,
+            )
+        else:
+            print("%s global step %d." % (how, progress.step), flush=True)
+        if progress.shared_step:
+            print("This worker ran %d steps." % progress.own_steps, flush=True)
+
+
+@contextlib.contextmanager
+def _locked(train_dir):
+    """Holds the lock of train_dir: one training process at a time."""
+    try:
+        with folders.locked(os.path.join(train_dir, LOCK_FILE)):
+            yield
+    except folders.Taken as e:
+        raise Error(
+            "--train_dir=%s is in use by another training process (%s). Wait for "
+            "it to end or stop it, or train in another --train_dir." % (train_dir, e)
+        ) from None
+
+
+def _remove_temporaries(train_dir):
+    """Removes what saves that a crash or a full disk cut short left; the
+    lock makes sure that no save of another process is under way."""
+    removed = folders.remove_leftovers(train_dir, TEMPORARY)
+    if removed:
+        print(
+            "Removed what interrupted saves left in %s: %s."
+            % (train_dir, ", ".join(removed))
+        )
+
+
+def _check_resumable(checkpoint):
+    """Makes sure the checkpoint holds every variable of the default graph.
+
+    Raises:
+      Error: a variable is missing or has another shape or type, e.g. a
+        checkpoint of another model, or of --use_fp16, in --train_dir.
+    """
+    variables = {v.op.name: v for v in tf.compat.v1.global_variables()}
+    problem = checkpoints.mismatch(checkpoint, variables)
+    if problem:
+        raise Error(
+            "The checkpoint %s does not match this model: %s. Use another "
+            "--train_dir, or --fresh_start to set the old one aside."
+            % (checkpoint, problem)
+        )
+
+
+def _saver(train_dir, checkpoint):
+    """The saver of a run that resumes from checkpoint (or None): it counts
+    the run's earlier checkpoints among the --keep_checkpoints it keeps, as
+    if the run had never stopped."""
+    saver = tf.compat.v1.train.Saver(
+        max_to_keep=FLAGS.keep_checkpoints,
+        # One file, written by this process: on a cluster the chief then
+        # writes the whole checkpoint on its own machine, rather than each
+        # parameter server its part on its own.
+        sharded=False,
+        # Relative paths in the 'checkpoint' file keep a moved or renamed
+        # train_dir usable.
+        save_relative_paths=True,
+    )
+    if checkpoint:
+        step = checkpoints.step(checkpoint)
+        earlier = [
+            path
+            for path in checkpoints.candidates(train_dir)
+            if checkpoints.step(path) <= step
+        ]
+        saver.recover_last_checkpoints(earlier[::-1])
+    return saver
+
+
+class _SaverHook(tf.compat.v1.train.CheckpointSaverHook):
+    """CheckpointSaverHook, but for the step a run resumes from, and it says
+    which step it is saving (for the message of a full disk).
+
+    CheckpointSaverHook saves the starting step as soon as the session is
+    made. When that step is on disk already, saving it again would only take
+    time, and end the run at once on a disk with less room than a
+    checkpoint.
+    """
+
+    def __init__(self, checkpoint_dir, on_disk, **kwargs):
+        super().__init__(checkpoint_dir, **kwargs)
+        self._on_disk = on_disk
+        self.saving = None
+
+    def _save(self, session, step):
+        if step == self._on_disk:
+            return False  # no reason to stop
+        self.saving = step
+        should_stop = super()._save(session, step)
+        self.saving = None
+        return should_stop
+
+
+def _set_aside(train_dir):
+    """--fresh_start: moves what train_dir holds to a new folder beside it, or
+    into one inside it when it is a mount point (whose contents cannot leave
+    its file system)."""
+    names = sorted(set(os.listdir(train_dir)) - {LOCK_FILE})
+    if not names:
+        return
+    stamp = time.strftime("old-%Y%m%d-%H%M%S")
+    if os.path.ismount(train_dir):
+        kept = os.path.join(train_dir, stamp)
+    else:
+        kept = train_dir.rstrip("/") + "." + stamp
+    try:
+        os.makedirs(kept)
+        for name in names:
+            os.rename(os.path.join(train_dir, name), os.path.join(kept, name))
+    except OSError as e:
+        raise Error(
+            "--fresh_start: cannot move the contents of %s to %s (%s); nothing "
+            "was deleted. Move them yourself, or train in another --train_dir."
+            % (train_dir, kept, e.strerror or e)
+        ) from None
+    print(
+        "--fresh_start: the previous contents of %s are now in %s." % (train_dir, kept)
+    )
+
+
+def _resume_point(train_dir):
+    """The newest checkpoint in train_dir that reads in full, or None.
+
+    Newer damaged ones are renamed aside, so that this run neither writes
+    over them nor counts them among its own.
+
+    Raises:
+      Error: there are checkpoints, and none of them can be read.
+    """
+    checkpoint, damaged = checkpoints.newest(train_dir)
+    if damaged and checkpoint is None:
+        raise Error(
+            "No checkpoint in --train_dir=%s can be read: %s. Starting from step "
+            "0 would write over them; move them away, or pass --fresh_start to "
+            "have them moved." % (train_dir, "; ".join("%s: %s" % d for d in damaged))
+        )
+    for path, reason in damaged:
+        checkpoints.set_aside(path)
+        print(
+            "Warning: %s is damaged (%s); its files are kept as %s.*.damaged."
+            % (path, reason, os.path.basename(path)),
+            flush=True,
+        )
+    return checkpoint
+
+
+def _disk_full(error):
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOSPC
+    if isinstance(error, tf.errors.ResourceExhaustedError):
+        return "No space left on device" in error.message
+    return False
+
+
+def _disk_full_error(train_dir, saving):
+    checkpoint, _ = checkpoints.newest(train_dir)
+    if checkpoint:
+        intact = "the checkpoint of step %d is intact" % checkpoints.step(checkpoint)
+    else:
+        intact = "no checkpoint was saved"
+    return Error(
+        "No space left on the device of --train_dir=%s while saving%s; %s. Free "
+        "some space and run again to resume."
+        % (train_dir, "" if saving is None else " step %d" % saving, intact)
+    )
