@@ -77,9 +77,15 @@ def _decode(values):
     """
     records = tf.reshape(tf.io.decode_raw(values, tf.uint8), [-1, RECORD_BYTES])
     labels = tf.cast(records[:, LABEL_BYTES - 1], tf.int32)
-    # Stored as [depth, height, width] planes; the network wants [h, w, depth].
-    planes = tf.reshape(records[:, LABEL_BYTES:], [-1, DEPTH, HEIGHT, WIDTH])
-    return labels, tf.transpose(planes, [0, 2, 3, 1])
+    # Stored as [depth, height, width] planes; the network wants [height,
+    # width, depth]: pixel (h, w, d) is byte d*H*W + h*W + w after the label.
+    # A gather of those bytes does what a transpose would; oneDNN's
+    # transpose of bytes needs AVX-512 and says so, as an error, elsewhere.
+    h, w, d = np.meshgrid(
+        np.arange(HEIGHT), np.arange(WIDTH), np.arange(DEPTH), indexing="ij"
+    )
+    pixel_bytes = LABEL_BYTES + (d * HEIGHT + h) * WIDTH + w
+    return labels, tf.gather(records, pixel_bytes, axis=1)
 
 
 def _read_records(filename_queue, num_records):

@@ -222,3 +222,19 @@ def test_brightness_and_contrast_are_drawn_per_image_in_range():
     assert contrast.min() < 0.3 and contrast.max() > 1.7
     # Independent draws: brightness and contrast are uncorrelated.
     assert abs(np.corrcoef(brightness, contrast)[0, 1]) < 0.2
+
+
+def test_no_transpose_of_bytes_which_onednn_refuses_on_avx2(dataset):
+    # On processors without AVX-512 oneDNN logs an error for every uint8
+    # Transpose ("oneDNN supports DT_UINT8 only on platforms with AVX-512")
+    # on every healthy run; the records are reordered by a gather instead.
+    with tf.Graph().as_default() as graph:
+        cifar10_input.distorted_inputs(dataset["dir"], 16, min_queue_examples=100)
+        cifar10_input.inputs(True, dataset["dir"], 16)
+        cifar10_input.prepare_images(tf.compat.v1.placeholder(tf.uint8, [None] * 4))
+    transposes = [
+        op.name
+        for op in graph.get_operations()
+        if op.type == "Transpose" and op.inputs[0].dtype == tf.uint8
+    ]
+    assert transposes == []
