@@ -2,18 +2,18 @@
 
 The public functions are the whole API:
 
+    data = data_set()                        # files, counts, class names
     images, labels = distorted_inputs()      # training batches
     images, labels = inputs(eval_data=True)  # evaluation batches
-    logits = inference(images)               # the network
+    logits = inference(images, data.num_classes)       # the network
     total_loss = loss(logits, labels)        # cross-entropy + weight decay
-    train_op = train(total_loss, global_step)
-    names = class_names()                    # the classes, in label order
+    train_op = train(total_loss, global_step, data.num_train)
     config = session_config()                # --mixed_precision
 
 The data set is described in cifar10_input.py (what it is, where it comes
-from, its record format and counts); another data set changes that, and the
-network below if it likes. This file and cifar10_input.py need nothing else
-of the project.
+from, its record format and counts), or by the data itself (packed by
+cifar10_pack.py); another data set changes that, and the network below if
+it likes. This file and cifar10_input.py need nothing else of the project.
 """
 
 import functools
@@ -76,10 +76,9 @@ tf.compat.v1.flags.DEFINE_integer(
     lower_bound=1,
 )
 
-# Data set constants, from the reader.
+# CIFAR-10's, for data that does not say otherwise.
 NUM_CLASSES = cifar10_input.NUM_CLASSES
 NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN = cifar10_input.NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN
-NUM_EXAMPLES_PER_EPOCH_FOR_EVAL = cifar10_input.NUM_EXAMPLES_PER_EPOCH_FOR_EVAL
 
 # The training recipe.
 MOVING_AVERAGE_DECAY = 0.9999  # Decay of the weights' moving averages.
@@ -153,6 +152,20 @@ def _variable_with_weight_decay(name, shape, stddev, wd):
     return var
 
 
+def data_set():
+    """What --data_dir holds: its files and their counts, and its classes.
+
+    Returns:
+      A cifar10_input.DataSet.
+
+    Raises:
+      cifar10_input.DataError: the data's description cannot be read.
+    """
+    return cifar10_input.data_set(
+        os.path.join(FLAGS.data_dir, cifar10_input.DATA_FOLDER)
+    )
+
+
 def distorted_inputs():
     """Distorted training batches from --data_dir, --batch_size at a time.
 
@@ -194,15 +207,16 @@ def inputs(eval_data):
     return tf.cast(images, _float_type()), labels
 
 
-def inference(images):
+def inference(images, num_classes=NUM_CLASSES):
     """The network: two convolution blocks, two hidden layers, linear output.
 
     Args:
       images: [batch, IMAGE_SIZE, IMAGE_SIZE, 3], from distorted_inputs() or
         inputs(). Any batch size works.
+      num_classes: the classes to tell apart (the data's, data_set()).
 
     Returns:
-      Logits, [batch, NUM_CLASSES]. The softmax is left to the loss, which
+      Logits, [batch, num_classes]. The softmax is left to the loss, which
       computes it in a numerically stable way.
     """
     # get_variable() rather than Variable() everywhere, so that a second tower
@@ -258,9 +272,9 @@ def inference(images):
 
     with tf.compat.v1.variable_scope("softmax_linear") as scope:
         weights = _variable_with_weight_decay(
-            "weights", [192, NUM_CLASSES], stddev=1 / 192.0, wd=None
+            "weights", [192, num_classes], stddev=1 / 192.0, wd=None
         )
-        biases = _variable_on_cpu("biases", [NUM_CLASSES], tf.constant_initializer(0.0))
+        biases = _variable_on_cpu("biases", [num_classes], tf.constant_initializer(0.0))
         softmax_linear = tf.add(tf.matmul(local4, weights), biases, name=scope.name)
         _activation_summary(softmax_linear)
 
@@ -331,12 +345,20 @@ def _add_loss_summaries(total_loss):
     return loss_averages_op
 
 
-def train(total_loss, global_step, grads_and_vars=None, apply_fn=None):
+def train(
+    total_loss,
+    global_step,
+    num_examples_per_epoch=NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN,
+    grads_and_vars=None,
+    apply_fn=None,
+):
     """One step of plain gradient descent, then the weights' moving averages.
 
     Args:
       total_loss: from loss().
       global_step: the step counter, incremented by each run of the op.
+      num_examples_per_epoch: the training images, for the learning-rate
+        schedule.
       grads_and_vars: (gradient, variable) pairs to apply instead of the
         gradients of total_loss; cifar10_multi_gpu_train.py passes the
         average of its towers' gradients.
@@ -348,7 +370,7 @@ def train(total_loss, global_step, grads_and_vars=None, apply_fn=None):
       The training op.
     """
     # The rate drops tenfold every NUM_EPOCHS_PER_DECAY epochs.
-    num_batches_per_epoch = NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN / FLAGS.batch_size
+    num_batches_per_epoch = num_examples_per_epoch / FLAGS.batch_size
     decay_steps = int(num_batches_per_epoch * NUM_EPOCHS_PER_DECAY)
     lr = tf.compat.v1.train.exponential_decay(
         INITIAL_LEARNING_RATE,
@@ -441,11 +463,3 @@ def _say_if_bfloat16_is_emulated():
             "than float32.",
             flush=True,
         )
-
-
-def class_names():
-    """The class names, in label order, from the data in --data_dir (its
-    batches.meta.txt) or else from cifar10_input.CLASS_NAMES."""
-    return cifar10_input.class_names(
-        os.path.join(FLAGS.data_dir, cifar10_input.DATA_FOLDER)
-    )

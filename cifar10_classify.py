@@ -11,9 +11,11 @@ each JPEG, PNG, BMP or GIF file (folders are read recursively) it prints the
 
     photos/cat.jpg: cat 0.912, dog 0.051, frog 0.020
 
-Every image, of any size and mode, goes through what evaluation does to a
-test image (cifar10_input.prepare_images()): scaled to the data set's stored
-size, cropped to the centre, standardized.
+Every image, of any size and mode, is prepared as cifar10_pack.py stores
+images and evaluation reads them (cifar10_input.prepare_images()): scaled
+until its shorter side fits the data set's stored size, cut to that around
+its centre, then cropped to what the network sees and standardized. The
+class names are those training wrote beside the checkpoint.
 
 --export_dir writes the model as a SavedModel under <export_dir>/<step>/,
 the numbered versions TensorFlow Serving reads, with two signatures:
@@ -33,7 +35,6 @@ import csv
 import os
 import re
 import shutil
-import stat
 import sys
 import tempfile
 
@@ -125,7 +126,7 @@ def _predictions(images, class_names):
     """The model's outputs for prepared images."""
     if FLAGS.use_fp16:
         images = tf.cast(images, tf.float16)
-    logits = tf.cast(cifar10.inference(images), tf.float32)
+    logits = tf.cast(cifar10.inference(images, len(class_names)), tf.float32)
     probabilities = tf.nn.softmax(logits)
     classes = tf.argmax(probabilities, axis=1)
     return {
@@ -160,8 +161,16 @@ def _checkpoint():
     return checkpoint
 
 
-def _restore(sess):
-    """Restores the moving averages of _checkpoint()'s weights into the model
+def _class_names(checkpoint):
+    """The names of the classes the checkpoint was trained on: those written
+    beside it, or for a checkpoint made without them, the data's in
+    --data_dir (CIFAR-10's when there is none)."""
+    names = checkpoints.class_names(os.path.dirname(checkpoint))
+    return names if names is not None else cifar10.data_set().class_names
+
+
+def _restore(sess, checkpoint):
+    """Restores the moving averages of the checkpoint's weights into the model
     of the default graph.
 
     When that checkpoint vanishes while it is read (training keeps only its
@@ -176,7 +185,6 @@ def _restore(sess):
     """
     restore, variables = checkpoints.restorer()
     while True:
-        checkpoint = _checkpoint()
         try:
             problem = checkpoints.mismatch(checkpoint, variables(checkpoint))
             if problem:
@@ -201,6 +209,7 @@ def _restore(sess):
                 "checkpoint instead." % checkpoint,
                 flush=True,
             )
+            checkpoint = _checkpoint()
 
 
 def _newest(folder, flag):
@@ -254,31 +263,10 @@ def image_files(paths):
                 )
             files.extend(found)
         elif os.path.lexists(path):
-            files.append(path)  # whether it can be read, read_file() says
+            files.append(path)  # whether it can be read, classify() says
         else:
             problems.append("No such file or folder: %s." % path)
     return files, problems
-
-
-def read_file(path):
-    """The contents of a regular file.
-
-    Returns:
-      (contents, None), or (None, why it cannot be read). A pipe or a
-      device is not read: it could block, or never end.
-    """
-    try:
-        # O_NONBLOCK: opening a pipe that no one writes to returns at once.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as e:
-        return None, "Cannot read %s (%s)." % (path, e.strerror or e)
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None, "%s is not a regular file; skipped." % path
-        try:
-            return f.read(), None
-        except OSError as e:
-            return None, "Cannot read %s (%s)." % (path, e.strerror or e)
 
 
 def classify(sess, inputs, outputs, files):
@@ -295,7 +283,7 @@ def classify(sess, inputs, outputs, files):
     for start in range(0, len(files), FLAGS.batch_size):
         batch, contents = [], []
         for path in files[start : start + FLAGS.batch_size]:
-            data, problem = read_file(path)
+            data, problem = folders.read_regular_file(path)
             if problem:
                 problems.append(problem)
             else:
@@ -440,12 +428,13 @@ def run(paths):
         )
     memory.check(cifar10.inference, "classify")
     with _output() as output:
-        class_names = cifar10.class_names()
+        checkpoint = _checkpoint()
+        class_names = _class_names(checkpoint)
         files, problems = image_files(paths)
         with tf.Graph().as_default():
             signatures = build_classifier(class_names)
             with tf.compat.v1.Session(config=cifar10.session_config()) as sess:
-                checkpoint = _restore(sess)
+                checkpoint = _restore(sess, checkpoint)
                 version = export_version(checkpoint) if FLAGS.export_dir else None
                 inputs, outputs = signatures["serving_default"]
                 results, bad_files = classify(sess, inputs, outputs, files)

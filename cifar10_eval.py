@@ -25,6 +25,7 @@ if __name__ == "__main__":
 
 import datetime
 import io
+import os
 import time
 
 import numpy as np
@@ -54,7 +55,11 @@ tf.compat.v1.flags.DEFINE_integer(
     lower_bound=0,
 )
 tf.compat.v1.flags.DEFINE_integer(
-    "num_examples", 10000, "Number of examples to run.", lower_bound=1
+    "num_examples",
+    None,
+    "Number of examples to run (default: every image of the split, the 10000 "
+    "test images of CIFAR-10).",
+    lower_bound=1,
 )
 tf.compat.v1.flags.DEFINE_boolean(
     "run_once", False, "Score the newest checkpoint once and exit."
@@ -74,7 +79,7 @@ class EvalError(startup.Error):
     """Evaluation cannot go on; the message says why and what to do."""
 
 
-def eval_once(restore, summary_writer, outcome, summary_op, checkpoint):
+def eval_once(restore, summary_writer, outcome, summary_op, checkpoint, scope):
     """Scores one checkpoint on the first --num_examples images.
 
     Args:
@@ -83,14 +88,18 @@ def eval_once(restore, summary_writer, outcome, summary_op, checkpoint):
       outcome: (labels, predictions) Tensors [<=batch], from outcome().
       summary_op: the evaluation graph's summaries.
       checkpoint: path prefix of the checkpoint to score.
+      scope: (the class names, the number of images to score).
 
     Returns:
       The precision.
     """
+    class_names, num_examples = scope
     with tf.compat.v1.Session(config=cifar10.session_config()) as sess:
         global_step = checkpoints.step(checkpoint)
         restore(sess, checkpoint)
-        matrix, rate, summary_str = _confusion_matrix(sess, outcome, summary_op)
+        matrix, rate, summary_str = _confusion_matrix(
+            sess, outcome, summary_op, len(class_names), num_examples
+        )
 
     counted = int(matrix.sum())
     precision = np.trace(matrix) / counted
@@ -99,7 +108,6 @@ def eval_once(restore, summary_writer, outcome, summary_op, checkpoint):
         % (datetime.datetime.now(), precision, global_step, counted, rate),
         flush=True,
     )
-    class_names = cifar10.class_names()
     if FLAGS.run_once or FLAGS.per_class:
         print(per_class_table(matrix, class_names), flush=True)
     summary = tf.compat.v1.Summary()
@@ -127,11 +135,11 @@ def outcome(labels, logits):
     return labels, tf.where(right, labels, predictions)
 
 
-def _confusion_matrix(sess, outcome, summary_op):
-    """Runs the input over the first --num_examples images.
+def _confusion_matrix(sess, outcome, summary_op, num_classes, num_examples):
+    """Runs the input over the first num_examples images.
 
     Returns:
-      (confusion matrix [NUM_CLASSES, NUM_CLASSES] of counts, rows the true
+      (confusion matrix [num_classes, num_classes] of counts, rows the true
       class and columns the predicted one; images/sec; serialized
       summaries).
     """
@@ -139,7 +147,6 @@ def _confusion_matrix(sess, outcome, summary_op):
     sess.run(tf.compat.v1.local_variables_initializer())
     coord = tf.train.Coordinator()
     threads = tf.compat.v1.train.start_queue_runners(sess=sess, coord=coord)
-    num_classes = cifar10.NUM_CLASSES
     matrix = np.zeros([num_classes, num_classes], np.int64)
     counted = 0
     begin = time.time()
@@ -149,18 +156,18 @@ def _confusion_matrix(sess, outcome, summary_op):
         (labels, predictions), summary_str = sess.run([outcome, summary_op])
         # The rate leaves out the first batch, which also pays for start-up:
         # threads, kernel set-up and the summaries.
-        first_batch = min(len(labels), FLAGS.num_examples)
+        first_batch = min(len(labels), num_examples)
         start = last_report = time.time()
         while True:
-            keep = FLAGS.num_examples - counted
+            keep = num_examples - counted
             np.add.at(matrix, (labels[:keep], predictions[:keep]), 1)
             counted += len(labels[:keep])
-            if counted >= FLAGS.num_examples:
+            if counted >= num_examples:
                 break
             if time.time() - last_report > PROGRESS_SECS:
                 last_report = time.time()
                 print(
-                    "  scored %d of %d images..." % (counted, FLAGS.num_examples),
+                    "  scored %d of %d images..." % (counted, num_examples),
                     flush=True,
                 )
             labels, predictions = sess.run(outcome)
@@ -265,11 +272,15 @@ def confusion_image(matrix, class_names, step):
     return buffer.getvalue(), height, width
 
 
-def evaluate():
+def evaluate(data, num_examples):
     """Scores checkpoints from --checkpoint_dir: the newest, or each new one.
 
     Damaged checkpoints are skipped with a warning, and so (unless
-    --run_once) are checkpoints that do not fit the model.
+    --run_once) are checkpoints that do not fit the model or the data.
+
+    Args:
+      data: what --data_dir holds, from cifar10.data_set().
+      num_examples: images to score.
 
     Raises:
       EvalError: --run_once found no checkpoint it could score.
@@ -277,7 +288,7 @@ def evaluate():
     with tf.Graph().as_default() as g:
         eval_data = FLAGS.eval_data == "test"
         images, labels = cifar10.inputs(eval_data=eval_data)
-        logits = cifar10.inference(images)
+        logits = cifar10.inference(images, data.num_classes)
         outcomes = outcome(labels, logits)
         restore, variables = checkpoints.restorer()
         summary_op = tf.compat.v1.summary.merge_all()
@@ -286,15 +297,14 @@ def evaluate():
         def score(checkpoint):
             """Scores it; False if it vanished while being read."""
             try:
-                problem = checkpoints.mismatch(checkpoint, variables(checkpoint))
+                problem = _mismatch(checkpoint, variables(checkpoint), data)
                 if problem:
-                    _warn_or_raise(
-                        "%s does not match this model: %s. Evaluate it with the "
-                        "model and flags it was trained with (--use_fp16 or not)."
-                        % (checkpoint, problem)
-                    )
+                    _warn_or_raise(problem)
                 else:
-                    eval_once(restore, summary_writer, outcomes, summary_op, checkpoint)
+                    eval_once(
+                        restore, summary_writer, outcomes, summary_op, checkpoint,
+                        (data.class_names, num_examples),
+                    )  # fmt: skip
             except checkpoints.READ_ERRORS:
                 if not checkpoints.vanished(checkpoint):
                     raise
@@ -307,6 +317,28 @@ def evaluate():
             return True
 
         _each_new_checkpoint(score)
+
+
+def _mismatch(checkpoint, variables, data):
+    """Why the checkpoint cannot be scored on this data, or None."""
+    trained_on = checkpoints.class_names(os.path.dirname(checkpoint))
+    if trained_on is not None and trained_on != data.class_names:
+        return (
+            "%s was trained on the classes %s; --data_dir holds %s. Evaluate it on "
+            "the data it was trained on."
+            % (
+                checkpoint,
+                checkpoints.describe_classes(trained_on),
+                checkpoints.describe_classes(data.class_names),
+            )
+        )
+    problem = checkpoints.mismatch(checkpoint, variables)
+    if problem:
+        return (
+            "%s does not match this model: %s. Evaluate it with the model and flags "
+            "it was trained with (--use_fp16 or not)." % (checkpoint, problem)
+        )
+    return None
 
 
 def _each_new_checkpoint(score):
@@ -358,30 +390,28 @@ def _warn_or_raise(message):
     print("Warning: %s Skipping it." % message, flush=True)
 
 
-def _check_num_examples():
-    """--num_examples may not exceed the images of the chosen split.
+def _num_examples(data):
+    """--num_examples, or every image of the split.
 
     Raises:
-      EvalError: it does.
+      EvalError: --num_examples is more than the split's images.
     """
-    if FLAGS.eval_data == "test":
-        available = cifar10.NUM_EXAMPLES_PER_EPOCH_FOR_EVAL
-    else:
-        available = cifar10.NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN
-    if FLAGS.num_examples > available:
+    available = data.num_test if FLAGS.eval_data == "test" else data.num_train
+    if FLAGS.num_examples and FLAGS.num_examples > available:
         raise EvalError(
             "--num_examples=%d is more than the %d images of the %s data."
             % (FLAGS.num_examples, available, FLAGS.eval_data)
         )
+    return FLAGS.num_examples or available
 
 
 def main(argv):
     del argv
-    _check_num_examples()
     memory.check(cifar10.inference, "evaluate")
     folders.writable(FLAGS.eval_dir, "eval_dir")
     download.maybe_download_and_extract()
-    evaluate()
+    data = cifar10.data_set()
+    evaluate(data, _num_examples(data))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ fixed-length records changes the constants below, and every binary and
 message follows.
 """
 
+import json
 import os
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -33,6 +35,11 @@ NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN = 50000
 NUM_EXAMPLES_PER_EPOCH_FOR_EVAL = 10000
 # The class names, one a line in label order; CLASS_NAMES when it is absent.
 CLASS_NAMES_FILE = "batches.meta.txt"
+# Data that describes itself (cifar10_pack.py writes it so) has this file
+# beside its class names: its name, image size, and each split's files with
+# the records each holds. The official archive has none: the constants here
+# describe it.
+DESCRIPTION_FILE = "data_set.json"
 CLASS_NAMES = [
     "airplane", "automobile", "bird", "cat", "deer",
     "dog", "frog", "horse", "ship", "truck",
@@ -63,6 +70,126 @@ NUM_PREPROCESS_THREADS = 16
 
 class DataError(Exception):
     """A data file is missing, truncated or corrupt; the message says what to do."""
+
+
+class DataSet(NamedTuple):
+    """What a data folder holds, as data_set() finds it.
+
+    Attributes:
+      name: the data set's name, for messages.
+      train, test: {file name: records it holds}, for each split.
+      class_names: the names of the classes, in label order.
+      remedy: what to do when a file is damaged.
+    """
+
+    name: str
+    train: dict
+    test: dict
+    class_names: list
+    remedy: str
+
+    @property
+    def num_train(self):
+        return sum(self.train.values())
+
+    @property
+    def num_test(self):
+        return sum(self.test.values())
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+
+def data_set(data_dir):
+    """The data in a folder, as it describes itself (DESCRIPTION_FILE and
+    CLASS_NAMES_FILE), or else as the constants above describe the official
+    archive (whose CLASS_NAMES_FILE is read too).
+
+    Raises:
+      DataError: the description cannot be read, or is of images of another
+        size than the model reads.
+    """
+    path = os.path.join(data_dir, DESCRIPTION_FILE)
+    if not os.path.exists(path):
+        return DataSet(
+            name=DATA_SET,
+            train=_equal_shares(TRAIN_FILES, NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN),
+            test=_equal_shares(TEST_FILES, NUM_EXAMPLES_PER_EPOCH_FOR_EVAL),
+            class_names=_official_class_names(data_dir),
+            remedy="Delete the %s folder under --data_dir so that it is extracted "
+            "again." % DATA_FOLDER,
+        )
+    described = _read_description(path)
+    names = _read_class_names(data_dir)
+    if len(names) < 2:
+        raise DataError(
+            "%s names %d class(es); a data set needs two or more. Pack the images "
+            "again." % (os.path.join(data_dir, CLASS_NAMES_FILE), len(names))
+        )
+    return DataSet(
+        name=described["name"],
+        train=described["train"],
+        test=described["test"],
+        class_names=names,
+        remedy="Pack the images again with cifar10_pack.py.",
+    )
+
+
+def _equal_shares(filenames, num_examples):
+    return {name: num_examples // len(filenames) for name in filenames}
+
+
+def _read_description(path):
+    """DESCRIPTION_FILE, checked.
+
+    Raises:
+      DataError: it cannot be read, is not of the expected form, or describes
+        images of another size than HEIGHT x WIDTH x DEPTH.
+    """
+    try:
+        with open(path) as f:
+            described = json.load(f)
+        size = [described["height"], described["width"], described["depth"]]
+        for split in ("train", "test"):
+            files = described[split]
+            if not files or not all(
+                isinstance(n, int) and n > 0 for n in files.values()
+            ):
+                raise ValueError("no files with records for %s" % split)
+        str(described["name"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise DataError(
+            "Cannot read %s (%s): it describes the data beside it. Pack the images "
+            "again with cifar10_pack.py." % (path, e)
+        ) from None
+    if size != [HEIGHT, WIDTH, DEPTH]:
+        raise DataError(
+            "%s describes %dx%dx%d images; this model reads %dx%dx%d (HEIGHT, "
+            "WIDTH and DEPTH in cifar10_input.py). Pack the images again, or set "
+            "those to the data's." % (path, *size, HEIGHT, WIDTH, DEPTH)
+        )
+    return described
+
+
+def _read_class_names(data_dir):
+    """The lines of CLASS_NAMES_FILE in data_dir, blank ones left out; [] when
+    it cannot be read."""
+    try:
+        with open(os.path.join(data_dir, CLASS_NAMES_FILE), encoding="utf-8") as f:
+            return [line.strip() for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError):
+        return []
+
+
+def _official_class_names(data_dir):
+    """NUM_CLASSES names: the first lines of CLASS_NAMES_FILE in data_dir,
+    when it names that many; else CLASS_NAMES, when it names that many; else
+    "class 0", "class 1", ..."""
+    for candidates in (_read_class_names(data_dir), CLASS_NAMES):
+        if len(candidates) >= NUM_CLASSES:
+            return candidates[:NUM_CLASSES]
+    return ["class %d" % i for i in range(NUM_CLASSES)]
 
 
 def _decode(values):
@@ -138,28 +265,6 @@ def _distort(images):
     return (images - mean) * factor + mean
 
 
-def class_names(data_dir):
-    """The names of the classes, in label order.
-
-    Args:
-      data_dir: the folder of the data files.
-
-    Returns:
-      NUM_CLASSES names: the first lines of CLASS_NAMES_FILE there, when it
-      names that many; else CLASS_NAMES, when it names that many; else
-      "class 0", "class 1", ...
-    """
-    try:
-        with open(os.path.join(data_dir, CLASS_NAMES_FILE)) as f:
-            names = [line.strip() for line in f if line.strip()]
-    except (OSError, UnicodeDecodeError):
-        names = []
-    for candidates in (names, CLASS_NAMES):
-        if len(candidates) >= NUM_CLASSES:
-            return candidates[:NUM_CLASSES]
-    return ["class %d" % i for i in range(NUM_CLASSES)]
-
-
 def eval_images(images):
     """What evaluation does to images of the stored size: the central
     IMAGE_SIZE crop, then standardization of each image.
@@ -176,22 +281,43 @@ def eval_images(images):
     return images
 
 
-def prepare_images(images):
-    """What classification does to images of any size: each is scaled to the
-    stored size, HEIGHT x WIDTH (averaging the pixels each new one covers;
-    the aspect ratio is not kept), then goes through eval_images(). Images of
-    the stored size come out as evaluation makes them.
+def fit_images(images):
+    """Images of any size as the data set stores its own: each scaled
+    (averaging the pixels each new one covers) until it covers HEIGHT x
+    WIDTH, its shorter side to fit, then cut to that size around its centre.
+    cifar10_pack.py stores images so, and classification prepares them so;
+    images of the stored size come out as they go in.
 
     Args:
-      images: uint8 [n, height, width, DEPTH].
+      images: uint8 [n, height, width, DEPTH], all of one size.
+
+    Returns:
+      uint8 [n, HEIGHT, WIDTH, DEPTH].
+    """
+    shape = tf.shape(images)[1:3]
+    target = tf.constant([HEIGHT, WIDTH])
+    scale = tf.reduce_max(tf.cast(target, tf.float32) / tf.cast(shape, tf.float32))
+    size = tf.cast(tf.round(tf.cast(shape, tf.float32) * scale), tf.int32)
+    scaled = tf.image.resize(images, tf.maximum(size, target), method="area")
+    cropped = tf.image.resize_with_crop_or_pad(scaled, HEIGHT, WIDTH)
+    return tf.cast(tf.round(cropped), tf.uint8)
+
+
+def prepare_images(images):
+    """What classification does to images of any size: fit_images(), then
+    eval_images(). Images of the stored size come out as evaluation makes
+    them.
+
+    Args:
+      images: uint8 [n, height, width, DEPTH], all of one size.
 
     Returns:
       float32 [n, IMAGE_SIZE, IMAGE_SIZE, DEPTH].
     """
-    return eval_images(tf.image.resize(images, [HEIGHT, WIDTH], method="area"))
+    return eval_images(fit_images(images))
 
 
-def check_data_files(data_dir, filenames, num_examples):
+def check_data_files(data_dir, files, data):
     """Fails early and clearly on a missing, short or corrupt data file.
 
     A missing file would otherwise make the queue runners fail in a background
@@ -200,60 +326,66 @@ def check_data_files(data_dir, filenames, num_examples):
     range fails in the loss, far from its cause.
 
     Args:
-      data_dir: the folder holding the .bin files.
-      filenames: the file names to check, relative to data_dir.
-      num_examples: how many records they hold together.
+      data_dir: the folder holding the files.
+      files: {file name: records it should hold}: data.train or data.test.
+      data: the DataSet, from data_set().
 
     Returns:
       The full paths of the files.
 
     Raises:
       DataError: a file is missing, not a whole number of records, holds
-        fewer or more records than the data set has, or a label of
-        NUM_CLASSES or above.
+        fewer or more records than it should, or a label of num_classes or
+        above.
     """
-    paths = [os.path.join(data_dir, name) for name in filenames]
-    counts = [_count_records(path) for path in paths]
-    if sum(counts) != num_examples:
-        # The data set's files are of equal size; name those that are not.
-        each = num_examples / len(paths)
+    paths = [os.path.join(data_dir, name) for name in files]
+    counts = [_count_records(path, data) for path in paths]
+    expected = list(files.values())
+    if counts != expected:
         odd = [
             "%s holds %d" % (path, count)
-            for path, count in zip(paths, counts, strict=True)
-            if count != each
+            for path, count, should in zip(paths, counts, expected, strict=True)
+            if count != should
         ]
         raise DataError(
-            "%s: the %d file(s) should hold %d records in all, %g each. A file "
-            "was cut short, or the data is not %s. Delete the %s folder under "
-            "--data_dir so that it is extracted again."
+            "%s: the %d file(s) should hold %d records in all, %s. A file was cut "
+            "short, or the data is not %s. %s"
             % (
-                "; ".join(odd) or "%d records" % sum(counts),
+                "; ".join(odd),
                 len(paths),
-                num_examples,
-                each,
-                DATA_SET,
-                DATA_FOLDER,
+                sum(expected),
+                "%d each" % expected[0]
+                if len(set(expected)) == 1
+                else "as %s says" % DESCRIPTION_FILE,
+                data.name,
+                data.remedy,
             )
         )
     for path in paths:
-        _check_labels(path)
+        _check_labels(path, data)
     return paths
 
 
-def _check_labels(path):
-    """Raises DataError when a record's label is NUM_CLASSES or above."""
+def _check_labels(path, data):
+    """Raises DataError when a record's label is data.num_classes or above."""
     labels = np.memmap(path, np.uint8, mode="r")[LABEL_BYTES - 1 :: RECORD_BYTES]
-    (bad,) = np.nonzero(labels >= NUM_CLASSES)
+    (bad,) = np.nonzero(labels >= data.num_classes)
     if bad.size:
         raise DataError(
             "Data file %s holds a label of %d at record %d, but labels go from 0 "
-            "to %d: it is corrupt, or not a file of %s. Delete the %s folder under "
-            "--data_dir so that it is extracted again."
-            % (path, labels[bad[0]], bad[0], NUM_CLASSES - 1, DATA_SET, DATA_FOLDER)
+            "to %d: it is corrupt, or not a file of %s. %s"
+            % (
+                path,
+                labels[bad[0]],
+                bad[0],
+                data.num_classes - 1,
+                data.name,
+                data.remedy,
+            )
         )
 
 
-def _count_records(path):
+def _count_records(path, data):
     """The records in a data file.
 
     Raises:
@@ -268,9 +400,8 @@ def _count_records(path):
     if size == 0 or size % RECORD_BYTES:
         raise DataError(
             "Data file %s is %d bytes, not a whole number of %d-byte records: "
-            "it is truncated or not a file of %s. Delete the %s folder under "
-            "--data_dir so that it is extracted again."
-            % (path, size, RECORD_BYTES, DATA_SET, DATA_FOLDER)
+            "it is truncated or not a file of %s. %s"
+            % (path, size, RECORD_BYTES, data.name, data.remedy)
         )
     return size // RECORD_BYTES
 
@@ -279,7 +410,7 @@ def distorted_inputs(data_dir, batch_size, min_queue_examples=None, num_threads=
     """Shuffled training batches, every image randomly distorted.
 
     Args:
-      data_dir: folder with the data_batch_N.bin files.
+      data_dir: the data's folder (data_set() says what it holds).
       batch_size: images per batch.
       min_queue_examples: shuffling depth; defaults to 40% of an epoch.
       num_threads: preprocessing threads; defaults to one per core, at most
@@ -292,13 +423,10 @@ def distorted_inputs(data_dir, batch_size, min_queue_examples=None, num_threads=
     Raises:
       DataError: a data file is missing, short or corrupt.
     """
-    filenames = check_data_files(
-        data_dir, TRAIN_FILES, NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN
-    )
+    data = data_set(data_dir)
+    filenames = check_data_files(data_dir, data.train, data)
     if min_queue_examples is None:
-        min_queue_examples = int(
-            NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN * MIN_FRACTION_OF_EXAMPLES_IN_QUEUE
-        )
+        min_queue_examples = int(data.num_train * MIN_FRACTION_OF_EXAMPLES_IN_QUEUE)
     if num_threads is None:
         num_threads = min(os.cpu_count() or 1, NUM_PREPROCESS_THREADS)
 
@@ -312,7 +440,7 @@ def distorted_inputs(data_dir, batch_size, min_queue_examples=None, num_threads=
 
         print(
             "Filling queue with %d %s images before starting to train. "
-            "This takes a few seconds." % (min_queue_examples, DATA_SET),
+            "This takes a few seconds." % (min_queue_examples, data.name),
             flush=True,
         )
         images, labels = tf.compat.v1.train.shuffle_batch(
@@ -337,7 +465,7 @@ def inputs(eval_data, data_dir, batch_size):
 
     Args:
       eval_data: True for the test set, False for the training set.
-      data_dir: folder with the .bin files.
+      data_dir: the data's folder (data_set() says what it holds).
       batch_size: images per batch.
 
     Returns:
@@ -347,12 +475,8 @@ def inputs(eval_data, data_dir, batch_size):
     Raises:
       DataError: a data file is missing, short or corrupt.
     """
-    files, num_examples = (
-        (TEST_FILES, NUM_EXAMPLES_PER_EPOCH_FOR_EVAL)
-        if eval_data
-        else (TRAIN_FILES, NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN)
-    )
-    filenames = check_data_files(data_dir, files, num_examples)
+    data = data_set(data_dir)
+    filenames = check_data_files(data_dir, data.test if eval_data else data.train, data)
 
     with tf.name_scope("input"):
         filename_queue = tf.compat.v1.train.string_input_producer(

@@ -55,26 +55,24 @@ def train():
         if train_dir.reached(FLAGS.max_steps):
             return
         download.maybe_download_and_extract()
-        print(
-            "Running %d tower(s) on %s%s."
-            % (
-                len(devices),
-                ", ".join(devices),
-                " (no GPU found)" if devices[0].startswith("/cpu") else "",
-            )
-        )
+        data = cifar10.data_set()
+        train_dir.keep_class_names(data.class_names)
+        print_towers(devices)
         with tf.Graph().as_default():
             with task.device(), tf.device("/cpu:0"):
                 global_step = tf.compat.v1.train.get_or_create_global_step()
                 batch_queue = prefetch_queue(len(devices))
-                tower_grads, loss = tower_gradients(batch_queue, devices)
+                tower_grads, loss = tower_gradients(
+                    batch_queue, devices, data.num_classes
+                )
                 # The loss summaries, learning rate, moving averages and the
                 # step itself are cifar10.train()'s, applied to the average
                 # of the towers' gradients.
                 train_op = cifar10.train(
                     loss,
                     global_step,
-                    average_gradients(tower_grads),
+                    data.num_train,
+                    grads_and_vars=average_gradients(tower_grads),
                     apply_fn=task.apply_fn,
                 )
 
@@ -142,6 +140,17 @@ def tower_devices():
     return ["/gpu:%d" % i for i in range(FLAGS.num_gpus)]
 
 
+def print_towers(devices):
+    print(
+        "Running %d tower(s) on %s%s."
+        % (
+            len(devices),
+            ", ".join(devices),
+            " (no GPU found)" if devices[0].startswith("/cpu") else "",
+        )
+    )
+
+
 def session_config(devices):
     """The session config for the towers."""
     config = cifar10.session_config(log_device_placement=FLAGS.log_device_placement)
@@ -170,7 +179,7 @@ def prefetch_queue(num_towers):
     return batch_queue
 
 
-def tower_gradients(batch_queue, devices):
+def tower_gradients(batch_queue, devices, num_classes):
     """A tower on each device, each on a batch of its own.
 
     Returns:
@@ -184,7 +193,8 @@ def tower_gradients(batch_queue, devices):
                 image_batch, label_batch = batch_queue.dequeue()
                 # cifar10.loss() sums this tower's own terms: those made
                 # under its name scope.
-                loss = cifar10.loss(cifar10.inference(image_batch), label_batch)
+                logits = cifar10.inference(image_batch, num_classes)
+                loss = cifar10.loss(logits, label_batch)
                 # The next tower reuses this tower's variables.
                 tf.compat.v1.get_variable_scope().reuse_variables()
                 variables = tf.compat.v1.trainable_variables()

@@ -51,6 +51,8 @@ def train():
         if train_dir.reached(FLAGS.max_steps):
             return
         download.maybe_download_and_extract()
+        data = cifar10.data_set()
+        train_dir.keep_class_names(data.class_names)
         with tf.Graph().as_default():
             with task.device():
                 global_step = tf.compat.v1.train.get_or_create_global_step()
@@ -62,9 +64,11 @@ def train():
                     images, labels = cifar10.distorted_inputs()
 
                 # The model's prediction, its loss, and one step of training.
-                logits = cifar10.inference(images)
+                logits = cifar10.inference(images, data.num_classes)
                 loss = cifar10.loss(logits, labels)
-                train_op = cifar10.train(loss, global_step, apply_fn=task.apply_fn)
+                train_op = cifar10.train(
+                    loss, global_step, data.num_train, apply_fn=task.apply_fn
+                )
 
             scaffold = train_dir.scaffold()
             progress = training.ProgressHook(

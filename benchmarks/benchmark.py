@@ -29,10 +29,14 @@ measures, in this one run:
       to end and cifar10_eval.py, each as a ratio to float32 measured in a
       row; it says whether the processor has native
       bfloat16 (where it has not, bf16 is emulated, and fewer steps make the
-      point).
+      point);
+  (k) cifar10_pack.py on 60,000 small JPEG files in 10 class folders (the
+      rate it reports, and its peak memory), beside the rate of decoding and
+      fitting the same files alone, from memory, two batches at a time as
+      the packer does, in this process.
 
 --only picks some of the groups: training (a, b, c, e, f), eval (d),
-scaling (g, h), using (i), bf16 (j).
+scaling (g, h), using (i), bf16 (j), packing (k).
 
 Each rate is the median of several windows after a warm-up. The machine is
 shared and noisy, so the figures that matter are the ratios of two rates
@@ -40,12 +44,14 @@ measured minutes apart in the same run: (b)/(a) and eval/forward.
 A table goes to stdout, everything to --json.
 """
 
+import concurrent.futures
 import json
 import os
 import pathlib
 import platform
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -66,6 +72,7 @@ from absl.testing import flagsaver  # noqa: E402
 
 import cifar10  # noqa: E402
 import cifar10_eval  # noqa: E402
+import cifar10_pack  # noqa: E402
 from harness import fake_cifar, procs  # noqa: E402
 from harness.sessions import queue_session  # noqa: E402
 
@@ -80,7 +87,9 @@ flags.DEFINE_string(
     "work_dir", None, "Folder for the data and runs (default: a temporary one)."
 )
 flags.DEFINE_list(
-    "only", ["training", "eval", "scaling", "using", "bf16"], "The groups to measure."
+    "only",
+    ["training", "eval", "scaling", "using", "bf16", "packing"],
+    "The groups to measure.",
 )
 
 LOG_RATE = re.compile(r": step (\d+), loss = \S+ \(([\d.]+) examples/sec")
@@ -125,6 +134,10 @@ ROWS = [
     ("    bf16/float32", "bf16_end_to_end_ratio", "%.3f"),
     ("(j) cifar10_eval.py, bf16", "bf16_eval", "%.0f images/sec"),
     ("    bf16/float32", "bf16_eval_ratio", "%.3f"),
+    ("(k) cifar10_pack.py, 60,000 JPEG files", "pack_rate", "%.0f images/sec"),
+    ("(k) decoding and fitting alone", "decode_rate", "%.0f images/sec"),
+    ("    packing/decoding", "pack_ratio", "%.3f"),
+    ("(k) peak RSS, cifar10_pack.py", "pack_peak_rss_mb", "%.0f MB"),
 ]
 
 
@@ -471,6 +484,50 @@ def measure_scaling(work_dir, train_steps):
     return figures
 
 
+def measure_packing(work_dir, windows):
+    """(k)."""
+    print("(k) writing 60,000 JPEG files, then packing them ...", flush=True)
+    image_dir = os.path.join(work_dir, "images")
+    files = sorted(
+        fake_cifar.write_image_folders(
+            image_dir, ["class%d" % i for i in range(10)], 6000, varied=False
+        )
+    )
+    out, rss = run_binary(
+        "cifar10_pack.py",
+        "--image_dir=%s" % image_dir,
+        "--data_dir=%s" % os.path.join(work_dir, "packed"),
+    )
+    rate = float(re.search(r"([\d.]+) files/sec\)", out).group(1))
+    contents = []
+    for path in files[:: len(files) // 5000]:
+        with open(path, "rb") as f:
+            contents.append(f.read())
+    with (
+        tf.Graph().as_default(),
+        tf.compat.v1.Session() as sess,
+        concurrent.futures.ThreadPoolExecutor(2) as pool,
+    ):
+        decode = cifar10_pack._decoder(sess)
+        batch = cifar10_pack.BATCH_FILES
+        position = [0]
+
+        def run_once():
+            # Two batches at once, as the packer decodes them.
+            starts = [(position[0] + i * batch) % (len(contents) - batch)
+                      for i in range(2)]  # fmt: skip
+            list(pool.map(lambda s: decode(contents[s : s + batch]), starts))
+            position[0] += 2 * batch
+
+        decode_rate = median_rate(run_once, 2 * batch, windows, 4, warmup=2)
+    return {
+        "pack_rate": rate,
+        "decode_rate": decode_rate,
+        "pack_ratio": rate / decode_rate,
+        "pack_peak_rss_mb": rss,
+    }
+
+
 def print_table(results):
     print()
     print("| figure | value |")
@@ -488,10 +545,25 @@ def main(argv):
     train_steps = 200 if FLAGS.quick else 400
 
     work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="cifar10_bench_")
-    print("Writing a full-size fake data set to %s ..." % work_dir, flush=True)
-    fake_cifar.write_dataset(
-        os.path.join(work_dir, "data"), records_per_file=10000, test_records=10000
-    )
+    try:
+        results = measure(work_dir, windows, steps, train_steps)
+    finally:
+        if not FLAGS.work_dir:
+            shutil.rmtree(work_dir, ignore_errors=True)  # 400 MB and more
+    print_table(results)
+    os.makedirs(os.path.dirname(FLAGS.json), exist_ok=True)
+    with open(FLAGS.json, "w") as f:
+        json.dump(results, f, indent=2)
+    print("\nWrote %s" % FLAGS.json)
+
+
+def measure(work_dir, windows, steps, train_steps):
+    """The groups of --only, measured in work_dir."""
+    if set(FLAGS.only) - {"packing"}:
+        print("Writing a full-size fake data set to %s ..." % work_dir, flush=True)
+        fake_cifar.write_dataset(
+            os.path.join(work_dir, "data"), records_per_file=10000, test_records=10000
+        )
     FLAGS.data_dir = os.path.join(work_dir, "data")
 
     results = {"machine": {"cores": os.cpu_count(), "platform": platform.platform(),
@@ -513,14 +585,12 @@ def main(argv):
         results.update(measure_using(work_dir, train_dir, windows, steps))
     if "bf16" in FLAGS.only:
         results.update(measure_bf16(work_dir, windows, steps, train_steps))
+    if "packing" in FLAGS.only:
+        results.update(measure_packing(work_dir, windows))
     results["children_peak_rss_mb"] = (
         resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     )
-    print_table(results)
-    os.makedirs(os.path.dirname(FLAGS.json), exist_ok=True)
-    with open(FLAGS.json, "w") as f:
-        json.dump(results, f, indent=2)
-    print("\nWrote %s" % FLAGS.json)
+    return results
 
 
 if __name__ == "__main__":

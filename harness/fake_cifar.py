@@ -133,3 +133,44 @@ def write_archive(root, archive_path, **kwargs):
     with open(archive_path, "rb") as f:
         md5 = hashlib.md5(f.read()).hexdigest()
     return archive_path, md5
+
+
+FORMATS = ("jpg", "png", "bmp", "gif")
+# Grayscale, rarely: it keeps no hue, which is what tells the classes apart.
+MODES = ("RGB", "RGB", "P", "RGBA", "RGB", "RGB", "RGB", "RGB", "RGB", "L")
+
+
+def write_image_folders(folder, class_names, per_class, seed=0, first=0, varied=True):
+    """Writes folder/<class>/<n>.<format>: per_class learnable images of each
+    class (its hue, as in write_dataset, plus noise).
+
+    Args:
+      folder: where the class folders go.
+      class_names: one folder each, the class of label i the i-th.
+      per_class: images a class.
+      seed: random seed; the same seed gives the same files.
+      first: the number of the first file, to add files to a folder.
+      varied: sizes from 20 to 90 pixels a side, every format of FORMATS,
+        and now and then a palette, RGBA or grayscale image; else 32x32
+        JPEGs.
+
+    Returns:
+      {path: label} of the files written.
+    """
+    rng = np.random.default_rng(seed)
+    written = {}
+    for label, name in enumerate(class_names):
+        os.makedirs(os.path.join(folder, name), exist_ok=True)
+        for n in range(first, first + per_class):
+            height, width = rng.integers(20, 91, 2) if varied else (32, 32)
+            side = max(height, width)
+            pixels = make_images([label], rng, size=side, num_classes=len(class_names))
+            image = Image.fromarray(pixels[0, :height, :width])
+            kind = FORMATS[n % len(FORMATS)] if varied else "jpg"
+            mode = MODES[(n // len(FORMATS)) % len(MODES)] if varied else "RGB"
+            if not (kind == "jpg" and mode in ("P", "RGBA")):
+                image = image.convert(mode)
+            path = os.path.join(folder, name, "%05d.%s" % (n, kind))
+            image.save(path)
+            written[path] = label
+    return written

@@ -34,6 +34,9 @@ tf.compat.v1.flags.DEFINE_string(
 INDEX = ".index"
 # What reading a checkpoint raises, among other things when its files go.
 READ_ERRORS = (tf.errors.OpError, ValueError)
+# Training writes the names of the classes beside its checkpoints, one a line
+# in label order: the model's outputs mean nothing without them.
+CLASS_NAMES_FILE = "class_names.txt"
 
 
 def refuse_brackets(flag_name):
@@ -205,6 +208,33 @@ def _step_or_minus_one(checkpoint):
         return step(checkpoint)
     except (tf.errors.OpError, ValueError):
         return -1
+
+
+def class_names(checkpoint_dir):
+    """The class names written beside the checkpoints in a folder, or None
+    when there are none (checkpoints of an earlier version, say)."""
+    try:
+        with open(
+            os.path.join(checkpoint_dir, CLASS_NAMES_FILE), encoding="utf-8"
+        ) as f:
+            return [line.strip() for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def write_class_names(checkpoint_dir, names):
+    """Writes the class names beside the checkpoints, through a temporary
+    file renamed into place."""
+    path = os.path.join(checkpoint_dir, CLASS_NAMES_FILE)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write("".join(name + "\n" for name in names))
+    os.replace(path + ".tmp", path)
+
+
+def describe_classes(names):
+    """The class names, in a message: a few of them and how many there are."""
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    return "%s (%d classes)" % (shown, len(names))
 
 
 def restorer():

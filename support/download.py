@@ -18,7 +18,6 @@ import http.client
 import os
 import re
 import shutil
-import sys
 import tarfile
 import tempfile
 import urllib.parse
@@ -28,7 +27,7 @@ import tensorflow as tf
 
 import cifar10_input
 from cifar10_input import DataError
-from support import folders
+from support import folders, progress
 
 FLAGS = tf.compat.v1.flags.FLAGS
 
@@ -200,7 +199,7 @@ def _download(url, path, md5, size, folder, local_problem):
             )
         # mkstemp() makes a file only its owner can read; a downloaded file
         # gets the modes of any other new file.
-        os.chmod(tmp_path, 0o666 & ~_umask())
+        os.chmod(tmp_path, 0o666 & ~folders.umask())
         os.replace(tmp_path, path)
         print("Successfully downloaded %s, %d bytes." % (filename, done))
     except (OSError, http.client.HTTPException, ValueError) as e:
@@ -242,47 +241,31 @@ def _no_space(data_dir, doing):
     )
 
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _copy_with_progress(response, out, filename, total):
-    """Copies the response to out, showing how far it has come.
-
-    On a terminal one line is updated in place; in a log, a line is printed
-    for every tenth of the file.
+    """Copies the response to out, with a progress line.
 
     Returns:
       The number of bytes copied.
     """
-    in_place = sys.stdout.isatty()
+
+    def describe(done, percent):
+        if total:
+            return ">> Downloading %s %.1f%% (%.1f of %.1f MB)" % (
+                filename,
+                percent,
+                done / 1e6,
+                total / 1e6,
+            )
+        return ">> Downloading %s %.1f MB" % (filename, done / 1e6)
+
+    line = progress.Progress(total, describe)
     done = 0
-    shown = -1
     # read1() returns what has come so far, rather than waiting for a full chunk.
     for chunk in iter(lambda: response.read1(CHUNK_BYTES), b""):
         out.write(chunk)
         done += len(chunk)
-        percent = min(100.0, 100.0 * done / total) if total else 0.0
-        if in_place or int(percent) // 10 > shown:
-            shown = int(percent) // 10
-            if total:
-                line = ">> Downloading %s %.1f%% (%.1f of %.1f MB)" % (
-                    filename,
-                    percent,
-                    done / 1e6,
-                    total / 1e6,
-                )
-            else:
-                line = ">> Downloading %s %.1f MB" % (filename, done / 1e6)
-            print(
-                "\r" + line if in_place else line,
-                end="" if in_place else "\n",
-                flush=True,
-            )
-    if in_place:
-        print()
+        line.update(done)
+    line.end()
     return done
 
 

@@ -1,8 +1,10 @@
-"""The folders the binaries write to: made and checked, locked, cleaned.
+"""The folders and files the binaries use: made and checked, locked, cleaned,
+read.
 
-folders.writable(path, "train_dir")     # or one line naming the flag
-with folders.locked(path_of_lock_file):  # one process at a time
-    names = folders.remove_leftovers(folder, PATTERN)
+    folders.writable(path, "train_dir")      # or one line naming the flag
+    with folders.locked(path_of_lock_file):  # one process at a time
+        names = folders.remove_leftovers(folder, PATTERN)
+    contents, problem = folders.read_regular_file(path)  # never a pipe
 """
 
 import contextlib
@@ -10,6 +12,7 @@ import fcntl
 import os
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -108,3 +111,31 @@ def remove_leftovers(folder, pattern):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
     return names
+
+
+def read_regular_file(path):
+    """The contents of a regular file.
+
+    Returns:
+      (contents, None), or (None, why it cannot be read). A pipe or a device
+      is not read: it could block, or never end.
+    """
+    try:
+        # O_NONBLOCK: opening a pipe that no one writes to returns at once.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        return None, "Cannot read %s (%s)." % (path, e.strerror or e)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None, "%s is not a regular file; skipped." % path
+        try:
+            return f.read(), None
+        except OSError as e:
+            return None, "Cannot read %s (%s)." % (path, e.strerror or e)
+
+
+def umask():
+    """This process's umask: the mode bits a new file or folder leaves out."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -24,6 +24,7 @@ import contextlib
 import errno
 import os
 import re
+import sys
 import time
 
 import tensorflow as tf
@@ -97,18 +98,15 @@ class TrainDir:
         self._saver_hook = None
 
     def __enter__(self):
-        if not self._chief:
-            return self
-        try:
-            folders.writable(self.path, "train_dir")
-            self._held.enter_context(_locked(self.path))
-            if FLAGS.fresh_start:
-                _set_aside(self.path)
-            _remove_temporaries(self.path)
-            self.checkpoint = _resume_point(self.path)
-        except BaseException:
-            self._held.close()
-            raise
+        if self._chief:
+            with contextlib.ExitStack() as held:  # the lock, until __exit__
+                folders.writable(self.path, "train_dir")
+                held.enter_context(_locked(self.path))
+                if FLAGS.fresh_start:
+                    _set_aside(self.path)
+                _remove_temporaries(self.path)
+                self.checkpoint = _resume_point(self.path)
+                self._held = held.pop_all()
         return self
 
     def __exit__(self, kind, error, traceback):
@@ -120,17 +118,24 @@ class TrainDir:
 
     def reached(self, max_steps):
         """Says where training resumes; True if max_steps is reached already."""
-        if self.checkpoint is None:
-            return False
-        step = checkpoints.step(self.checkpoint)
-        if step >= max_steps:
-            print(
-                "%s is at step %d, already at --max_steps=%d: nothing to do."
-                % (self.checkpoint, step, max_steps)
-            )
-            return True
-        print("Resuming from %s at step %d." % (self.checkpoint, step), flush=True)
-        return False
+        step = checkpoints.step(self.checkpoint) if self.checkpoint else 0
+        if self.checkpoint and step >= max_steps:
+            print("%s is at step %d, already at --max_steps=%d: nothing to do."
+                  % (self.checkpoint, step, max_steps))  # fmt: skip
+        elif self.checkpoint:
+            print("Resuming from %s at step %d." % (self.checkpoint, step), flush=True)
+        return step >= max_steps
+
+    def keep_class_names(self, names):
+        """Writes the data's class names beside the checkpoints (the classifier
+        reads them there); a run that resumes checks first that they are its
+        checkpoints' classes.
+
+        Raises:
+          Error: they are not.
+        """
+        if self._chief:
+            _keep_class_names(self.path, names)
 
     def scaffold(self, summary_op=None):
         """The training session's scaffold, for the graph just built: its
@@ -151,10 +156,11 @@ class TrainDir:
         """The hooks that write summaries and checkpoints here (the chief's)."""
         if not self._chief:
             return []
-        if FLAGS.save_checkpoint_secs:
-            every = dict(save_secs=FLAGS.save_checkpoint_secs)
-        else:
-            every = dict(save_steps=FLAGS.save_checkpoint_steps)
+        every = (
+            dict(save_secs=FLAGS.save_checkpoint_secs)
+            if FLAGS.save_checkpoint_secs
+            else dict(save_steps=FLAGS.save_checkpoint_steps)
+        )
         resumed = checkpoints.step(self.checkpoint) if self.checkpoint else None
         self._saver_hook = _SaverHook(self.path, resumed, scaffold=scaffold, **every)
         summaries = tf.compat.v1.train.SummarySaverHook(
@@ -167,16 +173,30 @@ class TrainDir:
         """The last lines of a run: where it stopped, and what was saved."""
         how = "Stopped by %s at" % stopped_by if stopped_by else "Done:"
         if self._chief:
-            checkpoint, _ = checkpoints.newest(self.path)
-            print(
-                "%s step %d; checkpoint saved in %s."
-                % (how, checkpoints.step(checkpoint), self.path),
-                flush=True,
-            )
+            saved = checkpoints.step(checkpoints.newest(self.path)[0])
+            print("%s step %d; checkpoint saved in %s." % (how, saved, self.path))
         else:
-            print("%s global step %d." % (how, progress.step), flush=True)
+            print("%s global step %d." % (how, progress.step))
         if progress.shared_step:
-            print("This worker ran %d steps." % progress.own_steps, flush=True)
+            print("This worker ran %d steps." % progress.own_steps)
+        sys.stdout.flush()
+
+
+def _keep_class_names(train_dir, names):
+    kept = checkpoints.class_names(train_dir)
+    if kept is None:
+        checkpoints.write_class_names(train_dir, names)
+    elif kept != names:
+        raise Error(
+            "The checkpoints in --train_dir=%s were trained on the classes %s; "
+            "--data_dir holds %s. Train on the data they were trained on, or pass "
+            "--fresh_start (or another --train_dir) to begin anew."
+            % (
+                train_dir,
+                checkpoints.describe_classes(kept),
+                checkpoints.describe_classes(names),
+            )
+        )
 
 
 @contextlib.contextmanager

@@ -321,6 +321,8 @@ def train_until_learned(train_dir, dataset, least_precision=0.9, max_steps=600):
     labels, images = (a[:10000] for a in dataset["train"])
     test_labels, test_images = (a[:1000] for a in dataset["test"])
     losses = []
+    # As the training binary does, the class names beside the checkpoints.
+    checkpoints.write_class_names(str(train_dir), fake_cifar.CLASS_NAMES)
     with training_from_memory(images, labels, batch_size=128) as (run, save, sess):
         np.save(
             os.path.join(str(train_dir), "local3_initial.npy"),

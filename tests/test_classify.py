@@ -4,9 +4,11 @@ in a process of its own, with TensorFlow alone."""
 import contextlib
 import csv
 import errno
+import glob
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -184,11 +186,12 @@ def test_classify_files_as_the_evaluation_graph_does(trained, dataset, tmp_path)
     notes = tmp_path / "notes.txt"
     notes.write_text("not an image")
     (tmp_path / "empty").mkdir()
-    # Class names from the data set's file, when --data_dir has one.
-    names = ["c%d" % i for i in range(10)]
+    # The class names are those beside the checkpoint, whatever the data in
+    # --data_dir names.
+    names = fake_cifar.CLASS_NAMES
     data_dir = tmp_path / "data" / fake_cifar.FOLDER
     data_dir.mkdir(parents=True)
-    (data_dir / "batches.meta.txt").write_text("\n".join(names) + "\n")
+    (data_dir / "batches.meta.txt").write_text("".join("c%d\n" % i for i in range(10)))
 
     result = classify(
         "--checkpoint_dir=%s" % trained, "--data_dir=%s" % data_dir.parent,
@@ -373,3 +376,21 @@ def test_a_checkpoint_that_vanishes_gives_way_to_the_newest(
     ):
         cifar10_classify.run([str(image)])
     assert str(e.value).startswith("Cannot read --checkpoint=%s" % newer)
+
+
+def test_a_checkpoint_without_class_names_takes_the_datas(trained, tmp_path):
+    # Checkpoints made before training wrote its class names beside them.
+    older = tmp_path / "older"
+    older.mkdir()
+    for path in glob.glob(tf.train.latest_checkpoint(trained) + ".*"):
+        shutil.copy(path, older)
+    checkpoint = str(older / os.path.basename(tf.train.latest_checkpoint(trained)))
+    data_dir = tmp_path / "data" / fake_cifar.FOLDER
+    data_dir.mkdir(parents=True)
+    names = ["c%d" % i for i in range(10)]
+    (data_dir / "batches.meta.txt").write_text("".join(n + "\n" for n in names))
+    with flagsaver.flagsaver(data_dir=str(data_dir.parent)):
+        assert cifar10_classify._class_names(checkpoint) == names
+    assert cifar10_classify._class_names(tf.train.latest_checkpoint(trained)) == (
+        fake_cifar.CLASS_NAMES
+    )

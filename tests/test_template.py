@@ -34,23 +34,37 @@ MODULES = [
 SUPPORT_LEFT_BEHIND = ["distributed.py"]
 NAMES = ["apple", "bean", "cherry", "date", "elder"]
 CHANGES = {
-    "cifar10_input.py": {
-        "DATA_SET": '"FRUIT-5"',
-        "DATA_URL": '"http://example.com/fruit-5.tar.gz"',
-        "DATA_MD5": '"0123456789abcdef0123456789abcdef"',
-        "ARCHIVE_BYTES": "123456",
-        "DATA_FOLDER": '"fruit-batches"',
-        "TRAIN_FILES": '["train_a.bin", "train_b.bin"]',
-        "TEST_FILES": '["test.bin"]',
-        "NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN": "500",
-        "NUM_EXAMPLES_PER_EPOCH_FOR_EVAL": "100",
-        "CLASS_NAMES": repr(NAMES),
-        "NUM_CLASSES": "5",
-        "HEIGHT": "16",
-        "WIDTH": "16",
-        "IMAGE_SIZE": "12",
-    },
+    "DATA_SET": '"FRUIT-5"',
+    "DATA_URL": '"http://example.com/fruit-5.tar.gz"',
+    "DATA_MD5": '"0123456789abcdef0123456789abcdef"',
+    "ARCHIVE_BYTES": "123456",
+    "DATA_FOLDER": '"fruit-batches"',
+    "TRAIN_FILES": '["train_a.bin", "train_b.bin"]',
+    "TEST_FILES": '["test.bin"]',
+    "NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN": "500",
+    "NUM_EXAMPLES_PER_EPOCH_FOR_EVAL": "100",
+    "CLASS_NAMES": repr(NAMES),
+    "NUM_CLASSES": "5",
+    "HEIGHT": "16",
+    "WIDTH": "16",
+    "IMAGE_SIZE": "12",
 }
+
+
+def copy_project(folder, changes, modules=MODULES):
+    """The modules copied to folder, with support/ (but what is left behind),
+    and the constants of cifar10_input.py in changes set."""
+    shutil.copytree(
+        pathlib.Path(ROOT, "support"),
+        folder / "support",
+        ignore=shutil.ignore_patterns("__pycache__", *SUPPORT_LEFT_BEHIND),
+    )
+    for name in modules:
+        source = pathlib.Path(ROOT, name).read_text()
+        if name == "cifar10_input.py":
+            for constant, value in changes.items():
+                source = _set_constant(source, constant, value)
+        (folder / name).write_text(source)
 
 
 def _set_constant(source, name, value):
@@ -68,16 +82,7 @@ def template(tmp_path_factory):
     shared flags and the test images."""
     root = tmp_path_factory.mktemp("template")
     code = root / "code"
-    shutil.copytree(
-        pathlib.Path(ROOT, "support"),
-        code / "support",
-        ignore=shutil.ignore_patterns("__pycache__", *SUPPORT_LEFT_BEHIND),
-    )
-    for name in MODULES:
-        source = pathlib.Path(ROOT, name).read_text()
-        for constant, value in CHANGES.get(name, {}).items():
-            source = _set_constant(source, constant, value)
-        (code / name).write_text(source)
+    copy_project(code, CHANGES)
     written = fake_cifar.write_dataset(
         str(root / "data"), records_per_file=250, test_records=100, size=16,
         num_classes=5, class_names=NAMES, folder="fruit-batches",
@@ -168,3 +173,30 @@ def test_the_copy_classifies_and_exports(template, tmp_path):
         )
     assert probabilities.shape == (3, 5)
     assert {n.decode() for n in class_names} <= set(NAMES)
+
+
+@pytest.mark.slow
+def test_images_of_another_size_need_only_the_image_size(tmp_path):
+    # Folders of images, packed by the copied packer: the data describes
+    # itself, and only the stored and cropped image sizes are set.
+    copy_project(
+        tmp_path, {"HEIGHT": "16", "WIDTH": "16", "IMAGE_SIZE": "12"},
+        modules=[*MODULES, "cifar10_pack.py"],
+    )  # fmt: skip
+    names = ["circle", "square", "star"]
+    fake_cifar.write_image_folders(str(tmp_path / "images"), names, 60)
+    common = ["--data_dir=%s" % (tmp_path / "data"), "--batch_size=50"]
+    for binary, *flags in (
+        ("cifar10_pack.py", "--image_dir=%s" % (tmp_path / "images")),
+        ("cifar10_train.py", "--train_dir=%s" % (tmp_path / "train"),
+         "--max_steps=60"),
+        ("cifar10_eval.py", "--checkpoint_dir=%s" % (tmp_path / "train"),
+         "--eval_dir=%s" % (tmp_path / "eval"), "--run_once"),
+    ):  # fmt: skip
+        result = run_binary(binary, *common, *flags, folder=tmp_path)
+        assert result.returncode == 0, result.stderr
+    (match,) = PRECISION.findall(result.stdout)
+    table = result.stdout.split(match[0], 1)[1]
+    assert re.findall(r"^  ([a-z]+) +\d+ +[01]\.\d{3}$", table, re.M) == names
+    records = (tmp_path / "data" / "cifar-10-batches-bin" / "test_batch.bin").stat()
+    assert records.st_size == int(match[2]) * (1 + 16 * 16 * 3)

@@ -1,0 +1,317 @@
+"""cifar10_pack.py: folders of one's own images, packed into the records that
+the binaries train on, evaluate and classify with no code changed; a split
+that stays put as images are added; and every bad input."""
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl.testing import flagsaver
+
+import cifar10
+import cifar10_eval
+import cifar10_input
+import cifar10_pack
+import cifar10_train
+from harness import fake_cifar
+from harness.procs import run_binary
+from helpers import PRECISION, exit_line
+
+NAMES = ["apple", "bean", "cherry", "date", "elder"]
+FOLDER = cifar10_input.DATA_FOLDER
+
+
+def pack(image_dir, data_dir, **flags):
+    """Runs the packer in this process."""
+    with flagsaver.flagsaver(image_dir=str(image_dir), data_dir=str(data_dir), **flags):
+        cifar10_pack.main(["binary"])
+
+
+def pack_line(image_dir, data_dir, **flags):
+    """The line the packer exits with."""
+    return exit_line(
+        cifar10_pack.main, image_dir=str(image_dir), data_dir=str(data_dir), **flags
+    )
+
+
+def records(data_dir, split):
+    """The records of a split of packed data, as a set of bytes."""
+    folder = os.path.join(str(data_dir), FOLDER)
+    with open(os.path.join(folder, cifar10_input.DESCRIPTION_FILE)) as f:
+        files = json.load(f)[split]
+    found = set()
+    for name, count in files.items():
+        with open(os.path.join(folder, name), "rb") as f:
+            data = f.read()
+        assert len(data) == count * cifar10_input.RECORD_BYTES
+        size = cifar10_input.RECORD_BYTES
+        found |= {data[i : i + size] for i in range(0, len(data), size)}
+    return found
+
+
+@pytest.mark.slow
+def test_own_images_train_evaluate_and_classify_with_no_code_changed(tmp_path):
+    images = fake_cifar.write_image_folders(str(tmp_path / "images"), NAMES, 120)
+    packed = run_binary(
+        "cifar10_pack.py", "--image_dir=%s" % (tmp_path / "images"),
+        "--data_dir=%s" % (tmp_path / "data"),
+    )  # fmt: skip
+    assert packed.returncode == 0, packed.stderr
+    match = re.search(
+        r"^Packed (\d+) training and (\d+) test images of 5 classes into ",
+        packed.stdout,
+        re.M,
+    )
+    assert match and int(match[1]) + int(match[2]) == 600, packed.stdout
+    num_test = int(match[2])
+
+    common = ["--data_dir=%s" % (tmp_path / "data"), "--batch_size=64"]
+    trained = run_binary(
+        "cifar10_train.py", *common, "--train_dir=%s" % (tmp_path / "train"),
+        "--max_steps=150",
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    # The shuffling queue holds 40% of the data's own training images.
+    assert "Filling queue with %d images images" % int(int(match[1]) * 0.4) in (
+        trained.stdout
+    )
+
+    scored = run_binary(
+        "cifar10_eval.py", *common, "--checkpoint_dir=%s" % (tmp_path / "train"),
+        "--eval_dir=%s" % (tmp_path / "eval"), "--run_once",
+    )  # fmt: skip
+    assert scored.returncode == 0, scored.stderr
+    (found,) = PRECISION.findall(scored.stdout)
+    assert int(found[2]) == num_test  # every test image, by default
+    assert float(found[0]) > 0.6, scored.stdout  # chance is 0.2
+    table = scored.stdout.split(found[0], 1)[1]
+    assert re.findall(r"^  ([a-z]+) +\d+ +[01]\.\d{3}$", table, re.M) == NAMES
+
+    # The classifier needs the checkpoint alone: its class names are beside it.
+    some = sorted(images)[::60]
+    classified = run_binary(
+        "cifar10_classify.py", "--checkpoint_dir=%s" % (tmp_path / "train"),
+        "--data_dir=%s" % (tmp_path / "nothing here"), *some,
+    )  # fmt: skip
+    assert classified.returncode == 0, classified.stderr
+    lines = dict(line.split(": ", 1) for line in classified.stdout.splitlines())
+    assert sorted(lines) == some
+    for line in lines.values():
+        assert set(re.findall(r"([a-z]+) [01]\.\d{3}", line)) <= set(NAMES)
+    right = [lines[path].split()[0] == NAMES[images[path]] for path in some]
+    assert np.mean(right) > 0.6, lines
+
+
+def test_the_split_stays_put_as_images_are_added(tmp_path):
+    fake_cifar.write_image_folders(str(tmp_path / "images"), NAMES[:3], 60)
+    pack(tmp_path / "images", tmp_path / "before")
+    fake_cifar.write_image_folders(
+        str(tmp_path / "images"), NAMES[:3], 30, seed=1, first=60
+    )
+    pack(tmp_path / "images", tmp_path / "after")
+    for split in ("train", "test"):
+        assert records(tmp_path / "before", split) <= records(tmp_path / "after", split)
+    # About --test_fraction of the images are test images.
+    test, train = (len(records(tmp_path / "after", s)) for s in ("test", "train"))
+    assert test + train == 270
+    assert 0.1 < test / 270 < 0.3
+
+
+def test_packed_data_describes_itself(tmp_path, capsys):
+    fake_cifar.write_image_folders(str(tmp_path / "images" / "train"), NAMES, 30)
+    fake_cifar.write_image_folders(str(tmp_path / "images" / "test"), NAMES, 6, seed=2)
+    pack(tmp_path / "images", tmp_path / "data", name="fruit")
+    assert "Packed 150 training and 30 test images of 5 classes" in (
+        capsys.readouterr().out
+    )
+    with flagsaver.flagsaver(data_dir=str(tmp_path / "data"), batch_size=10):
+        data = cifar10.data_set()
+        assert (data.name, data.class_names) == ("fruit", NAMES)
+        assert (data.num_train, data.num_test, data.num_classes) == (150, 30, 5)
+        # The shuffling depth, the learning-rate schedule and --num_examples
+        # follow the data's counts.
+        with tf.Graph().as_default():
+            images, labels = cifar10.distorted_inputs()
+            assert "Filling queue with 60 fruit images" in capsys.readouterr().out
+            global_step = tf.compat.v1.train.get_or_create_global_step()
+            logits = cifar10.inference(images, data.num_classes)
+            assert logits.shape.as_list() == [10, 5]
+            cifar10.train(cifar10.loss(logits, labels), global_step, data.num_train)
+            lr = tf.compat.v1.get_default_graph().get_tensor_by_name(
+                "ExponentialDecay:0"
+            )
+            # 15 batches an epoch: the first drop after 350 epochs, step 5250.
+            with tf.compat.v1.Session() as sess:
+                rates = []
+                sess.run(global_step.initializer)
+                for step in (5249, 5250):
+                    sess.run(global_step.assign(step))
+                    rates.append(sess.run(lr))
+            np.testing.assert_allclose(rates, [0.1, 0.01], rtol=1e-5)
+    with flagsaver.flagsaver(eval_data="test"):
+        assert cifar10_eval._num_examples(data) == 30
+    with flagsaver.flagsaver(eval_data="train_eval"):
+        assert cifar10_eval._num_examples(data) == 150
+
+
+def test_folders_that_will_not_do_are_one_line_each(tmp_path):
+    images = tmp_path / "images"
+    assert exit_line(cifar10_pack.main, data_dir=str(tmp_path / "d")) == (
+        "Error: Name the folder of images to pack with --image_dir (see --help)."
+    )
+    assert pack_line(images, tmp_path / "d") == (
+        "Error: --image_dir=%s is not a folder." % images
+    )
+    images.mkdir()
+    assert pack_line(images, tmp_path / "d").startswith(
+        "Error: %s holds no class folders. Put each class's images in a folder "
+        "of its own" % images
+    )
+    fake_cifar.write_image_folders(str(images), ["only"], 3)
+    assert pack_line(images, tmp_path / "d") == (
+        "Error: %s holds one class folder (only); a data set needs two or more."
+        % images
+    )
+    (images / "empty").mkdir()
+    assert pack_line(images, tmp_path / "d") == (
+        "Error: The class folder %s holds no files." % (images / "empty")
+    )
+    split = tmp_path / "split"
+    fake_cifar.write_image_folders(str(split / "train"), ["a", "b", "c"], 2)
+    fake_cifar.write_image_folders(str(split / "test"), ["a", "b", "d"], 2)
+    assert pack_line(split, tmp_path / "d") == (
+        "Error: %s/train and %s/test hold other classes: only in train: c; only "
+        "in test: d. Give both the same class folders." % (split, split)
+    )
+    assert not (tmp_path / "d").exists()
+
+
+def test_data_already_there_is_never_written_over(tmp_path):
+    fake_cifar.write_image_folders(str(tmp_path / "images"), NAMES[:2], 10)
+    data = fake_cifar.write_dataset(str(tmp_path / "data"), 10, 10)
+    before = {name: os.stat(os.path.join(data["dir"], name)).st_mtime_ns
+              for name in os.listdir(data["dir"])}  # fmt: skip
+    assert pack_line(tmp_path / "images", tmp_path / "data") == (
+        "Error: --data_dir=%s holds data already (%s); pack into another "
+        "--data_dir. Nothing was written." % (tmp_path / "data", data["dir"])
+    )
+    after = {name: os.stat(os.path.join(data["dir"], name)).st_mtime_ns
+             for name in os.listdir(data["dir"])}  # fmt: skip
+    assert after == before
+    assert sorted(os.listdir(tmp_path / "data")) == [FOLDER]
+
+
+def test_files_that_are_not_images_are_counted_skips(tmp_path, capsys):
+    images = tmp_path / "images"
+    fake_cifar.write_image_folders(str(images), NAMES[:2], 40)
+    bad = images / NAMES[0]
+    (bad / "notes.txt").write_text("not an image")
+    (bad / "broken.jpg").write_bytes(b"\xff\xd8\xff not a JPEG")
+    (bad / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (bad / "loop.jpg").symlink_to(bad / "loop.jpg")
+    (bad / "sub").mkdir()
+    (bad / "sub" / "up").symlink_to(bad)  # a loop of folders
+    os.mkfifo(bad / "pipe.gif")
+    pack(images, tmp_path / "data")
+    out = capsys.readouterr().out
+    log = tmp_path / "data" / (FOLDER + ".skipped.txt")
+    assert "Skipped 5 file(s); each is listed in %s." % log in out
+    assert sorted(log.read_text().splitlines()) == sorted(
+        [
+            "%s is not an image this can read (JPEG, PNG, BMP or GIF)."
+            % (bad / "notes.txt"),
+            "%s is not an image this can read (JPEG, PNG, BMP or GIF)."
+            % (bad / "broken.jpg"),
+            "Cannot read %s (No such file or directory)." % (bad / "gone.png"),
+            "Cannot read %s (Too many levels of symbolic links)." % (bad / "loop.jpg"),
+            "%s is not a regular file; skipped." % (bad / "pipe.gif"),
+        ]
+    )
+    packed = len(records(tmp_path / "data", "train")) + len(
+        records(tmp_path / "data", "test")
+    )
+    assert packed == 80
+
+
+def test_more_than_a_tenth_skipped_stops_and_keeps_nothing(tmp_path):
+    images = tmp_path / "images"
+    fake_cifar.write_image_folders(str(images), NAMES[:2], 10)
+    for n in range(3):  # 3 of 23
+        (images / NAMES[1] / ("bad%d.png" % n)).write_text("not an image")
+    line = pack_line(images, tmp_path / "data")
+    log = tmp_path / "data" / (FOLDER + ".skipped.txt")
+    assert re.fullmatch(
+        r"Error: 3 of the first \d+ files could not be read as images, more than a "
+        r"tenth; each is listed in %s\. Nothing was packed\." % re.escape(str(log)),
+        line,
+    ), line
+    assert len(log.read_text().splitlines()) == 3
+    assert os.listdir(tmp_path / "data") == [log.name]  # no half-packed data
+
+
+def test_packed_data_that_changed_is_one_line(tmp_path):
+    fake_cifar.write_image_folders(str(tmp_path / "images"), NAMES[:2], 30)
+    pack(tmp_path / "images", tmp_path / "data", name="FRUIT-2")
+    folder = tmp_path / "data" / FOLDER
+    description = json.loads((folder / cifar10_input.DESCRIPTION_FILE).read_text())
+    (name, count), *_ = description["train"].items()
+    settings = dict(data_dir=str(tmp_path / "data"), train_dir=str(tmp_path / "t"))
+    # A file cut short by whole records.
+    with open(folder / name, "r+b") as f:
+        f.truncate((count - 2) * cifar10_input.RECORD_BYTES)
+    line = exit_line(cifar10_train.main, **settings)
+    assert line.startswith(
+        "Error: %s holds %d: the 1 file(s) should hold %d records in all, %d each. "
+        "A file was cut short, or the data is not FRUIT-2." % (
+            folder / name, count - 2, count, count)
+    ), line  # fmt: skip
+    assert line.endswith("Pack the images again with cifar10_pack.py.")
+    # Images of another size than the model reads.
+    description["height"] = 16
+    (folder / cifar10_input.DESCRIPTION_FILE).write_text(json.dumps(description))
+    line = exit_line(cifar10_train.main, **settings)
+    assert line == (
+        "Error: %s describes 16x32x3 images; this model reads 32x32x3 (HEIGHT, "
+        "WIDTH and DEPTH in cifar10_input.py). Pack the images again, or set "
+        "those to the data's." % (folder / cifar10_input.DESCRIPTION_FILE)
+    )
+    (folder / cifar10_input.DESCRIPTION_FILE).write_text("{not json")
+    line = exit_line(cifar10_train.main, **settings)
+    assert line.startswith(
+        "Error: Cannot read %s (" % (folder / cifar10_input.DESCRIPTION_FILE)
+    )
+
+
+def test_a_checkpoint_meets_only_data_of_its_own_classes(trained, dataset, tmp_path):
+    other = tmp_path / "other"
+    fake_cifar.write_image_folders(str(tmp_path / "images"), NAMES, 10)
+    pack(tmp_path / "images", other)
+    # Evaluation: one line, naming both sets of classes.
+    line = exit_line(
+        cifar10_eval.main, data_dir=str(other), checkpoint_dir=trained,
+        eval_dir=str(tmp_path / "eval"), run_once=True,
+    )  # fmt: skip
+    assert line == (
+        "Error: %s was trained on the classes airplane, automobile, bird, cat, "
+        "deer, ... (10 classes); --data_dir holds apple, bean, cherry, date, elder "
+        "(5 classes). Evaluate it on the data it was trained on."
+        % tf.train.latest_checkpoint(trained)
+    )
+    # Training on in the same folder: one line, nothing written.
+    train_dir = tmp_path / "train"
+    train_dir.mkdir()
+    for name in os.listdir(trained):
+        os.symlink(os.path.join(trained, name), train_dir / name)
+    before = sorted(os.listdir(train_dir))
+    line = exit_line(
+        cifar10_train.main, data_dir=str(other), train_dir=str(train_dir),
+        max_steps=10000,
+    )  # fmt: skip
+    assert line.startswith(
+        "Error: The checkpoints in --train_dir=%s were trained on the classes "
+        "airplane, " % train_dir
+    )
+    assert sorted(os.listdir(train_dir)) == before
