@@ -1,7 +1,12 @@
-"""A full disk, on small tmpfs mounts: while saving a checkpoint, downloading
-or extracting the data; and --fresh_start when --train_dir is a mount point.
+"""A full disk, on small tmpfs mounts: while saving a checkpoint, resuming
+with less room than a checkpoint, downloading, extracting and packing the
+data; and --fresh_start when --train_dir is a mount point.
 
-Mounting a tmpfs needs root (as CI runs).
+Each tmpfs is mounted in a user and mount namespace of its own, which plain
+users may make where the kernel allows it (`unshare -rm`), and reached from
+outside through /proc/<pid>/root of the process that holds it. Where the
+kernel forbids it, these tests are skipped, saying so; under CI (CI=true)
+they must run.
 """
 
 import glob
@@ -14,51 +19,99 @@ import pytest
 from absl.testing import flagsaver
 
 import cifar10_input
+import cifar10_pack
 from harness import fake_cifar
-from helpers import checkpoint_step, train
+from harness.procs import PATIENCE_SECS
+from helpers import checkpoint_step, exit_line, train
 from support import checkpoints, download
+
+# Run in the namespace: mounts the tmpfs, then resizes it on each size read
+# from its standard input, answering each time.
+HOLDER = """
+mount -t tmpfs -o size="$2"k tmpfs "$1" || exit 1
+echo ready
+while read size; do
+  mount -o remount,size="$size"k "$1" && echo ok || echo failed
+done
+"""
+
+
+class SmallDisk:
+    """A tmpfs of some kilobytes, held by a process in namespaces of its own.
+
+    Attributes:
+      path: the tmpfs, as this process reaches it (a pathlib.Path).
+    """
+
+    def __init__(self, folder, kilobytes):
+        folder.mkdir(parents=True, exist_ok=True)
+        self._holder = subprocess.Popen(
+            ["unshare", "-rm", "sh", "-c", HOLDER, "holder", str(folder),
+             str(kilobytes)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        if self._holder.stdout.readline().strip() != "ready":
+            self.problem = self._holder.communicate(timeout=PATIENCE_SECS)[1].strip()
+            return
+        self.problem = None
+        self.path = folder.__class__("/proc/%d/root%s" % (self._holder.pid, folder))
+
+    def resize(self, kilobytes):
+        self._holder.stdin.write("%d\n" % kilobytes)
+        self._holder.stdin.flush()
+        assert self._holder.stdout.readline().strip() == "ok"
+
+    def close(self):
+        if self._holder.poll() is None:
+            self._holder.stdin.close()
+            self._holder.wait(timeout=PATIENCE_SECS)
 
 
 @pytest.fixture
-def small_disk():
-    """mount(folder, kilobytes) mounts a tmpfs of that size on the folder, or
-    resizes the one mounted there; all are unmounted at the end."""
-    mounted = []
+def small_disk(tmp_path):
+    """small_disk(name, kilobytes) -> a SmallDisk under tmp_path; all are let
+    go at the end."""
+    made = []
 
-    def mount(folder, kilobytes):
-        folder.mkdir(parents=True, exist_ok=True)
-        options = "size=%dk" % kilobytes
-        if folder in mounted:
-            options = "remount," + options
-        result = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
-            capture_output=True,
-            text=True,
-        )
-        assert result.returncode == 0, "mounting a tmpfs needs root: " + result.stderr
-        if folder not in mounted:
-            mounted.append(folder)
+    def make(name, kilobytes):
+        disk = SmallDisk(tmp_path / name, kilobytes)
+        made.append(disk)
+        if disk.problem is not None:
+            if os.environ.get("CI") == "true":
+                pytest.fail("cannot mount a tmpfs in a namespace: " + disk.problem)
+            pytest.skip(
+                "Not tested: a full disk. This kernel lets no plain user mount a "
+                "tmpfs in a namespace of its own (%s)." % disk.problem
+            )
+        return disk
 
-    yield mount
-    for folder in reversed(mounted):
-        subprocess.run(["umount", "-l", str(folder)], check=False)
+    yield make
+    for disk in made:
+        disk.close()
+
+
+FLAGS = ["--save_checkpoint_steps=5", "--save_summaries_steps=100000"]
+FULL = (
+    r"Error: No space left on the device of --train_dir=%s while saving step "
+    r"(\d+); the checkpoint of step (\d+) is intact\. Free some space and run "
+    r"again to resume\."
+)
+
+
+def last_line(result):
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stderr.splitlines()[-1]
 
 
 @pytest.mark.slow
-def test_a_full_disk_at_a_checkpoint_loses_nothing(dataset, tmp_path, small_disk):
-    train_dir = tmp_path / "train"
+def test_a_full_disk_at_a_checkpoint_loses_nothing(dataset, small_disk):
     # Room for the graph, the first summaries and two checkpoints of 8.8 MB.
-    small_disk(train_dir, 24 * 1024)
-    flags = ["--save_checkpoint_steps=5", "--save_summaries_steps=100000"]
-    result = train(dataset, train_dir, "--max_steps=1000000", *flags)
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr, result.stderr
-    match = re.fullmatch(
-        r"Error: No space left on the device of --train_dir=%s while saving step "
-        r"(\d+); the checkpoint of step (\d+) is intact\. Free some space and run "
-        r"again to resume\." % re.escape(str(train_dir)),
-        result.stderr.splitlines()[-1],
-    )
+    disk = small_disk("train", 24 * 1024)
+    train_dir = disk.path
+    result = train(dataset, train_dir, "--max_steps=1000000", *FLAGS)
+    match = re.fullmatch(FULL % re.escape(str(train_dir)), last_line(result))
     assert match, result.stderr
     failed, intact = int(match[1]), int(match[2])
     assert failed == intact + 5
@@ -69,11 +122,11 @@ def test_a_full_disk_at_a_checkpoint_loses_nothing(dataset, tmp_path, small_disk
 
     # With room again: what a save killed midway leaves goes at the next
     # start, and training resumes.
-    small_disk(train_dir, 96 * 1024)
+    disk.resize(96 * 1024)
     (train_dir / "model.ckpt-7_temp").mkdir()
     (train_dir / "model.ckpt-7_temp" / "part-00000-of-00001.index").write_text("x")
     (train_dir / ("graph.pbtxt.tmp" + "0" * 32)).write_text("x")
-    result = train(dataset, train_dir, "--max_steps=%d" % (intact + 5), *flags)
+    result = train(dataset, train_dir, "--max_steps=%d" % (intact + 5), *FLAGS)
     assert result.returncode == 0, result.stderr
     assert (
         "Removed what interrupted saves left in %s: graph.pbtxt.tmp%s, "
@@ -81,16 +134,13 @@ def test_a_full_disk_at_a_checkpoint_loses_nothing(dataset, tmp_path, small_disk
     ) in result.stdout, result.stdout
     assert (
         "Resuming from %s at step %d."
-        % (
-            train_dir / ("model.ckpt-%d" % intact),
-            intact,
-        )
+        % (train_dir / ("model.ckpt-%d" % intact), intact)
         in result.stdout
     )
     assert checkpoint_step(train_dir) == intact + 5
 
     # --fresh_start cannot move a mount point; it moves what it holds.
-    result = train(dataset, train_dir, "--max_steps=2", "--fresh_start", *flags)
+    result = train(dataset, train_dir, "--max_steps=2", "--fresh_start", *FLAGS)
     assert result.returncode == 0, result.stderr
     (kept,) = glob.glob(str(train_dir / "old-*"))
     assert (
@@ -101,6 +151,26 @@ def test_a_full_disk_at_a_checkpoint_loses_nothing(dataset, tmp_path, small_disk
     assert checkpoint_step(train_dir) == 2
 
 
+@pytest.mark.slow
+def test_resuming_with_less_room_than_a_checkpoint_trains_until_the_next(
+    dataset, small_disk
+):
+    disk = small_disk("train", 96 * 1024)
+    train_dir = disk.path
+    assert train(dataset, train_dir, "--max_steps=5", *FLAGS).returncode == 0
+    used = sum(f.stat().st_size for f in train_dir.iterdir()) // 1024
+    # 4 MB free: less than the 8.8 MB of a checkpoint.
+    disk.resize(used + 4 * 1024)
+    result = train(dataset, train_dir, "--max_steps=1000000", *FLAGS)
+    match = re.fullmatch(FULL % re.escape(str(train_dir)), last_line(result))
+    assert match, result.stderr
+    # It did not fail saving the step it resumed from, but the next.
+    assert (int(match[1]), int(match[2])) == (10, 5)
+    assert "Resuming from %s at step 5." % (train_dir / "model.ckpt-5") in (
+        result.stdout
+    )
+
+
 def test_a_full_disk_while_fetching_the_data(tmp_path, small_disk):
     archive, md5 = fake_cifar.write_archive(
         str(tmp_path / "src"),
@@ -109,7 +179,9 @@ def test_a_full_disk_while_fetching_the_data(tmp_path, small_disk):
         test_records=100,
     )
     size_kb = os.path.getsize(archive) // 1024
-    data_dir = tmp_path / "data"
+    # No room for the archive: nothing half-written stays.
+    disk = small_disk("data", size_kb // 2)
+    data_dir = disk.path
 
     def fetch():
         with flagsaver.flagsaver(
@@ -117,8 +189,6 @@ def test_a_full_disk_while_fetching_the_data(tmp_path, small_disk):
         ):
             download.maybe_download_and_extract()
 
-    # No room for the archive: nothing half-written stays.
-    small_disk(data_dir, size_kb // 2)
     with pytest.raises(cifar10_input.DataError) as e:
         fetch()
     assert str(e.value).startswith(
@@ -129,7 +199,7 @@ def test_a_full_disk_while_fetching_the_data(tmp_path, small_disk):
 
     # Room for the archive, not for what it holds: the archive stays, intact,
     # and the message does not blame it.
-    small_disk(data_dir, size_kb + 64)
+    disk.resize(size_kb + 64)
     with pytest.raises(cifar10_input.DataError) as e:
         fetch()
     kept = data_dir / "cifar-10-binary.tar.gz"
@@ -140,6 +210,20 @@ def test_a_full_disk_while_fetching_the_data(tmp_path, small_disk):
     assert hashlib.md5(kept.read_bytes()).hexdigest() == md5
     assert os.listdir(data_dir) == [kept.name]
 
-    small_disk(data_dir, 4 * size_kb + 1024)
+    disk.resize(4 * size_kb + 1024)
     fetch()
     assert os.path.isdir(data_dir / fake_cifar.FOLDER)
+
+
+def test_a_full_disk_while_packing_keeps_nothing(tmp_path, small_disk):
+    fake_cifar.write_image_folders(str(tmp_path / "images"), ["a", "b"], 300)
+    # Room for a third of the records.
+    disk = small_disk("data", 600 * cifar10_input.RECORD_BYTES // 3 // 1024)
+    line = exit_line(
+        cifar10_pack.main, image_dir=str(tmp_path / "images"), data_dir=str(disk.path)
+    )
+    assert line == (
+        "Error: No space left on the device of --data_dir=%s while packing; nothing "
+        "was kept. Free some space, or choose another --data_dir." % disk.path
+    )
+    assert os.listdir(disk.path) == []
