@@ -31,7 +31,7 @@ HOLDER = """
 mount -t tmpfs -o size="$2"k tmpfs "$1" || exit 1
 echo ready
 while read size; do
-  mount -o remount,size="$size"k "$1" && echo ok || echo failed
+  mount -o remount,size="$size"k tmpfs "$1" && echo ok || echo failed
 done
 """
 
