@@ -13,6 +13,7 @@ noise, so a network learns it in a few hundred steps.
 """
 
 import hashlib
+import json
 import os
 import tarfile
 
@@ -79,6 +80,7 @@ def write_dataset(
     folder=FOLDER,
     train_files=tuple(cifar10_input.TRAIN_FILES),
     test_file=cifar10_input.TEST_FILES[0],
+    describe=False,
 ):
     """Writes the data set's folder under root.
 
@@ -90,6 +92,8 @@ def write_dataset(
       seed: random seed; the same seed gives the same files.
       size, num_classes, class_names, folder, train_files, test_file: those
         of another data set than CIFAR-10.
+      describe: write the description that packed data has (with the
+        counts written), so that files of any size will do.
 
     Returns:
       A dict: 'dir' (the data folder's path), 'train' and 'test', each a
@@ -113,6 +117,17 @@ def write_dataset(
     test = write(test_file, test_records)
     with open(os.path.join(folder, cifar10_input.CLASS_NAMES_FILE), "w") as f:
         f.write("\n".join(class_names) + "\n")
+    if describe:
+        described = {
+            "name": "CIFAR-10",
+            "height": size,
+            "width": size,
+            "depth": 3,
+            "train": {name: records_per_file for name in train_files},
+            "test": {test_file: test_records},
+        }
+        with open(os.path.join(folder, cifar10_input.DESCRIPTION_FILE), "w") as f:
+            json.dump(described, f)
     return {"dir": folder, "train": train, "test": test}
 
 

@@ -3,6 +3,7 @@ data set. What the tests share besides fixtures is in helpers.py."""
 
 import fcntl
 import os
+import shutil
 import sys
 
 import pytest
@@ -29,16 +30,33 @@ cifar10.FLAGS(["pytest"])
 
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory):
-    """A learnable fake data set of CIFAR-10's size: 50,000 training and
-    10,000 test images (the binaries check the counts).
+    """A learnable fake data set in CIFAR-10's layout, a fifth of its size:
+    10,000 training and 2,000 test images, which it describes (as packed data
+    does) so that the binaries expect those counts.
 
     A dict: 'root' is the folder to pass as --data_dir; 'dir', 'train' and
     'test' are fake_cifar.write_dataset()'s.
     """
     root = str(tmp_path_factory.mktemp("cifar10_data"))
-    data = fake_cifar.write_dataset(root, records_per_file=10000, test_records=10000)
+    data = fake_cifar.write_dataset(
+        root, records_per_file=2000, test_records=2000, describe=True
+    )
     data["root"] = root
     return data
+
+
+def _shared_folder(tmp_path_factory, worker_id):
+    """The folder that every test process of this run shares."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if worker_id != "master" else root
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Removes the shared checkpoint when every test passed (pytest removes
+    each test's own folder, but a failed one's)."""
+    if exitstatus == 0 and not hasattr(session.config, "workerinput"):
+        root = session.config._tmp_path_factory.getbasetemp()
+        shutil.rmtree(root / "trained", ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -46,9 +64,7 @@ def trained(dataset, tmp_path_factory, worker_id):
     """A train_dir with a checkpoint that scores at least 0.9 on the learnable
     test images: helpers.train_until_learned()'s. The test processes share it:
     the first to need it trains, the others wait and use it."""
-    root = tmp_path_factory.getbasetemp()
-    if worker_id != "master":
-        root = root.parent  # shared by the xdist workers
+    root = _shared_folder(tmp_path_factory, worker_id)
     train_dir = root / "trained"
     with open(root / "trained.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

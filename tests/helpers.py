@@ -3,19 +3,24 @@ the fake data set, and sessions with running queues."""
 
 import contextlib
 import glob
+import importlib
+import io
 import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags
 from absl.testing import flagsaver
 
 import cifar10
 from harness import fake_cifar
-from harness.procs import Process, free_ports, run_binary
+from harness.procs import Process, free_ports
 from support import checkpoints, startup
 
 LOG_LINE = re.compile(
@@ -53,9 +58,40 @@ def train_flags(dataset, train_dir, *flags):
     ]
 
 
+def run_here(script, *args):
+    """Runs a binary in this process, as its start-up would: the flags of
+    args parsed as on its command line, then its main(), the errors a user
+    can cause turned into one line.
+
+    A process of its own costs seconds of loading TensorFlow; the tests that
+    need one (signals, several processes at once) start the binary itself.
+
+    Returns:
+      What subprocess.run would: returncode, stdout and stderr (where an
+      error line, or a flag the binary refuses, goes).
+    """
+    binary = importlib.import_module(os.path.splitext(script)[0])
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        flagsaver.flagsaver(),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        try:
+            argv = flags.FLAGS([script, *args])
+            status = startup.one_line_errors(binary.main)(argv) or 0
+        except flags.Error as e:
+            print("FATAL Flags parsing error: %s" % e, file=sys.stderr)
+            status = 1
+        except SystemExit as e:
+            print(e.code, file=sys.stderr)
+            status = 1
+    return subprocess.CompletedProcess(script, status, out.getvalue(), err.getvalue())
+
+
 def train(dataset, train_dir, *flags, script="cifar10_train.py"):
-    """Runs a training binary to its end; returns the CompletedProcess."""
-    return run_binary(script, *train_flags(dataset, train_dir, *flags))
+    """Runs a training binary to its end, in this process (run_here())."""
+    return run_here(script, *train_flags(dataset, train_dir, *flags))
 
 
 def eval_flags(data_root, checkpoint_dir, eval_dir, *flags):
@@ -70,8 +106,8 @@ def eval_flags(data_root, checkpoint_dir, eval_dir, *flags):
 
 
 def evaluate(data_root, checkpoint_dir, eval_dir, *flags):
-    """Runs cifar10_eval.py to its end; returns the CompletedProcess."""
-    return run_binary(
+    """Runs cifar10_eval.py to its end, in this process (run_here())."""
+    return run_here(
         "cifar10_eval.py", *eval_flags(data_root, checkpoint_dir, eval_dir, *flags)
     )
 
@@ -305,9 +341,12 @@ def training_from_memory(images, labels, batch_size, seed=0):
             yield run, save, sess
 
 
-def train_until_learned(train_dir, dataset, least_precision=0.9, max_steps=600):
-    """Trains the model in this process until its moving averages score
-    least_precision on 1000 test images (looked at every 20 steps), and saves
+def train_until_learned(
+    train_dir, dataset, least_precision=0.9, min_steps=60, max_steps=600
+):
+    """Trains the model in this process for min_steps, then until its moving
+    averages score least_precision on 1000 test images (looked at every 20
+    steps), and saves
     that checkpoint, model.ckpt-<step>, in train_dir, with the loss of each
     step (losses.json) and local3's first weights (local3_initial.npy).
 
@@ -331,6 +370,8 @@ def train_until_learned(train_dir, dataset, least_precision=0.9, max_steps=600):
         for step in range(20, max_steps + 1, 20):
             losses += run(20)
             checkpoint = save(os.path.join(str(train_dir), "model.ckpt"), step)
+            if step < min_steps:
+                continue
             logits = independent_logits(checkpoint, test_images)
             if np.mean(np.argmax(logits, axis=1) == test_labels) >= least_precision:
                 with open(os.path.join(str(train_dir), "losses.json"), "w") as f:

@@ -17,8 +17,8 @@ from absl.testing import flagsaver
 
 import cifar10_input
 from harness import fake_cifar
-from harness.procs import PATIENCE_SECS, Process, free_ports, run_binary
-from helpers import FAST_FLAGS, train_flags
+from harness.procs import PATIENCE_SECS, Process, free_ports
+from helpers import FAST_FLAGS, run_here, train_flags
 from support import download
 
 ARCHIVE = "cifar-10-binary.tar.gz"
@@ -177,9 +177,8 @@ def test_no_network_names_the_url_and_the_way_out(tmp_path):
     assert os.listdir(tmp_path) == []  # nothing kept, not even the lock
 
 
-@pytest.mark.slow
 def test_binary_without_data_exits_with_one_clear_line(tmp_path):
-    result = run_binary(
+    result = run_here(
         "cifar10_train.py",
         "--data_dir=%s" % (tmp_path / "data"),
         "--train_dir=%s" % (tmp_path / "train"),

@@ -18,7 +18,7 @@ import cifar10_pack
 import cifar10_train
 from harness import fake_cifar
 from harness.procs import run_binary
-from helpers import PRECISION, exit_line
+from helpers import PRECISION, exit_line, run_here
 
 NAMES = ["apple", "bean", "cherry", "date", "elder"]
 FOLDER = cifar10_input.DATA_FOLDER
@@ -69,9 +69,9 @@ def test_own_images_train_evaluate_and_classify_with_no_code_changed(tmp_path):
     num_test = int(match[2])
 
     common = ["--data_dir=%s" % (tmp_path / "data"), "--batch_size=64"]
-    trained = run_binary(
+    trained = run_here(
         "cifar10_train.py", *common, "--train_dir=%s" % (tmp_path / "train"),
-        "--max_steps=150",
+        "--max_steps=80",
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     # The shuffling queue holds 40% of the data's own training images.
@@ -79,7 +79,7 @@ def test_own_images_train_evaluate_and_classify_with_no_code_changed(tmp_path):
         trained.stdout
     )
 
-    scored = run_binary(
+    scored = run_here(
         "cifar10_eval.py", *common, "--checkpoint_dir=%s" % (tmp_path / "train"),
         "--eval_dir=%s" % (tmp_path / "eval"), "--run_once",
     )  # fmt: skip
@@ -92,7 +92,7 @@ def test_own_images_train_evaluate_and_classify_with_no_code_changed(tmp_path):
 
     # The classifier needs the checkpoint alone: its class names are beside it.
     some = sorted(images)[::60]
-    classified = run_binary(
+    classified = run_here(
         "cifar10_classify.py", "--checkpoint_dir=%s" % (tmp_path / "train"),
         "--data_dir=%s" % (tmp_path / "nothing here"), *some,
     )  # fmt: skip

@@ -230,7 +230,6 @@ def test_a_signal_after_the_checkpoint_is_saved_ends_quietly(dataset, tmp_path):
     assert "Traceback" not in out
 
 
-@pytest.mark.slow
 def test_sigint_while_tensorflow_loads_says_interrupted(dataset, tmp_path):
     proc = Process(
         "cifar10_eval.py",

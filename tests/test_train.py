@@ -191,7 +191,6 @@ def test_truncated_data_is_a_clear_error(dataset, tmp_path):
     assert line.startswith("Error: Data file %s is 5000 bytes" % bad)
 
 
-@pytest.mark.slow
 def test_a_checkpoint_of_another_model_is_a_clear_error(dataset, tmp_path):
     # A checkpoint of the float32 model met by --use_fp16.
     train_dir = tmp_path / "train"
