@@ -68,7 +68,6 @@ tf.compat.v1.flags.DEFINE_string(
     None,
     "Export the model as a SavedModel to <export_dir>/<global step>/.",
 )
-checkpoints.refuse_brackets("export_dir")
 
 # Files that a folder is searched for.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -387,24 +386,42 @@ def export_version(checkpoint):
 
 def export(sess, signatures, checkpoint, version):
     """Writes the SavedModel to version, through a temporary folder renamed
-    into place."""
+    into place.
+
+    It holds what the two signatures need and nothing else: the model's
+    graph also has its summaries, weight decay and initializers, which
+    serving never runs, so the weights are frozen into constants of the ops
+    that the signatures reach.
+    """
+    outputs = [t.op.name for _, outs in signatures.values() for t in outs.values()]
+    frozen = tf.compat.v1.graph_util.convert_variables_to_constants(
+        sess, sess.graph.as_graph_def(), outputs
+    )
     staging = tempfile.mkdtemp(
         dir=FLAGS.export_dir, prefix=".%s-" % os.path.basename(version)
     )
     try:
         saved = os.path.join(staging, "model")
-        builder = tf.compat.v1.saved_model.Builder(saved)
-        builder.add_meta_graph_and_variables(
-            sess,
-            [tf.saved_model.SERVING],
-            signature_def_map={
-                name: tf.compat.v1.saved_model.predict_signature_def(inputs, outputs)
-                for name, (inputs, outputs) in signatures.items()
-            },
-            clear_devices=True,
-            strip_default_attrs=True,
-        )
-        builder.save()
+        with tf.Graph().as_default() as graph, tf.compat.v1.Session() as frozen_sess:
+            tf.graph_util.import_graph_def(frozen, name="")
+
+            def tensors(named):
+                return {k: graph.get_tensor_by_name(t.name) for k, t in named.items()}
+
+            builder = tf.compat.v1.saved_model.Builder(saved)
+            builder.add_meta_graph_and_variables(
+                frozen_sess,
+                [tf.saved_model.SERVING],
+                signature_def_map={
+                    name: tf.compat.v1.saved_model.predict_signature_def(
+                        tensors(inputs), tensors(outputs)
+                    )
+                    for name, (inputs, outputs) in signatures.items()
+                },
+                clear_devices=True,
+                strip_default_attrs=True,
+            )
+            builder.save()
         os.rename(saved, version)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
