@@ -200,19 +200,16 @@ def _decode(values):
 
     Returns:
       labels: int32 [n], the last label byte of each record.
-      images: uint8 [n, HEIGHT, WIDTH, DEPTH].
+      images: float32 [n, HEIGHT, WIDTH, DEPTH], the bytes' values.
     """
     records = tf.reshape(tf.io.decode_raw(values, tf.uint8), [-1, RECORD_BYTES])
     labels = tf.cast(records[:, LABEL_BYTES - 1], tf.int32)
     # Stored as [depth, height, width] planes; the network wants [height,
-    # width, depth]: pixel (h, w, d) is byte d*H*W + h*W + w after the label.
-    # A gather of those bytes does what a transpose would; oneDNN's
-    # transpose of bytes needs AVX-512 and says so, as an error, elsewhere.
-    h, w, d = np.meshgrid(
-        np.arange(HEIGHT), np.arange(WIDTH), np.arange(DEPTH), indexing="ij"
-    )
-    pixel_bytes = LABEL_BYTES + (d * HEIGHT + h) * WIDTH + w
-    return labels, tf.gather(records, pixel_bytes, axis=1)
+    # width, depth]. Cast before the transpose: oneDNN transposes bytes
+    # only on AVX-512 and says so, as an error, elsewhere; floats it
+    # transposes everywhere, and every use of the images needs floats.
+    planes = tf.reshape(records[:, LABEL_BYTES:], [-1, DEPTH, HEIGHT, WIDTH])
+    return labels, tf.transpose(tf.cast(planes, tf.float32), [0, 2, 3, 1])
 
 
 def _read_records(filename_queue, num_records):
@@ -223,7 +220,7 @@ def _read_records(filename_queue, num_records):
 
     Returns:
       labels: int32 [n].
-      images: uint8 [n, HEIGHT, WIDTH, DEPTH].
+      images: float32 [n, HEIGHT, WIDTH, DEPTH].
     """
     reader = tf.compat.v1.FixedLengthRecordReader(record_bytes=RECORD_BYTES)
     _, values = reader.read_up_to(filename_queue, num_records)
@@ -239,7 +236,7 @@ def _distort(images):
     a few ops over the whole batch.
 
     Args:
-      images: uint8 [n, HEIGHT, WIDTH, DEPTH].
+      images: float32 [n, HEIGHT, WIDTH, DEPTH].
 
     Returns:
       float32 [n, IMAGE_SIZE, IMAGE_SIZE, DEPTH].
@@ -255,7 +252,6 @@ def _distort(images):
     cols = left + tf.where(mirror, IMAGE_SIZE - 1 - steps, steps)
     images = tf.gather(images, rows, axis=1, batch_dims=1)
     images = tf.gather(images, cols, axis=2, batch_dims=1)
-    images = tf.cast(images, tf.float32)  # after the crop: fewer pixels
 
     # Brightness: one offset for all of an image's pixels.
     images += tf.random.uniform([n, 1, 1, 1], -63.0, 63.0)

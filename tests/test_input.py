@@ -210,7 +210,9 @@ def test_brightness_and_contrast_are_drawn_per_image_in_range():
     flat[:, 1::2, :, 1] = 40
     with tf.Graph().as_default():
         out = tf.compat.v1.Session().run(
-            cifar10_input._distort(tf.constant(np.concatenate([images, flat])))
+            cifar10_input._distort(
+                tf.constant(np.concatenate([images, flat]), tf.float32)
+            )
         )
     assert out.shape == (800, 24, 24, 3)
     out = out[400:]
@@ -227,7 +229,7 @@ def test_brightness_and_contrast_are_drawn_per_image_in_range():
 def test_no_transpose_of_bytes_which_onednn_refuses_on_avx2(dataset):
     # On processors without AVX-512 oneDNN logs an error for every uint8
     # Transpose ("oneDNN supports DT_UINT8 only on platforms with AVX-512")
-    # on every healthy run; the records are reordered by a gather instead.
+    # on every healthy run; the records are cast to floats before theirs.
     with tf.Graph().as_default() as graph:
         cifar10_input.distorted_inputs(dataset["dir"], 16, min_queue_examples=100)
         cifar10_input.inputs(True, dataset["dir"], 16)
