@@ -88,7 +88,7 @@ flags.DEFINE_string(
 )
 flags.DEFINE_list(
     "only",
-    ["training", "eval", "scaling", "using", "bf16", "packing"],
+    ["training", "eval", "scaling", "using", "bf16", "packing", "startup"],
     "The groups to measure.",
 )
 
@@ -138,6 +138,9 @@ ROWS = [
     ("(k) decoding and fitting alone", "decode_rate", "%.0f images/sec"),
     ("    packing/decoding", "pack_ratio", "%.3f"),
     ("(k) peak RSS, cifar10_pack.py", "pack_peak_rss_mb", "%.0f MB"),
+    ("(l) cifar10_train.py --help", "help_secs", "%.2f s"),
+    ("(l) importing TensorFlow alone", "import_tf_secs", "%.2f s"),
+    ("    --help/import", "help_ratio", "%.3f"),
 ]
 
 
@@ -528,6 +531,30 @@ def measure_packing(work_dir, windows):
     }
 
 
+# As a binary imports it: with the environment defaults it sets first.
+IMPORT_TENSORFLOW = (
+    "from support import startup; startup.before_tensorflow(); import tensorflow"
+)
+
+
+def measure_startup(windows):
+    """(l): --help against the import of TensorFlow it cannot do without,
+    each the median of `windows` runs, taken in turns."""
+    commands = {
+        "help_secs": [sys.executable, "cifar10_train.py", "--help"],
+        "import_tf_secs": [sys.executable, "-c", IMPORT_TENSORFLOW],
+    }
+    times = {key: [] for key in commands}
+    for _ in range(windows):
+        for key, command in commands.items():
+            start = time.perf_counter()
+            subprocess.run(command, cwd=procs.ROOT, capture_output=True, check=True)
+            times[key].append(time.perf_counter() - start)
+    results = {key: statistics.median(values) for key, values in times.items()}
+    results["help_ratio"] = results["help_secs"] / results["import_tf_secs"]
+    return results
+
+
 def print_table(results):
     print()
     print("| figure | value |")
@@ -559,7 +586,7 @@ def main(argv):
 
 def measure(work_dir, windows, steps, train_steps):
     """The groups of --only, measured in work_dir."""
-    if set(FLAGS.only) - {"packing"}:
+    if set(FLAGS.only) - {"packing", "startup"}:
         print("Writing a full-size fake data set to %s ..." % work_dir, flush=True)
         fake_cifar.write_dataset(
             os.path.join(work_dir, "data"), records_per_file=10000, test_records=10000
@@ -587,6 +614,8 @@ def measure(work_dir, windows, steps, train_steps):
         results.update(measure_bf16(work_dir, windows, steps, train_steps))
     if "packing" in FLAGS.only:
         results.update(measure_packing(work_dir, windows))
+    if "startup" in FLAGS.only:
+        results.update(measure_startup(windows))
     results["children_peak_rss_mb"] = (
         resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     )
