@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
+from PIL import Image
 
 import cifar10
 import cifar10_classify
@@ -19,8 +20,10 @@ import cifar10_train
 from helpers import (
     LOG_LINE,
     checkpoint_step,
+    evaluate,
     exit_line,
     logged_steps,
+    run_here,
     signal_at_step,
     summaries,
     train,
@@ -229,6 +232,33 @@ def test_the_binary_refuses_brackets_in_one_line(dataset, tmp_path):
     assert "Traceback" not in result.stderr
     assert "flag --train_dir=%s: " % (tmp_path / "br[1]") in result.stderr
     assert not (tmp_path / "br[1]").exists()
+
+
+def test_a_folder_named_with_spaces_letters_and_wildcards_works_throughout(
+    dataset, tmp_path
+):
+    # TensorFlow reads checkpoint paths as patterns: * and ? must still find
+    # this folder's checkpoints, not those of a folder they also match.
+    runs = tmp_path / "runs 1 ünï *?"
+    decoy = tmp_path / "runs 1 ünï ab"
+    for folder, steps in ((decoy, 4), (runs, 2)):
+        result = train(dataset, folder, "--max_steps=%d" % steps)
+        assert result.returncode == 0, result.stderr
+    assert checkpoint_step(runs) == 2
+    result = evaluate(dataset["root"], runs, runs / "eval ü*?", "--run_once")
+    assert result.returncode == 0, result.stderr
+    assert "(step 2, " in result.stdout
+    image = tmp_path / "ünï *?.png"
+    Image.fromarray(np.zeros([32, 32, 3], np.uint8)).save(image)
+    result = run_here(
+        "cifar10_classify.py", "--checkpoint_dir=%s" % runs,
+        "--output=%s" % (runs / "out ü*?.csv"), "--export_dir=%s" % (runs / "ü*?"),
+        str(image),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (runs / "out ü*?.csv").read_text().count("\n") == 2  # header, image
+    assert "Exported the model of %s/model.ckpt-2 " % runs in result.stdout
+    assert (runs / "ü*?" / "2" / "saved_model.pb").is_file()
 
 
 def test_a_resumed_step_is_not_saved_again(dataset, tmp_path):
