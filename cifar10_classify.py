@@ -93,20 +93,7 @@ def build_classifier(class_names):
         tf.uint8, [None, None, None, cifar10_input.DEPTH], name="images"
     )
 
-    def decode_and_prepare(contents):
-        image = tf.io.decode_image(
-            contents, channels=cifar10_input.DEPTH, expand_animations=False
-        )
-        return cifar10_input.prepare_images(image[None])[0]
-
-    size = cifar10_input.IMAGE_SIZE
-    decoded = tf.map_fn(
-        decode_and_prepare,
-        image_bytes,
-        fn_output_signature=tf.TensorSpec(
-            [size, size, cifar10_input.DEPTH], tf.float32
-        ),
-    )
+    decoded = cifar10_input.eval_images(cifar10_input.decode_images(image_bytes))
     signatures = {}
     with tf.compat.v1.variable_scope("", reuse=tf.compat.v1.AUTO_REUSE):
         for name, inputs, images in (

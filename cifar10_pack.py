@@ -356,17 +356,7 @@ def _decoder(sess):
     encoded image files, as classification decodes and fits them; raises
     tf.errors.InvalidArgumentError when one is not an image."""
     contents = tf.compat.v1.placeholder(tf.string, [None])
-    shape = [cifar10_input.HEIGHT, cifar10_input.WIDTH, cifar10_input.DEPTH]
-
-    def decode_and_fit(data):
-        image = tf.io.decode_image(
-            data, channels=cifar10_input.DEPTH, expand_animations=False
-        )
-        return cifar10_input.fit_images(image[None])[0]
-
-    images = tf.map_fn(
-        decode_and_fit, contents, fn_output_signature=tf.TensorSpec(shape, tf.uint8)
-    )
+    images = cifar10_input.decode_images(contents)
     return lambda data: sess.run(images, {contents: data})
 
 
