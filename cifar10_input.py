@@ -121,7 +121,7 @@ def data_set(data_dir):
             "again." % DATA_FOLDER,
         )
     described = _read_description(path)
-    names = _read_class_names(data_dir)
+    names = read_class_names(os.path.join(data_dir, CLASS_NAMES_FILE)) or []
     if len(names) < 2:
         raise DataError(
             "%s names %d class(es); a data set needs two or more. Pack the images "
@@ -172,21 +172,22 @@ def _read_description(path):
     return described
 
 
-def _read_class_names(data_dir):
-    """The lines of CLASS_NAMES_FILE in data_dir, blank ones left out; [] when
-    it cannot be read."""
+def read_class_names(path):
+    """The class names in a file of them, one a line in label order, blank
+    lines left out; None when it cannot be read."""
     try:
-        with open(os.path.join(data_dir, CLASS_NAMES_FILE), encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             return [line.strip() for line in f if line.strip()]
     except (OSError, UnicodeDecodeError):
-        return []
+        return None
 
 
 def _official_class_names(data_dir):
     """NUM_CLASSES names: the first lines of CLASS_NAMES_FILE in data_dir,
     when it names that many; else CLASS_NAMES, when it names that many; else
     "class 0", "class 1", ..."""
-    for candidates in (_read_class_names(data_dir), CLASS_NAMES):
+    in_file = read_class_names(os.path.join(data_dir, CLASS_NAMES_FILE)) or []
+    for candidates in (in_file, CLASS_NAMES):
         if len(candidates) >= NUM_CLASSES:
             return candidates[:NUM_CLASSES]
     return ["class %d" % i for i in range(NUM_CLASSES)]

@@ -19,6 +19,7 @@ import os
 import tensorflow as tf
 
 import cifar10
+import cifar10_input
 
 FLAGS = tf.compat.v1.flags.FLAGS
 
@@ -120,7 +121,7 @@ def candidates(checkpoint_dir):
     }
     try:
         state = tf.train.get_checkpoint_state(checkpoint_dir)
-    except (ValueError, tf.errors.OpError):
+    except READ_ERRORS:
         state = None  # A garbled pointer is as good as none.
     if state and state.model_checkpoint_path and _files(state.model_checkpoint_path):
         found.add(state.model_checkpoint_path)
@@ -206,20 +207,16 @@ def _files(checkpoint):
 def _step_or_minus_one(checkpoint):
     try:
         return step(checkpoint)
-    except (tf.errors.OpError, ValueError):
+    except READ_ERRORS:
         return -1
 
 
 def class_names(checkpoint_dir):
     """The class names written beside the checkpoints in a folder, or None
     when there are none (checkpoints of an earlier version, say)."""
-    try:
-        with open(
-            os.path.join(checkpoint_dir, CLASS_NAMES_FILE), encoding="utf-8"
-        ) as f:
-            return [line.strip() for line in f if line.strip()]
-    except (OSError, UnicodeDecodeError):
-        return None
+    return cifar10_input.read_class_names(
+        os.path.join(checkpoint_dir, CLASS_NAMES_FILE)
+    )
 
 
 def write_class_names(checkpoint_dir, names):
