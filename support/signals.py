@@ -28,7 +28,7 @@ import time
 
 import tensorflow as tf
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+from support.startup import STOP_SIGNALS
 
 
 class StopOnSignal:
@@ -51,7 +51,7 @@ class StopOnSignal:
         # The handlers do nothing; the thread below acts on the signals.
         self._handlers = {
             signum: signal.signal(signum, lambda signum, frame: None)
-            for signum in SIGNALS
+            for signum in STOP_SIGNALS
         }
         self._wakeup_fd = signal.set_wakeup_fd(self._write_fd)
         self._thread = threading.Thread(target=self._watch, daemon=True)
