@@ -213,6 +213,25 @@ def _decode(values):
     return labels, tf.transpose(tf.cast(planes, tf.float32), [0, 2, 3, 1])
 
 
+def encode_records(labels, images):
+    """Records as the data files store them (what _decode() reads): each
+    label in the last of LABEL_BYTES bytes, then the image's colour planes,
+    each row by row.
+
+    Args:
+      labels: [n] ints from 0 to 255.
+      images: [n, height, width, depth] values from 0 to 255.
+
+    Returns:
+      uint8 [n, LABEL_BYTES + height * width * depth].
+    """
+    n = len(labels)
+    planes = np.transpose(np.asarray(images, np.uint8), (0, 3, 1, 2)).reshape(n, -1)
+    head = np.zeros((n, LABEL_BYTES), np.uint8)
+    head[:, -1] = labels
+    return np.concatenate([head, planes], axis=1)
+
+
 def _read_records(filename_queue, num_records):
     """Reads up to num_records records at once (fewer at the end of a file).
 

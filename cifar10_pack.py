@@ -323,13 +323,19 @@ class _RecordFiles:
         self._file = None
 
     def write(self, labels, images):
-        records = _records(labels, images)
+        records = cifar10_input.encode_records(labels, images)
         self._labels.update(labels.tolist())
-        for i in range(len(labels)):
+        while len(records):
             if self._file is None or self._full():
                 self._next_file()
-            self._file.write(records[i])
-            self._counts[self._name] += 1
+            room = (
+                RECORDS_PER_FILE - self._counts[self._name]
+                if self._split == "train"
+                else len(records)
+            )
+            self._file.write(records[:room].tobytes())
+            self._counts[self._name] += len(records[:room])
+            records = records[room:]
 
     def _full(self):
         return self._split == "train" and self._counts[self._name] == RECORDS_PER_FILE
@@ -408,17 +414,6 @@ def _decode_batch(batch, decode):
     shape = [cifar10_input.HEIGHT, cifar10_input.WIDTH, cifar10_input.DEPTH]
     images = np.reshape(images, [-1, *shape]).astype(np.uint8)
     return len(batch), np.array(labels, np.uint8), images, skipped
-
-
-def _records(labels, images):
-    """The records' bytes, as the official archive stores them: each a label
-    byte (after LABEL_BYTES - 1 zero bytes), then the image's colour planes,
-    each row by row."""
-    n = len(labels)
-    planes = np.transpose(images, (0, 3, 1, 2)).reshape(n, -1)
-    head = np.zeros((n, cifar10_input.LABEL_BYTES), np.uint8)
-    head[:, -1] = labels
-    return np.concatenate([head, planes], axis=1)
 
 
 def _write_log(log, skipped):

@@ -55,11 +55,7 @@ def eval_images(images, size=24):
 
 def encode_records(labels, images):
     """The bytes of CIFAR-10 records: label, then the R, G, B planes."""
-    planes = np.transpose(images, (0, 3, 1, 2)).reshape(len(labels), -1)
-    records = np.concatenate(
-        [np.asarray(labels, np.uint8)[:, None], planes.astype(np.uint8)], axis=1
-    )
-    return records.tobytes()
+    return cifar10_input.encode_records(labels, images).tobytes()
 
 
 def write_records(path, labels, images):
