@@ -267,34 +267,15 @@ def classify(sess, inputs, outputs, files):
     """
     results, problems = [], []
     for start in range(0, len(files), FLAGS.batch_size):
-        batch, contents = [], []
-        for path in files[start : start + FLAGS.batch_size]:
-            data, problem = folders.read_regular_file(path)
-            if problem:
-                problems.append(problem)
-            else:
-                batch.append(path)
-                contents.append(data)
-        if not batch:
-            continue
-        try:
-            probabilities = sess.run(
+        batch = files[start : start + FLAGS.batch_size]
+        kept, probabilities, skipped = folders.run_on_image_files(
+            lambda contents: sess.run(
                 outputs["probabilities"], {inputs["image_bytes"]: contents}
-            )
-            results.extend(zip(batch, probabilities, strict=True))
-            continue
-        except tf.errors.InvalidArgumentError:
-            pass
-        for path, data in zip(batch, contents, strict=True):
-            try:
-                (probabilities,) = sess.run(
-                    outputs["probabilities"], {inputs["image_bytes"]: [data]}
-                )
-                results.append((path, probabilities))
-            except tf.errors.InvalidArgumentError:
-                problems.append(
-                    "%s is not an image this can read (JPEG, PNG, BMP or GIF)." % path
-                )
+            ),
+            batch,
+        )
+        results.extend((batch[i], p) for i, p in zip(kept, probabilities, strict=True))
+        problems += skipped
     return results, problems
 
 

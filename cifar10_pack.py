@@ -383,37 +383,18 @@ def _decoded(batches, decode):
 def _decode_batch(batch, decode):
     """The labels and images of the files of a batch that are images.
 
-    A batch with a file that is not an image goes again a file at a time.
-
     Returns:
       (the files of the batch, uint8 labels [n], uint8 images [n, HEIGHT,
       WIDTH, DEPTH], a line for each file skipped that names it and says
       why).
     """
-    contents, labels, skipped = [], [], []
-    for path, label in batch:
-        data, problem = folders.read_regular_file(path)
-        if problem:
-            skipped.append(problem)
-        else:
-            contents.append((path, data))
-            labels.append(label)
-    try:
-        images = decode([data for _, data in contents])
-    except tf.errors.InvalidArgumentError:
-        images, kept = [], []
-        for (path, data), label in zip(contents, labels, strict=True):
-            try:
-                images.append(decode([data])[0])
-                kept.append(label)
-            except tf.errors.InvalidArgumentError:
-                skipped.append(
-                    "%s is not an image this can read (JPEG, PNG, BMP or GIF)." % path
-                )
-        labels = kept
+    kept, images, skipped = folders.run_on_image_files(
+        decode, [path for path, _ in batch]
+    )
+    labels = np.array([batch[i][1] for i in kept], np.uint8)
     shape = [cifar10_input.HEIGHT, cifar10_input.WIDTH, cifar10_input.DEPTH]
     images = np.reshape(images, [-1, *shape]).astype(np.uint8)
-    return len(batch), np.array(labels, np.uint8), images, skipped
+    return len(batch), labels, images, skipped
 
 
 def _write_log(log, skipped):

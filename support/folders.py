@@ -5,6 +5,7 @@ read.
     with folders.locked(path_of_lock_file):  # one process at a time
         names = folders.remove_leftovers(folder, PATTERN)
     contents, problem = folders.read_regular_file(path)  # never a pipe
+    kept, results, problems = folders.run_on_image_files(run, paths)
 """
 
 import contextlib
@@ -16,6 +17,8 @@ import stat
 import sys
 import tempfile
 import time
+
+import tensorflow as tf
 
 from support.startup import Error
 
@@ -132,6 +135,43 @@ def read_regular_file(path):
             return f.read(), None
         except OSError as e:
             return None, "Cannot read %s (%s)." % (path, e.strerror or e)
+
+
+def run_on_image_files(run, paths):
+    """Runs run(contents) on the files at paths that can be read: on all of
+    them at once, or, when one is not an image (run raises
+    tf.errors.InvalidArgumentError), on each alone, so that the others still
+    count.
+
+    Returns:
+      (kept, results, problems): the indexes in paths of the files run on,
+      run's result for each, and a line for each file skipped that names it
+      and says why.
+    """
+    kept, contents, problems = [], [], []
+    for i, path in enumerate(paths):
+        data, problem = read_regular_file(path)
+        if problem:
+            problems.append(problem)
+        else:
+            kept.append(i)
+            contents.append(data)
+    if not contents:
+        return [], [], problems
+    try:
+        return kept, list(run(contents)), problems
+    except tf.errors.InvalidArgumentError:
+        pass
+    images, results = [], []
+    for i, data in zip(kept, contents, strict=True):
+        try:
+            results.append(run([data])[0])
+            images.append(i)
+        except tf.errors.InvalidArgumentError:
+            problems.append(
+                "%s is not an image this can read (JPEG, PNG, BMP or GIF)." % paths[i]
+            )
+    return images, results, problems
 
 
 def umask():
