@@ -206,11 +206,12 @@ def _decode(values):
     records = tf.reshape(tf.io.decode_raw(values, tf.uint8), [-1, RECORD_BYTES])
     labels = tf.cast(records[:, LABEL_BYTES - 1], tf.int32)
     # Stored as [depth, height, width] planes; the network wants [height,
-    # width, depth]. Cast before the transpose: oneDNN transposes bytes
-    # only on AVX-512 and says so, as an error, elsewhere; floats it
-    # transposes everywhere, and every use of the images needs floats.
+    # width, depth]. Floats are moved, not bytes: oneDNN logs an error for
+    # every transpose of bytes, and every use of the images needs floats.
+    # An einsum, because TensorFlow would move the cast of a tf.transpose
+    # after it, to move fewer bytes.
     planes = tf.reshape(records[:, LABEL_BYTES:], [-1, DEPTH, HEIGHT, WIDTH])
-    return labels, tf.transpose(tf.cast(planes, tf.float32), [0, 2, 3, 1])
+    return labels, tf.einsum("ndhw->nhwd", tf.cast(planes, tf.float32))
 
 
 def encode_records(labels, images):

@@ -167,7 +167,7 @@ def signal_at_step(dataset, train_dir, signum, at_step, script="cifar10_train.py
     The run's --max_steps is far beyond reach, so the signal is what stops it.
 
     Returns:
-      (exit status, output).
+      (exit status, output), which finish_cleanly() checked.
     """
     proc = start_training(
         dataset,
@@ -182,7 +182,7 @@ def signal_at_step(dataset, train_dir, signum, at_step, script="cifar10_train.py
             "a log line at step %d or later" % at_step,
         )
         proc.send_signal(signum)
-        return proc.finish()
+        return finish_cleanly(proc)
     finally:
         proc.stop()
 
@@ -202,15 +202,22 @@ def first_step(proc):
     return logged_steps(proc.output())[0]
 
 
+# An error-level line of TensorFlow's C++ logging, "E1129 20:33:52..." or
+# "E0000 00:00:1795984...", but its "failed call to cuInit" as it loads on a
+# machine without a GPU, which the README explains.
+TENSORFLOW_ERROR = re.compile(r"^E\d{4} \d\d:\d\d:(?!.*failed call to cuInit).*$", re.M)
+
+
 def finish_cleanly(proc):
     """Waits for a process to end; its output must not hold a traceback or an
-    error logged by TensorFlow.
+    error logged by TensorFlow (in Python or in C++).
 
     Returns:
       (exit status, output).
     """
     code, out = proc.finish()
     assert "Traceback" not in out and "ERROR:tensorflow" not in out, out
+    assert TENSORFLOW_ERROR.findall(out) == [], out
     return code, out
 
 

@@ -21,6 +21,7 @@ from helpers import (
     checkpoint_step,
     evaluate,
     exit_line,
+    finish_cleanly,
     independent_logits,
     start_evaluation,
     start_training,
@@ -177,7 +178,7 @@ def test_loop_waits_for_a_checkpoint_and_scores_each_once(trained, dataset, tmp_
             "^Warning: skipping %s, which cannot be read" % re.escape(str(newer))
         )
         proc.send_signal(signal.SIGINT)
-        code, out = proc.finish()
+        code, out = finish_cleanly(proc)
     finally:
         proc.stop()
     assert [m[1] for m in PRECISION.findall(out)] == [str(checkpoint_step(trained))]

