@@ -277,14 +277,16 @@ class TFConfigCluster:
         self.flags = train_flags(dataset, self.train_dir, *flags)
         self.tasks = []
 
-    def start(self, job_name, task_index, script="cifar10_train.py"):
+    def start(self, job_name, task_index, *flags, script="cifar10_train.py"):
         """Starts one task; returns its harness.procs.Process."""
         env = dict(os.environ)
         env["TF_CONFIG"] = json.dumps(
             {"cluster": self.cluster, "task": {"type": job_name, "index": task_index}}
         )
         log_path = self.tmp_path / ("%s%d.log" % (job_name, task_index))
-        self.tasks.append(Process(script, *self.flags, log_path=log_path, env=env))
+        self.tasks.append(
+            Process(script, *self.flags, *flags, log_path=log_path, env=env)
+        )
         return self.tasks[-1]
 
     def stop_all(self):

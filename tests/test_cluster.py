@@ -1,6 +1,7 @@
 """Training on a cluster: 1 parameter server and 2 workers as processes on
-127.0.0.1, asynchronous and synchronous, with workers killed and restarted;
-and the cluster flags' errors."""
+127.0.0.1, asynchronous (told their tasks by flags, stopped by signals and
+restarted) and synchronous (told by TF_CONFIG); and the cluster flags'
+errors."""
 
 import os
 import re
@@ -14,6 +15,7 @@ from helpers import (
     LOG_LINE,
     PRECISION,
     LocalCluster,
+    TFConfigCluster,
     checkpoint_step,
     evaluate,
     finish_cleanly,
@@ -42,13 +44,13 @@ def local_steps(output):
 
 
 @pytest.mark.slow
-def test_async_workers_survive_restarts_and_the_chief_checkpoint_scores(
+def test_async_workers_survive_signals_and_restarts_and_the_chief_checkpoint_scores(
     dataset, clusters
 ):
     # Every run but the chief's last has a --max_steps it cannot reach: the
-    # signals and kills below stop them, however fast the machine is. The
-    # tutorial's batch of 128: at 32, two asynchronous workers with its
-    # learning rate can diverge within the hundred-odd steps this test takes.
+    # signals below stop them, however fast the machine is. The tutorial's
+    # batch of 128: at 32, two asynchronous workers with its learning rate
+    # can diverge within the hundred-odd steps this test takes.
     cluster = clusters(
         LocalCluster,
         2,
@@ -56,36 +58,48 @@ def test_async_workers_survive_restarts_and_the_chief_checkpoint_scores(
         "--log_frequency=5",
         "--batch_size=128",
     )
+    # All at once: the chief waits for the parameter server, the other
+    # workers for the chief.
     ps = cluster.start("ps", 0)
-    ps.wait_for("Parameter server 0 listening on 127.0.0.1:")
     chief = cluster.start("worker", 0)
+    worker = cluster.start("worker", 1)
     # A worker whose host lists differ from the chief's (here: one more
     # worker) is turned away.
     extra = "127.0.0.1:%d" % free_ports(1)[0]
-    stranger = cluster.start("worker", 1, cluster.worker_hosts_flag + "," + extra)
+    stranger = cluster.start("worker", 2, cluster.worker_hosts_flag + "," + extra)
     code, out = finish_cleanly(stranger)
     assert code == 1
     assert "Error: This worker's host lists differ from the chief's." in out
-    worker = cluster.start("worker", 1)
-
-    # Worker 1 dies mid-run and comes back: it rejoins and goes on from the
-    # shared global step, not from 0.
     seen = first_step(worker)
-    worker.stop()
-    worker = cluster.start("worker", 1)
-    assert first_step(worker) > seen
 
-    # Ctrl+C on the chief saves a checkpoint; restarted, it resumes there.
-    first_step(chief)
+    # With the parameter server frozen, worker 1's step waits inside
+    # TensorFlow for an answer: a second Ctrl+C ends it at once.
+    ps.send_signal(signal.SIGSTOP)
+    try:
+        worker.send_signal(signal.SIGINT)
+        worker.wait_for("^SIGINT: stopping after this step")
+        worker.send_signal(signal.SIGINT)
+        code, out = finish_cleanly(worker)
+    finally:
+        ps.send_signal(signal.SIGCONT)
+    assert code == 130, out
+    assert "SIGINT again: exiting now, without a checkpoint." in out
+
+    # Ctrl+C on the chief saves a checkpoint.
     chief.send_signal(signal.SIGINT)
     code, out = finish_cleanly(chief)
     assert code == 0, out
     stopped = int(re.search(r"Stopped by SIGINT at step (\d+);", out).group(1))
+    assert stopped >= seen
     assert checkpoint_step(cluster.train_dir) == stopped
+
+    # Both come back: the chief resumes from its checkpoint, and worker 1
+    # rejoins at the shared global step, not at 0.
     max_steps = stopped + 10
     chief = cluster.start("worker", 0, "--max_steps=%d" % max_steps)
+    worker = cluster.start("worker", 1)
     chief.wait_for("Resuming from .*model.ckpt-%d at step %d." % (stopped, stopped))
-
+    assert first_step(worker) > stopped
     code, out = finish_cleanly(chief)
     assert code == 0, out
     final = int(re.search(r"^Done: step (\d+); checkpoint saved", out, re.M).group(1))
@@ -106,20 +120,23 @@ def test_async_workers_survive_restarts_and_the_chief_checkpoint_scores(
 
 
 @pytest.mark.slow
-def test_sync_workers_step_together_and_all_stop(dataset, clusters):
-    max_steps = 40
+def test_sync_workers_told_by_tf_config_step_together_and_all_stop(dataset, clusters):
+    # Each process told its task by TF_CONFIG alone, as schedulers launch
+    # them (how TF_CONFIG is read is tested in-process in test_tf_config.py):
+    # a chief, which is the first worker, and one more worker.
+    max_steps, batch_size = 20, 32
     cluster = clusters(
-        LocalCluster,
-        2,
+        TFConfigCluster,
+        {"chief": 1, "ps": 1, "worker": 1},
         "--max_steps=%d" % max_steps,
-        "--batch_size=64",
+        "--batch_size=%d" % batch_size,
         "--sync_replicas",
     )
     cluster.start("ps", 0)
-    # The multi-GPU binary takes the same flags: worker 1 runs two towers.
+    # The multi-GPU binary takes the same flags: the worker runs two towers.
     workers = [
-        cluster.start("worker", 0),
-        cluster.start("worker", 1, "--num_gpus=2", script="cifar10_multi_gpu_train.py"),
+        cluster.start("chief", 0),
+        cluster.start("worker", 0, "--num_gpus=2", script="cifar10_multi_gpu_train.py"),
     ]
     outputs = []
     for worker in workers:
@@ -128,6 +145,7 @@ def test_sync_workers_step_together_and_all_stop(dataset, clusters):
         outputs.append(out)
     assert "Done: step %d; checkpoint saved" % max_steps in outputs[0]
     assert re.search(r"^Done: global step \d+\.$", outputs[1], re.M), outputs[1]
+    assert "Waiting for the chief (chief 0)" in outputs[1]
     assert checkpoint_step(cluster.train_dir) == max_steps
     # Every global step averages one gradient from each of the 2 workers:
     # they ran about 2 x max_steps runs between them (asynchronous workers
@@ -135,9 +153,11 @@ def test_sync_workers_step_together_and_all_stop(dataset, clusters):
     total = sum(local_steps(out) for out in outputs)
     assert 2 * max_steps - 2 <= total <= 2 * max_steps + 6, total
     assert "Running 2 tower(s) on /cpu:0, /cpu:1" in outputs[1]
-    # 2 towers of 64 a step, reported per tower.
+    # 2 towers of batch_size a step, reported per tower.
     match = next(filter(None, map(LOG_LINE.match, outputs[1].splitlines())))
-    assert float(match[3]) == pytest.approx(128 / (2 * float(match[4])), rel=0.05)
+    assert float(match[3]) == pytest.approx(
+        2 * batch_size / (2 * float(match[4])), rel=0.05
+    )
 
     precision, step = precision_of(dataset, cluster)
     assert step == max_steps and precision > 0.3
@@ -157,26 +177,6 @@ def test_unreachable_parameter_server_is_a_clear_error(dataset, clusters):
     ), out
     # Nothing was written for a run that never started.
     assert checkpoint_step(cluster.train_dir) is None
-
-
-@pytest.mark.slow
-def test_a_second_signal_ends_a_worker_stuck_inside_tensorflow(dataset, clusters):
-    cluster = clusters(LocalCluster, 1, "--max_steps=1000000")
-    ps = cluster.start("ps", 0)
-    chief = cluster.start("worker", 0)
-    first_step(chief)
-    # With the parameter server frozen, the chief's step, or the checkpoint
-    # it saves when it stops, waits inside TensorFlow for an answer.
-    ps.send_signal(signal.SIGSTOP)
-    try:
-        chief.send_signal(signal.SIGINT)
-        chief.wait_for("^SIGINT: stopping after this step and saving a checkpoint")
-        chief.send_signal(signal.SIGINT)
-        code, out = finish_cleanly(chief)
-    finally:
-        ps.send_signal(signal.SIGCONT)
-    assert code == 130, out
-    assert "SIGINT again: exiting now, without a checkpoint." in out
 
 
 HOSTS = dict(ps_hosts="127.0.0.1:2222", worker_hosts="127.0.0.1:2223,127.0.0.1:2224")

@@ -1,8 +1,8 @@
 """Clusters as schedulers launch them: every process told its task by the
-TF_CONFIG environment variable alone, as Kubeflow's TFJob and Vertex AI do."""
+TF_CONFIG environment variable alone, as Kubeflow's TFJob and Vertex AI do.
+How TF_CONFIG is read; test_cluster.py trains a cluster told by it."""
 
 import json
-import re
 import socket
 
 import pytest
@@ -10,12 +10,7 @@ from absl.testing import flagsaver
 
 import cifar10_train
 from helpers import (
-    PRECISION,
-    TFConfigCluster,
-    checkpoint_step,
-    evaluate,
     exit_line,
-    finish_cleanly,
 )
 from support import distributed
 
@@ -24,42 +19,6 @@ CLUSTER = {
     "ps": ["127.0.0.1:2221"],
     "worker": ["127.0.0.1:2222"],
 }
-
-
-@pytest.mark.slow
-def test_tasks_told_by_tf_config_train_and_the_chief_checkpoint_scores(
-    dataset, clusters
-):
-    # One run: how TF_CONFIG is read is tested in this process below, and
-    # the cluster itself (synchronous, several towers) in test_cluster.py.
-    max_steps = 10
-    cluster = clusters(
-        TFConfigCluster,
-        {"chief": 1, "ps": 1, "worker": 1},
-        "--max_steps=%d" % max_steps,
-    )
-    cluster.start("ps", 0)
-    trainers = [cluster.start("chief", 0), cluster.start("worker", 0)]
-    outputs = []
-    for trainer in trainers:
-        code, out = finish_cleanly(trainer)
-        assert code == 0, out
-        assert int(re.search(r"^This worker ran (\d+) steps\.$", out, re.M)[1]) > 0
-        outputs.append(out)
-    chief_out, worker_out = outputs
-    final = int(re.search(r"^Done: step (\d+); checkpoint saved", chief_out, re.M)[1])
-    assert final >= max_steps  # the other worker may add steps as the chief saves
-    assert re.search(r"^Done: global step \d+\.$", worker_out, re.M), worker_out
-    assert "Waiting for the chief (chief 0)" in worker_out
-    assert checkpoint_step(cluster.train_dir) == final
-
-    scored = evaluate(
-        dataset["root"], cluster.train_dir, cluster.tmp_path / "eval", "--run_once",
-        "--num_examples=100",
-    )  # fmt: skip
-    assert scored.returncode == 0, scored.stderr
-    ((_, step, count),) = PRECISION.findall(scored.stdout)
-    assert (int(step), int(count)) == (final, 100)
 
 
 @pytest.mark.parametrize(
