@@ -214,22 +214,6 @@ def test_sigint_while_the_queue_fills_stops_at_once(dataset, tmp_path):
     assert "Input queue filled" not in out and "Traceback" not in out
 
 
-@pytest.mark.slow
-def test_a_signal_after_the_checkpoint_is_saved_ends_quietly(dataset, tmp_path):
-    train_dir = tmp_path / "train"
-    proc = start_training(dataset, train_dir, "--max_steps=1000000")
-    try:
-        first_step(proc)
-        proc.send_signal(signal.SIGINT)
-        proc.wait_for("^Stopped by SIGINT at step")
-        proc.send_signal(signal.SIGINT)
-        code, out = proc.finish()
-    finally:
-        proc.stop()
-    assert code == 0, out
-    assert "Traceback" not in out
-
-
 def test_sigint_while_tensorflow_loads_says_interrupted(dataset, tmp_path):
     proc = Process(
         "cifar10_eval.py",

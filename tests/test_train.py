@@ -22,9 +22,11 @@ from helpers import (
     checkpoint_step,
     evaluate,
     exit_line,
+    finish_cleanly,
+    first_step,
     logged_steps,
     run_here,
-    signal_at_step,
+    start_training,
     summaries,
     train,
 )
@@ -95,29 +97,33 @@ def test_train_logs_saves_resumes_and_starts_fresh(dataset, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_sigint_saves_a_checkpoint_and_the_next_run_resumes(dataset, tmp_path):
+def test_a_signal_saves_a_checkpoint_and_the_next_run_resumes(dataset, tmp_path):
+    # SIGTERM, as a scheduler sends it. Ctrl+C (SIGINT) stops training in the
+    # other tests that stop a run: test_eval.py's beside training, the
+    # multi-GPU binary's and a cluster's, and test_recovery.py's while the
+    # queue fills.
     train_dir = tmp_path / "train"
-    code, out = signal_at_step(dataset, train_dir, signal.SIGINT, at_step=10)
+    proc = start_training(
+        dataset, train_dir, "--max_steps=1000000", "--log_frequency=5"
+    )
+    try:
+        first_step(proc)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait_for("^Stopped by SIGTERM at step")
+        # Once the checkpoint is saved, another signal changes nothing.
+        proc.send_signal(signal.SIGTERM)
+        code, out = finish_cleanly(proc)
+    finally:
+        proc.stop()
     assert code == 0, out
-    stopped = re.search(r"Stopped by SIGINT at step (\d+)", out)
-    assert stopped, out
-    step = int(stopped.group(1))
-    assert step >= 10
+    step = int(re.search(r"Stopped by SIGTERM at step (\d+)", out).group(1))
+    assert step >= 5
     assert checkpoint_step(train_dir) == step
 
     resumed = train(dataset, train_dir, "--max_steps=%d" % (step + 10))
     assert resumed.returncode == 0, resumed.stderr
     assert "at step %d." % step in resumed.stdout
     assert checkpoint_step(train_dir) == step + 10
-
-
-@pytest.mark.slow
-def test_sigterm_saves_a_checkpoint(dataset, tmp_path):
-    train_dir = tmp_path / "train"
-    code, out = signal_at_step(dataset, train_dir, signal.SIGTERM, at_step=5)
-    assert code == 0, out
-    step = int(re.search(r"Stopped by SIGTERM at step (\d+)", out).group(1))
-    assert checkpoint_step(train_dir) == step
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
