@@ -17,7 +17,6 @@ import cifar10_input
 import cifar10_pack
 import cifar10_train
 from harness import fake_cifar
-from harness.procs import run_binary
 from helpers import PRECISION, exit_line, run_here
 
 NAMES = ["apple", "bean", "cherry", "date", "elder"]
@@ -55,7 +54,7 @@ def records(data_dir, split):
 @pytest.mark.slow
 def test_own_images_train_evaluate_and_classify_with_no_code_changed(tmp_path):
     images = fake_cifar.write_image_folders(str(tmp_path / "images"), NAMES, 120)
-    packed = run_binary(
+    packed = run_here(
         "cifar10_pack.py", "--image_dir=%s" % (tmp_path / "images"),
         "--data_dir=%s" % (tmp_path / "data"),
     )  # fmt: skip
