@@ -206,8 +206,11 @@ def test_loop_waits_for_a_checkpoint_and_scores_each_once(trained, dataset, tmp_
 
 
 @pytest.mark.slow
-def test_eval_beside_training_survives_checkpoint_rotation(dataset, tmp_path):
+def test_training_beside_a_polling_evaluation_rotates_stops_and_resumes(
+    dataset, tmp_path
+):
     train_dir = tmp_path / "train"
+    flags = ["--save_checkpoint_steps=5", "--keep_checkpoints=1"]
     evaluator = start_evaluation(
         dataset["root"], train_dir, tmp_path / "eval", "--eval_interval_secs=0",
         "--num_examples=64",
@@ -217,26 +220,37 @@ def test_eval_beside_training_survives_checkpoint_rotation(dataset, tmp_path):
         evaluator.wait_for("^No checkpoint file found at")
         # A checkpoint every 5 steps, only the newest kept: each one the
         # evaluator reads may be deleted under it.
-        trainer = start_training(
-            dataset, train_dir, "--max_steps=1000000", "--save_checkpoint_steps=5",
-            "--keep_checkpoints=1",
-        )  # fmt: skip
+        trainer = start_training(dataset, train_dir, "--max_steps=1000000", *flags)
         evaluator.wait_until(
             lambda out: len(PRECISION.findall(out)) >= 3, "three checkpoints scored"
         )
-        trainer.send_signal(signal.SIGINT)
-        code, out = trainer.finish()
+        # SIGTERM, as a scheduler sends it, saves a checkpoint; once it is
+        # saved, another signal changes nothing. (Ctrl+C, SIGINT, stops the
+        # runs of the multi-GPU binary, of a cluster's chief, and of
+        # training whose queue still fills, in other tests.)
+        trainer.send_signal(signal.SIGTERM)
+        trainer.wait_for("^Stopped by SIGTERM at step")
+        trainer.send_signal(signal.SIGTERM)
+        code, out = finish_cleanly(trainer)
         assert code == 0, out
-        last = int(re.search(r"Stopped by SIGINT at step (\d+)", out)[1])
-        # It goes on watching, and scores the last checkpoint too.
-        evaluator.wait_for(r"precision @ 1 = .* \(step %d," % last)
+        stopped = int(re.search(r"Stopped by SIGTERM at step (\d+)", out)[1])
+        assert checkpoint_step(train_dir) == stopped
+        # The evaluation goes on watching, and scores that checkpoint too...
+        evaluator.wait_for(r"precision @ 1 = .* \(step %d," % stopped)
+
+        # ...and those of the next run, which resumes from it.
+        resumed = train(dataset, train_dir, "--max_steps=%d" % (stopped + 10), *flags)
+        assert resumed.returncode == 0, resumed.stderr
+        assert "at step %d." % stopped in resumed.stdout
+        assert checkpoint_step(train_dir) == stopped + 10
+        evaluator.wait_for(r"precision @ 1 = .* \(step %d," % (stopped + 10))
     finally:
         if trainer:
             trainer.stop()
         evaluator.stop()
     log = evaluator.output()
     steps = [int(m[1]) for m in PRECISION.findall(log)]
-    assert steps == sorted(set(steps)) and steps[-1] == last, log
+    assert steps == sorted(set(steps)) and steps[-1] == stopped + 10, log
     assert "Traceback" not in log
     assert log.count("No checkpoint file found") == 1
 
