@@ -1,5 +1,9 @@
-"""Running the binaries as processes, and free ports for a cluster of them."""
+"""Running the binaries: as processes, one after another in one process, or
+in this one; and free ports for a cluster of them."""
 
+import contextlib
+import io
+import json
 import os
 import re
 import socket
@@ -56,6 +60,86 @@ def run_binary(script, *args, folder=ROOT, timeout=PATIENCE_SECS, prefix=(), env
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def run_here(script, *args):
+    """Runs a binary in this process, as its start-up would: the flags of
+    args parsed as on its command line, then its main(), the errors a user
+    can cause turned into one line. The binary is imported from sys.path.
+
+    A process of its own costs seconds of loading TensorFlow; a test that
+    needs one (signals, several processes at once) starts the binary itself.
+
+    Returns:
+      What subprocess.run would: returncode, stdout and stderr (where an
+      error line, or a flag the binary refuses, goes).
+    """
+    import importlib  # noqa: PLC0415  (the binary loads TensorFlow)
+
+    from absl import flags  # noqa: PLC0415
+    from absl.testing import flagsaver  # noqa: PLC0415
+
+    from support import startup  # noqa: PLC0415
+
+    binary = importlib.import_module(os.path.splitext(script)[0])
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        flagsaver.flagsaver(),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        try:
+            argv = flags.FLAGS([script, *args])
+            status = startup.one_line_errors(binary.main)(argv) or 0
+        except flags.Error as e:
+            print("FATAL Flags parsing error: %s" % e, file=sys.stderr)
+            status = 1
+        except SystemExit as e:
+            print(e.code, file=sys.stderr)
+            status = 1
+    return subprocess.CompletedProcess(script, status, out.getvalue(), err.getvalue())
+
+
+# The program of run_one_after_another()'s process.
+_ONE_AFTER_ANOTHER = """
+import json, sys
+folder, root, runs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+sys.path[:0] = [folder, root]
+from support import startup
+startup.set_tensorflow_defaults()
+import tensorflow as tf
+tf.compat.v1.disable_eager_execution()
+tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
+from harness.procs import run_here
+print(json.dumps([vars(run_here(*run)) for run in runs]))
+"""
+
+
+def run_one_after_another(folder, *runs, timeout=PATIENCE_SECS):
+    """Runs binaries of folder one after another in one new process, each
+    as run_here() runs it: they share one loading of TensorFlow.
+
+    Args:
+      folder: where the binaries, and the modules they import, are; also the
+        process's working folder.
+      *runs: (script, flag, ...) tuples.
+      timeout: seconds before the process counts as hung.
+
+    Returns:
+      A subprocess.CompletedProcess for each run.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", _ONE_AFTER_ANOTHER, str(folder), ROOT, json.dumps(runs)],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr
+    return [
+        subprocess.CompletedProcess(**result)
+        for result in json.loads(done.stdout.splitlines()[-1])
+    ]
 
 
 class Process:

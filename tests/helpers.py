@@ -3,24 +3,19 @@ the fake data set, and sessions with running queues."""
 
 import contextlib
 import glob
-import importlib
-import io
 import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
 from absl.testing import flagsaver
 
 import cifar10
 from harness import fake_cifar
-from harness.procs import Process, free_ports
+from harness.procs import Process, free_ports, run_here
 from support import checkpoints, startup
 
 LOG_LINE = re.compile(
@@ -56,37 +51,6 @@ def train_flags(dataset, train_dir, *flags):
         *FAST_FLAGS,
         *flags,
     ]
-
-
-def run_here(script, *args):
-    """Runs a binary in this process, as its start-up would: the flags of
-    args parsed as on its command line, then its main(), the errors a user
-    can cause turned into one line.
-
-    A process of its own costs seconds of loading TensorFlow; the tests that
-    need one (signals, several processes at once) start the binary itself.
-
-    Returns:
-      What subprocess.run would: returncode, stdout and stderr (where an
-      error line, or a flag the binary refuses, goes).
-    """
-    binary = importlib.import_module(os.path.splitext(script)[0])
-    out, err = io.StringIO(), io.StringIO()
-    with (
-        flagsaver.flagsaver(),
-        contextlib.redirect_stdout(out),
-        contextlib.redirect_stderr(err),
-    ):
-        try:
-            argv = flags.FLAGS([script, *args])
-            status = startup.one_line_errors(binary.main)(argv) or 0
-        except flags.Error as e:
-            print("FATAL Flags parsing error: %s" % e, file=sys.stderr)
-            status = 1
-        except SystemExit as e:
-            print(e.code, file=sys.stderr)
-            status = 1
-    return subprocess.CompletedProcess(script, status, out.getvalue(), err.getvalue())
 
 
 def train(dataset, train_dir, *flags, script="cifar10_train.py"):

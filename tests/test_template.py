@@ -7,7 +7,8 @@ a template" section names are changed: a data set of another name, its own
 folder and file names, 16x16 images cropped to 12x12, 5 classes, 500
 training and 100 test images. Then the copied binaries train, evaluate,
 classify image files and export the model, unchanged otherwise, and their
-messages name that data set.
+messages name that data set. The copy runs in a process of its own: its
+modules have the project's names.
 """
 
 import pathlib
@@ -20,7 +21,7 @@ import tensorflow as tf
 from PIL import Image
 
 from harness import fake_cifar
-from harness.procs import ROOT, run_binary
+from harness.procs import ROOT, run_one_after_another
 from helpers import PRECISION
 
 # What a copy for one machine needs: the cluster's work stays behind.
@@ -78,8 +79,10 @@ def _set_constant(source, name, value):
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
     """The copied modules with the changed constants, a data set of 16x16
-    images in 5 classes, and a model trained on it: a dict of folders, the
-    shared flags and the test images."""
+    images in 5 classes, and the copied binaries' runs on it, one after
+    another in one process: training, evaluation, evaluation of a damaged
+    copy of the data, and classification of two image files with an export.
+    A dict of folders and of the runs' results."""
     root = tmp_path_factory.mktemp("template")
     code = root / "code"
     copy_project(code, CHANGES)
@@ -88,30 +91,40 @@ def template(tmp_path_factory):
         num_classes=5, class_names=NAMES, folder="fruit-batches",
         train_files=["train_a.bin", "train_b.bin"], test_file="test.bin",
     )  # fmt: skip
+    broken = root / "broken" / "fruit-batches"
+    shutil.copytree(root / "data" / "fruit-batches", broken)
+    with open(broken / "test.bin", "r+b") as f:
+        f.truncate(1000)
+    # Classification scales any image to 16x16.
+    images = written["test"][1]
+    fake_cifar.write_png(root / "small.png", images[0])
+    Image.fromarray(images[1]).resize((40, 30)).save(root / "large.jpg")
+
     common = ["--data_dir=%s" % (root / "data"), "--batch_size=100"]
-    trained = run_binary(
-        "cifar10_train.py", *common, "--train_dir=%s" % (root / "train"),
-        "--max_steps=100", folder=code,
+    checkpoints = "--checkpoint_dir=%s" % (root / "train")
+    runs = run_one_after_another(
+        code,
+        ("cifar10_train.py", *common, "--train_dir=%s" % (root / "train"),
+         "--max_steps=100"),
+        ("cifar10_eval.py", *common, checkpoints, "--eval_dir=%s" % (root / "eval"),
+         "--run_once", "--num_examples=100"),
+        ("cifar10_eval.py", "--data_dir=%s" % broken.parent, checkpoints,
+         "--eval_dir=%s" % (root / "eval2"), "--run_once", "--num_examples=100"),
+        ("cifar10_classify.py", *common, checkpoints,
+         "--export_dir=%s" % (root / "export"), "--top_k=5",
+         str(root / "small.png"), str(root / "large.jpg")),
     )  # fmt: skip
+    trained, scored, failed, classified = runs
     assert trained.returncode == 0, trained.stderr
     assert "Filling queue with 200 FRUIT-5 images" in trained.stdout  # 40% of 500
     return dict(
-        root=root, code=code, common=common, train_dir=root / "train",
-        images=written["test"][1],
-    )  # fmt: skip
+        root=root, broken=broken, scored=scored, failed=failed, classified=classified
+    )
 
 
 @pytest.mark.slow
 def test_another_image_size_and_class_count_trains_and_evaluates(template):
-    scored = run_binary(
-        "cifar10_eval.py",
-        *template["common"],
-        "--checkpoint_dir=%s" % template["train_dir"],
-        "--eval_dir=%s" % (template["root"] / "eval"),
-        "--run_once",
-        "--num_examples=100",
-        folder=template["code"],
-    )
+    scored = template["scored"]
     assert scored.returncode == 0, scored.stderr
     (match,) = PRECISION.findall(scored.stdout)
     assert match[1:] == ("100", "100")
@@ -121,41 +134,20 @@ def test_another_image_size_and_class_count_trains_and_evaluates(template):
     assert re.findall(r"^  ([a-z]+) +\d+ +[01]\.\d{3}$", table, re.M) == NAMES
 
     # Its messages name it, its folder and its record size.
-    broken = template["root"] / "broken" / "fruit-batches"
-    shutil.copytree(template["root"] / "data" / "fruit-batches", broken)
-    with open(broken / "test.bin", "r+b") as f:
-        f.truncate(1000)
-    failed = run_binary(
-        "cifar10_eval.py", "--data_dir=%s" % broken.parent, "--run_once",
-        "--num_examples=100",
-        "--checkpoint_dir=%s" % template["train_dir"],
-        "--eval_dir=%s" % (template["root"] / "eval2"), folder=template["code"],
-    )  # fmt: skip
+    failed = template["failed"]
     assert failed.returncode == 1
     assert failed.stderr.splitlines()[-1] == (
         "Error: Data file %s is 1000 bytes, not a whole number of 769-byte "
         "records: it is truncated or not a file of FRUIT-5. Delete the "
         "fruit-batches folder under --data_dir so that it is extracted again."
-        % (broken / "test.bin")
+        % (template["broken"] / "test.bin")
     )
 
 
 @pytest.mark.slow
-def test_the_copy_classifies_and_exports(template, tmp_path):
-    # Classification scales any image to 16x16 and names the 5 classes.
-    images = template["images"]
-    fake_cifar.write_png(tmp_path / "small.png", images[0])
-    Image.fromarray(images[1]).resize((40, 30)).save(tmp_path / "large.jpg")
-    classified = run_binary(
-        "cifar10_classify.py",
-        *template["common"],
-        "--checkpoint_dir=%s" % template["train_dir"],
-        "--export_dir=%s" % (tmp_path / "export"),
-        "--top_k=5",
-        str(tmp_path / "small.png"),
-        str(tmp_path / "large.jpg"),
-        folder=template["code"],
-    )
+def test_the_copy_classifies_and_exports(template):
+    # Classification names the 5 classes.
+    classified = template["classified"]
     assert classified.returncode == 0, classified.stderr
     for name in ("small.png", "large.jpg"):
         (line,) = [s for s in classified.stdout.splitlines() if name in s]
@@ -164,7 +156,7 @@ def test_the_copy_classifies_and_exports(template, tmp_path):
     # The export takes images of any size, and gives the 5 classes' names.
     with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
         model = tf.compat.v1.saved_model.load(
-            sess, ["serve"], str(tmp_path / "export" / "100")
+            sess, ["serve"], str(template["root"] / "export" / "100")
         )
         signature = model.signature_def["predict_pixels"]
         probabilities, class_names = sess.run(
@@ -186,14 +178,15 @@ def test_images_of_another_size_need_only_the_image_size(tmp_path):
     names = ["circle", "square", "star"]
     fake_cifar.write_image_folders(str(tmp_path / "images"), names, 60)
     common = ["--data_dir=%s" % (tmp_path / "data"), "--batch_size=50"]
-    for binary, *flags in (
-        ("cifar10_pack.py", "--image_dir=%s" % (tmp_path / "images")),
-        ("cifar10_train.py", "--train_dir=%s" % (tmp_path / "train"),
+    runs = run_one_after_another(
+        tmp_path,
+        ("cifar10_pack.py", *common, "--image_dir=%s" % (tmp_path / "images")),
+        ("cifar10_train.py", *common, "--train_dir=%s" % (tmp_path / "train"),
          "--max_steps=60"),
-        ("cifar10_eval.py", "--checkpoint_dir=%s" % (tmp_path / "train"),
+        ("cifar10_eval.py", *common, "--checkpoint_dir=%s" % (tmp_path / "train"),
          "--eval_dir=%s" % (tmp_path / "eval"), "--run_once"),
-    ):  # fmt: skip
-        result = run_binary(binary, *common, *flags, folder=tmp_path)
+    )  # fmt: skip
+    for result in runs:
         assert result.returncode == 0, result.stderr
     (match,) = PRECISION.findall(result.stdout)
     table = result.stdout.split(match[0], 1)[1]
