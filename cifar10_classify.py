@@ -12,10 +12,11 @@ each JPEG, PNG, BMP or GIF file (folders are read recursively) it prints the
     photos/cat.jpg: cat 0.912, dog 0.051, frog 0.020
 
 Every image, of any size and mode, is prepared as cifar10_pack.py stores
-images and evaluation reads them (cifar10_input.prepare_images()): scaled
-until its shorter side fits the data set's stored size, cut to that around
-its centre, then cropped to what the network sees and standardized. The
-class names are those training wrote beside the checkpoint.
+images and evaluation reads them (cifar10_input.fit_images(), then
+eval_images()): scaled until its shorter side fits the data set's stored
+size, cut to that around its centre, then cropped to what the network sees
+and standardized. The class names are those training wrote beside the
+checkpoint.
 
 --export_dir writes the model as a SavedModel under <export_dir>/<step>/,
 the numbered versions TensorFlow Serving reads, with two signatures:

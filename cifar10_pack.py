@@ -333,9 +333,9 @@ class _RecordFiles:
                 if self._split == "train"
                 else len(records)
             )
-            self._file.write(records[:room].tobytes())
-            self._counts[self._name] += len(records[:room])
-            records = records[room:]
+            chunk, records = records[:room], records[room:]
+            self._file.write(chunk.tobytes())
+            self._counts[self._name] += len(chunk)
 
     def _full(self):
         return self._split == "train" and self._counts[self._name] == RECORDS_PER_FILE

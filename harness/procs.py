@@ -2,6 +2,7 @@
 in this one; and free ports for a cluster of them."""
 
 import contextlib
+import importlib
 import io
 import json
 import os
@@ -10,6 +11,11 @@ import socket
 import subprocess
 import sys
 import time
+
+from absl import flags
+from absl.testing import flagsaver
+
+from support import startup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,13 +80,6 @@ def run_here(script, *args):
       What subprocess.run would: returncode, stdout and stderr (where an
       error line, or a flag the binary refuses, goes).
     """
-    import importlib  # noqa: PLC0415  (the binary loads TensorFlow)
-
-    from absl import flags  # noqa: PLC0415
-    from absl.testing import flagsaver  # noqa: PLC0415
-
-    from support import startup  # noqa: PLC0415
-
     binary = importlib.import_module(os.path.splitext(script)[0])
     out, err = io.StringIO(), io.StringIO()
     with (

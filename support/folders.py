@@ -162,16 +162,16 @@ def run_on_image_files(run, paths):
         return kept, list(run(contents)), problems
     except tf.errors.InvalidArgumentError:
         pass
-    images, results = [], []
+    alone, results = [], []
     for i, data in zip(kept, contents, strict=True):
         try:
             results.append(run([data])[0])
-            images.append(i)
+            alone.append(i)
         except tf.errors.InvalidArgumentError:
             problems.append(
                 "%s is not an image this can read (JPEG, PNG, BMP or GIF)." % paths[i]
             )
-    return images, results, problems
+    return alone, results, problems
 
 
 def umask():

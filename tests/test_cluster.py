@@ -50,7 +50,7 @@ def test_async_workers_survive_signals_and_restarts_and_the_chief_checkpoint_sco
     # Every run but the chief's last has a --max_steps it cannot reach: the
     # signals below stop them, however fast the machine is. The tutorial's
     # batch of 128: at 32, two asynchronous workers with its learning rate
-    # can diverge within the hundred-odd steps this test takes.
+    # can diverge within the few dozen steps this test takes.
     cluster = clusters(
         LocalCluster,
         2,
