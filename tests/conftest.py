@@ -10,22 +10,26 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# TensorFlow's environment, as the binaries set it, before it loads.
-from support import startup  # noqa: E402
 
-startup.set_tensorflow_defaults()
+def pytest_configure(config):
+    """Sets up TensorFlow for in-process tests, in the processes that run
+    tests: pytest-xdist's controller only hands them out, and loading
+    TensorFlow there would cost seconds of CPU for nothing."""
+    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    # TensorFlow's environment, as the binaries set it, before it loads.
+    from support import startup
 
-import tensorflow as tf  # noqa: E402
+    startup.set_tensorflow_defaults()
+    import tensorflow as tf
 
-import cifar10  # noqa: E402
-import helpers  # noqa: E402
-from harness import fake_cifar  # noqa: E402
+    import cifar10
 
-tf.compat.v1.disable_eager_execution()
-tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
-# In-process tests read FLAGS with their defaults; they change them through
-# absl.testing.flagsaver.
-cifar10.FLAGS(["pytest"])
+    tf.compat.v1.disable_eager_execution()
+    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
+    # In-process tests read FLAGS with their defaults; they change them
+    # through absl.testing.flagsaver.
+    cifar10.FLAGS(["pytest"])
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +41,8 @@ def dataset(tmp_path_factory):
     A dict: 'root' is the folder to pass as --data_dir; 'dir', 'train' and
     'test' are fake_cifar.write_dataset()'s.
     """
+    from harness import fake_cifar
+
     root = str(tmp_path_factory.mktemp("cifar10_data"))
     data = fake_cifar.write_dataset(
         root, records_per_file=2000, test_records=2000, describe=True
@@ -64,6 +70,10 @@ def trained(dataset, tmp_path_factory, worker_id):
     """A train_dir with a checkpoint that scores at least 0.9 on the learnable
     test images: helpers.train_until_learned()'s. The test processes share it:
     the first to need it trains, the others wait and use it."""
+    import tensorflow as tf
+
+    import helpers
+
     root = _shared_folder(tmp_path_factory, worker_id)
     train_dir = root / "trained"
     with open(root / "trained.lock", "w") as lock:
