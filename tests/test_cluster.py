@@ -10,6 +10,7 @@ import signal
 import pytest
 from absl.testing import flagsaver
 
+import support.cluster  # where the cluster flags that distributed reads are
 from harness.procs import free_ports
 from helpers import (
     LOG_LINE,
@@ -216,11 +217,12 @@ def test_inconsistent_cluster_flags_are_one_clear_error(flags, expected):
 
 def test_cluster_flags_describe_this_task():
     with flagsaver.flagsaver(**HOSTS, job_name="worker", task_index=1):
-        cluster = distributed.from_flags()
-    assert (cluster.is_chief, cluster.num_workers) == (False, 2)
-    assert cluster.address == "127.0.0.1:2224"
+        task = support.cluster.this_task()
+    assert (task.is_chief, task.num_workers) == (False, 2)
+    assert task.address == "127.0.0.1:2224"
     with flagsaver.flagsaver(**HOSTS, job_name="worker"):
-        assert distributed.from_flags().is_chief
+        assert support.cluster.this_task().is_chief
+    assert support.cluster.this_task() is support.cluster.LOCAL
 
 
 def test_binary_reports_a_bad_job_name(dataset, tmp_path):
