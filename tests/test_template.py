@@ -33,6 +33,8 @@ MODULES = [
     "cifar10_classify.py",
 ]
 SUPPORT_LEFT_BEHIND = ["distributed.py"]
+# The copy's training steps, in batches of 100.
+STEPS = 50
 NAMES = ["apple", "bean", "cherry", "date", "elder"]
 CHANGES = {
     "DATA_SET": '"FRUIT-5"',
@@ -105,7 +107,7 @@ def template(tmp_path_factory):
     runs = run_one_after_another(
         code,
         ("cifar10_train.py", *common, "--train_dir=%s" % (root / "train"),
-         "--max_steps=100"),
+         "--max_steps=%d" % STEPS),
         ("cifar10_eval.py", *common, checkpoints, "--eval_dir=%s" % (root / "eval"),
          "--run_once", "--num_examples=100"),
         ("cifar10_eval.py", "--data_dir=%s" % broken.parent, checkpoints,
@@ -127,7 +129,7 @@ def test_another_image_size_and_class_count_trains_and_evaluates(template):
     scored = template["scored"]
     assert scored.returncode == 0, scored.stderr
     (match,) = PRECISION.findall(scored.stdout)
-    assert match[1:] == ("100", "100")
+    assert match[1:] == (str(STEPS), "100")
     assert float(match[0]) > 0.5  # chance is 0.2
     # The per-class table names the data set's own 5 classes.
     table = scored.stdout.split(match[0], 1)[1]
@@ -156,7 +158,7 @@ def test_the_copy_classifies_and_exports(template):
     # The export takes images of any size, and gives the 5 classes' names.
     with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
         model = tf.compat.v1.saved_model.load(
-            sess, ["serve"], str(template["root"] / "export" / "100")
+            sess, ["serve"], str(template["root"] / "export" / str(STEPS))
         )
         signature = model.signature_def["predict_pixels"]
         probabilities, class_names = sess.run(
@@ -182,7 +184,7 @@ def test_images_of_another_size_need_only_the_image_size(tmp_path):
         tmp_path,
         ("cifar10_pack.py", *common, "--image_dir=%s" % (tmp_path / "images")),
         ("cifar10_train.py", *common, "--train_dir=%s" % (tmp_path / "train"),
-         "--max_steps=60"),
+         "--max_steps=10"),
         ("cifar10_eval.py", *common, "--checkpoint_dir=%s" % (tmp_path / "train"),
          "--eval_dir=%s" % (tmp_path / "eval"), "--run_once"),
     )  # fmt: skip
