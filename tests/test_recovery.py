@@ -1,6 +1,7 @@
 """Nothing on disk is lost, and no failure shows a traceback: a missing or
-garbled checkpoint pointer, damaged checkpoints, a second trainer in the same
-folder, signals at awkward moments, folders and data files that will not do."""
+garbled checkpoint pointer, damaged checkpoints, signals at awkward moments,
+folders and data files that will not do. (A second trainer in a folder, and
+a trainer killed with kill -9, are in test_eval.py, beside an evaluation.)"""
 
 import glob
 import os
@@ -21,12 +22,9 @@ import cifar10_train
 from harness.procs import PATIENCE_SECS, Process
 from helpers import (
     PRECISION,
-    checkpoint_step,
     evaluate,
     exit_line,
-    first_step,
     start_training,
-    summaries,
     train,
 )
 from support import checkpoints, run_folder, signals, startup
@@ -84,42 +82,6 @@ def test_training_resumes_from_the_checkpoint_files_whatever_the_pointer_says(
     with flagsaver.flagsaver(train_dir=str(train_dir)):
         with run_folder.TrainDir() as resumed:
             assert resumed.checkpoint == str(train_dir / "model.ckpt-40")
-
-
-@pytest.mark.slow
-def test_a_second_trainer_refuses_the_folder_of_a_running_one(dataset, tmp_path):
-    train_dir = tmp_path / "train"
-    first = start_training(
-        dataset, train_dir, "--max_steps=1000000", "--save_checkpoint_steps=20"
-    )
-    try:
-        first_step(first)
-        second = train(dataset, train_dir, "--max_steps=10")
-        assert second.returncode == 1
-        clean(second)
-        assert (
-            "Error: --train_dir=%s is in use by another training process (pid %d on "
-            % (train_dir, first.proc.pid)
-            in second.stderr
-        )
-        # The second wrote nothing: one event file, the first's.
-        assert len(glob.glob(str(train_dir / "events.out.tfevents.*"))) == 1
-        # Evaluation beside training is welcome.
-        with flagsaver.flagsaver(
-            data_dir=dataset["root"], checkpoint_dir=str(train_dir),
-            eval_dir=str(tmp_path / "eval"), run_once=True, num_examples=100,
-        ):  # fmt: skip
-            cifar10_eval.main(["binary"])
-        assert summaries(tmp_path / "eval")["Precision @ 1"]
-        # Killed, the first leaves no lock behind.
-        first.proc.kill()
-        first.proc.wait()
-    finally:
-        first.stop()
-    step = checkpoint_step(train_dir)
-    resumed = train(dataset, train_dir, "--max_steps=%d" % (step + 5))
-    assert resumed.returncode == 0, resumed.stderr
-    assert "at step %d." % step in clean(resumed)
 
 
 @pytest.mark.slow
