@@ -60,14 +60,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# TensorFlow's environment, as the binaries set it, before it loads.
 from support import startup  # noqa: E402
 
-startup.set_tensorflow_defaults()
+if __name__ == "__main__":
+    startup.before_tensorflow()
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 from absl.testing import flagsaver  # noqa: E402
 
 import cifar10  # noqa: E402
@@ -566,11 +566,11 @@ def print_table(results):
 
 def main(argv):
     del argv
-    tf.compat.v1.disable_eager_execution()
-    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
     windows, steps = (3, 10) if FLAGS.quick else (5, 20)
     train_steps = 200 if FLAGS.quick else 400
 
+    # Removed however the run ends: startup.run() turns Ctrl+C and SIGTERM
+    # into a KeyboardInterrupt, which passes through the `finally`.
     work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="cifar10_bench_")
     try:
         results = measure(work_dir, windows, steps, train_steps)
@@ -623,4 +623,4 @@ def measure(work_dir, windows, steps, train_steps):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    startup.run(main)

@@ -1,12 +1,13 @@
 """What a run leaves behind: a passing test run, nothing of its own; the
-benchmark, none of its work folder; a download, no lock file (see
-test_download.py)."""
+benchmark, none of its work folder, even when a signal stops it; a
+download, no lock file (see test_download.py)."""
 
 import os
+import signal
 import subprocess
 import sys
 
-from harness.procs import ROOT
+from harness.procs import ROOT, Process
 
 PROBE = """
 import os
@@ -56,3 +57,22 @@ def test_the_benchmark_removes_its_work_folder(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_the_benchmark_stopped_by_sigterm_removes_its_work_folder(tmp_path):
+    (tmp_path / "tmp").mkdir()
+    proc = Process(
+        os.path.join("benchmarks", "benchmark.py"), "--quick", "--only=eval",
+        "--json=%s" % (tmp_path / "figures.json"),
+        log_path=tmp_path / "benchmark.log",
+        env={**os.environ, "TMPDIR": str(tmp_path / "tmp")},
+    )  # fmt: skip
+    try:
+        proc.wait_for("^Writing a full-size fake data set to ")
+        proc.send_signal(signal.SIGTERM)
+        code, out = proc.finish()
+    finally:
+        proc.stop()
+    assert code == 128 + signal.SIGTERM, out
+    assert out.endswith("Interrupted.\n") and "Traceback" not in out, out
+    assert os.listdir(tmp_path / "tmp") == []
