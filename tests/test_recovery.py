@@ -55,14 +55,14 @@ def test_training_resumes_from_the_checkpoint_files_whatever_the_pointer_says(
     dataset, tmp_path
 ):
     train_dir = tmp_path / "train"
-    flags = ["--save_checkpoint_steps=10", "--keep_checkpoints=2"]
-    assert train(dataset, train_dir, "--max_steps=20", *flags).returncode == 0
+    flags = ["--save_checkpoint_steps=5", "--keep_checkpoints=2"]
+    assert train(dataset, train_dir, "--max_steps=10", *flags).returncode == 0
     pointer = train_dir / "checkpoint"
     for max_steps, garble in (
-        (30, pointer.unlink),
-        (40, lambda: pointer.write_text("x")),
+        (15, pointer.unlink),
+        (20, lambda: pointer.write_text("x")),
     ):
-        start = max_steps - 10
+        start = max_steps - 5
         kept = weights(train_dir / ("model.ckpt-%d" % start))
         garble()
         result = train(dataset, train_dir, "--max_steps=%d" % max_steps, *flags)
@@ -81,21 +81,21 @@ def test_training_resumes_from_the_checkpoint_files_whatever_the_pointer_says(
     pointer.write_text('model_checkpoint_path: "model.ckpt-999"\n')
     with flagsaver.flagsaver(train_dir=str(train_dir)):
         with run_folder.TrainDir() as resumed:
-            assert resumed.checkpoint == str(train_dir / "model.ckpt-40")
+            assert resumed.checkpoint == str(train_dir / "model.ckpt-20")
 
 
 @pytest.mark.slow
 def test_damaged_checkpoints_are_skipped_and_kept(dataset, tmp_path):
     train_dir = tmp_path / "train"
-    result = train(dataset, train_dir, "--max_steps=20", "--save_checkpoint_steps=10")
+    result = train(dataset, train_dir, "--max_steps=10", "--save_checkpoint_steps=5")
     assert result.returncode == 0, result.stderr
     # The newest cut short, the one before it without its index.
-    data_20 = train_dir / "model.ckpt-20.data-00000-of-00001"
-    with open(data_20, "r+b") as f:
-        f.truncate(os.path.getsize(data_20) // 2)
-    damaged_bytes = data_20.read_bytes()
-    (train_dir / "model.ckpt-10.index").unlink()
-    (train_dir / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-10"\n')
+    data_10 = train_dir / "model.ckpt-10.data-00000-of-00001"
+    with open(data_10, "r+b") as f:
+        f.truncate(os.path.getsize(data_10) // 2)
+    damaged_bytes = data_10.read_bytes()
+    (train_dir / "model.ckpt-5.index").unlink()
+    (train_dir / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-5"\n')
 
     # Evaluation warns about each and scores the newest it can read.
     scored = evaluate(
@@ -104,7 +104,7 @@ def test_damaged_checkpoints_are_skipped_and_kept(dataset, tmp_path):
     )  # fmt: skip
     assert scored.returncode == 0, scored.stderr
     out = clean(scored)
-    for step in (20, 10):
+    for step in (10, 5):
         assert (
             "Warning: skipping %s, which cannot be read ("
             % (train_dir / ("model.ckpt-%d" % step))
@@ -114,32 +114,32 @@ def test_damaged_checkpoints_are_skipped_and_kept(dataset, tmp_path):
 
     # Training says which are damaged, sets their files aside and resumes
     # from the newest it can read.
-    result = train(dataset, train_dir, "--max_steps=25", "--save_checkpoint_steps=10")
+    result = train(dataset, train_dir, "--max_steps=15", "--save_checkpoint_steps=5")
     assert result.returncode == 0, result.stderr
     out = clean(result)
-    for step in (20, 10):
+    for step in (10, 5):
         assert (
             "Warning: %s is damaged (" % (train_dir / ("model.ckpt-%d" % step)) in out
         )
     assert "Resuming from %s at step 0." % (train_dir / "model.ckpt-0") in out
-    assert (train_dir / "model.ckpt-20.data-00000-of-00001.damaged").read_bytes() == (
+    assert (train_dir / "model.ckpt-10.data-00000-of-00001.damaged").read_bytes() == (
         damaged_bytes
     )
-    assert os.path.exists(train_dir / "model.ckpt-10.data-00000-of-00001.damaged")
-    assert steps_on_disk(train_dir) == [0, 10, 20, 25]
+    assert os.path.exists(train_dir / "model.ckpt-5.data-00000-of-00001.damaged")
+    assert steps_on_disk(train_dir) == [0, 5, 10, 15]
 
     # With no readable checkpoint, neither starts over nor scores.
     for path in glob.glob(str(train_dir / "model.ckpt-*.index")):
         os.remove(path)
     (train_dir / "checkpoint").write_text("")
-    (train_dir / "model.ckpt-25.index").write_bytes(b"not an index")
+    (train_dir / "model.ckpt-15.index").write_bytes(b"not an index")
     before = sorted(os.listdir(train_dir))
     with flagsaver.flagsaver(train_dir=str(train_dir)):
         with pytest.raises(startup.Error) as e:
             with run_folder.TrainDir():
                 pass
     assert re.match(
-        r"No checkpoint in --train_dir=%s can be read: .*model.ckpt-25: "
+        r"No checkpoint in --train_dir=%s can be read: .*model.ckpt-15: "
         % re.escape(str(train_dir)),
         str(e.value),
     )
