@@ -99,17 +99,24 @@ def run_here(script, *args):
     return subprocess.CompletedProcess(script, status, out.getvalue(), err.getvalue())
 
 
+def load_tensorflow_for_run_here():
+    """Loads TensorFlow in this process as a binary's start-up does (its
+    environment defaults first, which it reads only as it loads), in graph
+    mode and with its Python logging quiet: what run_here() needs."""
+    startup.set_tensorflow_defaults()
+    import tensorflow as tf  # noqa: PLC0415  (after the defaults)
+
+    tf.compat.v1.disable_eager_execution()
+    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
+
+
 # The program of run_one_after_another()'s process.
 _ONE_AFTER_ANOTHER = """
 import json, sys
 folder, root, runs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 sys.path[:0] = [folder, root]
-from support import startup
-startup.set_tensorflow_defaults()
-import tensorflow as tf
-tf.compat.v1.disable_eager_execution()
-tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
-from harness.procs import run_here
+from harness.procs import load_tensorflow_for_run_here, run_here
+load_tensorflow_for_run_here()
 print(json.dumps([vars(run_here(*run)) for run in runs]))
 """
 

@@ -17,16 +17,11 @@ def pytest_configure(config):
     TensorFlow there would cost seconds of CPU for nothing."""
     if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
         return
-    # TensorFlow's environment, as the binaries set it, before it loads.
-    from support import startup
+    from harness.procs import load_tensorflow_for_run_here
 
-    startup.set_tensorflow_defaults()
-    import tensorflow as tf
-
+    load_tensorflow_for_run_here()
     import cifar10
 
-    tf.compat.v1.disable_eager_execution()
-    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
     # In-process tests read FLAGS with their defaults; they change them
     # through absl.testing.flagsaver.
     cifar10.FLAGS(["pytest"])
