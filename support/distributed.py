@@ -578,8 +578,10 @@ class _SyncReplicasHook(tf.compat.v1.train.SessionRunHook):
 class SessionCreator(tf.compat.v1.train.SessionCreator):
     """Creates (and after a lost connection re-creates) a worker's session.
 
-    It starts this worker's server, and before each session waits, for a
-    bounded time, until the parameter servers answer. The chief then
+    Before each session it waits, for a bounded time, until the parameter
+    servers answer; then (the first time) it starts this worker's server,
+    which lives as long as the process: a worker that gives up on an
+    unreachable cluster never held its port. The chief then
     initializes the variables or restores the newest readable checkpoint in
     checkpoint_dir (after a parameter server restarted, the one it saved
     last); the other workers wait until it has.
@@ -587,7 +589,7 @@ class SessionCreator(tf.compat.v1.train.SessionCreator):
 
     def __init__(self, cluster, scaffold, config, checkpoint_dir):
         self._cluster = cluster
-        self._server = start_server(cluster, config)
+        self._server = None
         self._scaffold = scaffold
         self._config = config
         self._checkpoint_dir = checkpoint_dir
@@ -602,6 +604,8 @@ class SessionCreator(tf.compat.v1.train.SessionCreator):
                 flush=True,
             )
         _wait_for_ps(self._cluster)
+        if self._server is None:
+            self._server = start_server(self._cluster, self._config)
         # The training loop retries on these errors without end; a cluster
         # that keeps failing to start a session for longer than the timeout
         # is an error to report instead.
