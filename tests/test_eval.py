@@ -3,9 +3,7 @@ second trainer, kill -9 and SIGTERM interrupt), errors."""
 
 import glob
 import io
-import os
 import re
-import shutil
 import signal
 
 import numpy as np
@@ -155,71 +153,21 @@ def test_trained_model_scores_well_above_chance_on_either_split(
 
 
 @pytest.mark.slow
-def test_loop_waits_for_a_checkpoint_and_scores_each_once(trained, dataset, tmp_path):
-    checkpoint_dir = tmp_path / "ckpt"
-    checkpoint_dir.mkdir()
-    proc = start_evaluation(
-        dataset["root"],
-        checkpoint_dir,
-        tmp_path / "eval",
-        "--eval_interval_secs=1",
-        "--per_class",
-        "--num_examples=100",
-    )
-    try:
-        proc.wait_for("^No checkpoint file found at %s" % checkpoint_dir)
-        # Training writes its checkpoint after the eval started.
-        for path in glob.glob(tf.train.latest_checkpoint(trained) + ".*"):
-            shutil.copy(path, checkpoint_dir)
-        shutil.copy(os.path.join(trained, "checkpoint"), checkpoint_dir)
-        proc.wait_for(PRECISION.pattern)
-        # A newer checkpoint that cannot be read: the next look says so, and
-        # does not score the one it scored already again.
-        newer_step = checkpoint_step(trained) + 1
-        newer = checkpoint_dir / ("model.ckpt-%d" % newer_step)
-        (checkpoint_dir / (newer.name + ".index")).write_bytes(b"not an index")
-        proc.wait_for(
-            "^Warning: skipping %s, which cannot be read" % re.escape(str(newer))
-        )
-        # A newer one of another model (float16 variables): a warning too,
-        # and the evaluation goes on polling.
-        with flagsaver.flagsaver(use_fp16=True), tf.Graph().as_default():
-            global_step = tf.compat.v1.train.get_or_create_global_step()
-            images = tf.zeros([2, 24, 24, 3], tf.float16)
-            total = cifar10.loss(cifar10.inference(images), tf.zeros([2], tf.int32))
-            cifar10.train(total, global_step)
-            with tf.compat.v1.Session() as sess:
-                sess.run(tf.compat.v1.global_variables_initializer())
-                other = tf.compat.v1.train.Saver().save(
-                    sess, str(checkpoint_dir / "model.ckpt"), newer_step + 1
-                )
-        proc.wait_for(
-            "^Warning: %s does not match this model: variable .* is float16, "
-            "not float32" % re.escape(other)
-        )
-        assert proc.proc.poll() is None
-        proc.send_signal(signal.SIGINT)
-        code, out = finish_cleanly(proc)
-    finally:
-        proc.stop()
-    assert [m[1] for m in PRECISION.findall(out)] == [str(checkpoint_step(trained))]
-    assert out.count("  Most confused: ") == 1  # --per_class, in the polling mode
-    assert code == 130 and out.endswith("Interrupted.\n"), out
-
-
-@pytest.mark.slow
-def test_training_beside_a_polling_evaluation_survives_kill_and_sigterm(
+def test_polling_beside_training_scores_each_checkpoint_once_through_kill_and_sigterm(
     dataset, tmp_path
 ):
     train_dir = tmp_path / "train"
     flags = ["--max_steps=1000000", "--save_checkpoint_steps=5", "--keep_checkpoints=1"]
     evaluator = start_evaluation(
         dataset["root"], train_dir, tmp_path / "eval", "--eval_interval_secs=0",
-        "--num_examples=64",
+        "--num_examples=64", "--per_class",
     )  # fmt: skip
     trainer = None
     try:
-        evaluator.wait_for("^No checkpoint file found at")
+        # Started before training, it waits for a checkpoint.
+        evaluator.wait_for(
+            "^No checkpoint file found at %s" % re.escape(str(train_dir))
+        )
         # A checkpoint every 5 steps, only the newest kept: each one the
         # evaluator reads may be deleted under it.
         trainer = start_training(dataset, train_dir, *flags)
@@ -260,14 +208,43 @@ def test_training_beside_a_polling_evaluation_survives_kill_and_sigterm(
         assert checkpoint_step(train_dir) == stopped
         # The evaluation goes on watching, and scores that checkpoint too.
         evaluator.wait_for(r"precision @ 1 = .* \(step %d," % stopped)
+
+        # A newer checkpoint that cannot be read: the next look says so, and
+        # does not score the one it scored already again.
+        newer = train_dir / ("model.ckpt-%d" % (stopped + 1))
+        (train_dir / (newer.name + ".index")).write_bytes(b"not an index")
+        evaluator.wait_for(
+            "^Warning: skipping %s, which cannot be read" % re.escape(str(newer))
+        )
+        # A newer one of another model (float16 variables): a warning too,
+        # and the evaluation goes on polling.
+        with flagsaver.flagsaver(use_fp16=True), tf.Graph().as_default():
+            global_step = tf.compat.v1.train.get_or_create_global_step()
+            images = tf.zeros([2, 24, 24, 3], tf.float16)
+            total = cifar10.loss(cifar10.inference(images), tf.zeros([2], tf.int32))
+            cifar10.train(total, global_step)
+            with tf.compat.v1.Session() as sess:
+                sess.run(tf.compat.v1.global_variables_initializer())
+                other = tf.compat.v1.train.Saver().save(
+                    sess, str(train_dir / "model.ckpt"), stopped + 2
+                )
+        evaluator.wait_for(
+            "^Warning: %s does not match this model: variable .* is float16, "
+            "not float32" % re.escape(other)
+        )
+        assert evaluator.proc.poll() is None
+        # Ctrl+C ends the polling.
+        evaluator.send_signal(signal.SIGINT)
+        code, log = finish_cleanly(evaluator)
     finally:
         if trainer:
             trainer.stop()
         evaluator.stop()
-    log = evaluator.output()
+    assert code == 130 and log.endswith("Interrupted.\n"), log
     steps = [int(m[1]) for m in PRECISION.findall(log)]
     assert steps == sorted(set(steps)) and steps[-1] == stopped, log
-    assert "Traceback" not in log
+    # --per_class, in the polling mode too: a table with each score.
+    assert log.count("  Most confused: ") == len(steps)
     assert log.count("No checkpoint file found") == 1
 
 
