@@ -7,6 +7,7 @@ machine before it did).
     memory.check(cifar10.inference, "train")
 """
 
+import functools
 import math
 import os
 
@@ -36,17 +37,26 @@ def needed(inference, images, queue_images, dtype=tf.float32):
       queue_images: images held in the input queues.
       dtype: of the images the model takes.
     """
-    shape = [cifar10_input.IMAGE_SIZE, cifar10_input.IMAGE_SIZE, cifar10_input.DEPTH]
+    shape = (cifar10_input.IMAGE_SIZE, cifar10_input.IMAGE_SIZE, cifar10_input.DEPTH)
+    per_image = _bytes_per_image(inference, shape, dtype)
+    return BASE_BYTES + images * per_image + queue_images * 4 * math.prod(shape)
+
+
+# Building the model's graph to count its outputs takes a fifth of a second:
+# once per model, image shape and type in a process that runs the binaries
+# one after another.
+@functools.cache
+def _bytes_per_image(inference, shape, dtype):
+    """The bytes of every layer's floating-point outputs for one image."""
     with tf.Graph().as_default() as graph:
         inference(tf.compat.v1.placeholder(dtype, [1, *shape]))
-    per_image = sum(
+    return sum(
         t.shape.num_elements() * t.dtype.size
         for op in graph.get_operations()
         for t in op.outputs
         if t.dtype.is_floating and t.shape.rank and t.shape.is_fully_defined()
         and t.shape[0] == 1
     )  # fmt: skip
-    return BASE_BYTES + images * per_image + queue_images * 4 * math.prod(shape)
 
 
 def machine():
