@@ -106,7 +106,9 @@ def last_line(result):
 
 
 @pytest.mark.slow
-def test_a_full_disk_at_a_checkpoint_loses_nothing(dataset, small_disk):
+def test_a_full_disk_at_a_checkpoint_or_after_resuming_loses_nothing(
+    dataset, small_disk
+):
     # Room for the graph, the first summaries and two checkpoints of 8.8 MB.
     disk = small_disk("train", 24 * 1024)
     train_dir = disk.path
@@ -139,7 +141,23 @@ def test_a_full_disk_at_a_checkpoint_loses_nothing(dataset, small_disk):
     )
     assert checkpoint_step(train_dir) == intact + 5
 
+    # Resuming with less room than a checkpoint (4 MB of 8.8) does not fail
+    # saving the step it resumed from, which is on disk, but the next.
+    resumed = intact + 5
+    used = sum(f.stat().st_size for f in train_dir.iterdir()) // 1024
+    disk.resize(used + 4 * 1024)
+    result = train(dataset, train_dir, "--max_steps=1000000", *FLAGS)
+    match = re.fullmatch(FULL % re.escape(str(train_dir)), last_line(result))
+    assert match, result.stderr
+    assert (int(match[1]), int(match[2])) == (resumed + 5, resumed)
+    assert (
+        "Resuming from %s at step %d."
+        % (train_dir / ("model.ckpt-%d" % resumed), resumed)
+        in result.stdout
+    )
+
     # --fresh_start cannot move a mount point; it moves what it holds.
+    disk.resize(96 * 1024)
     result = train(dataset, train_dir, "--max_steps=2", "--fresh_start", *FLAGS)
     assert result.returncode == 0, result.stderr
     (kept,) = glob.glob(str(train_dir / "old-*"))
@@ -147,28 +165,8 @@ def test_a_full_disk_at_a_checkpoint_loses_nothing(dataset, small_disk):
         "--fresh_start: the previous contents of %s are now in %s." % (train_dir, kept)
         in result.stdout
     )
-    assert checkpoint_step(kept) == intact + 5
+    assert checkpoint_step(kept) == resumed
     assert checkpoint_step(train_dir) == 2
-
-
-@pytest.mark.slow
-def test_resuming_with_less_room_than_a_checkpoint_trains_until_the_next(
-    dataset, small_disk
-):
-    disk = small_disk("train", 96 * 1024)
-    train_dir = disk.path
-    assert train(dataset, train_dir, "--max_steps=5", *FLAGS).returncode == 0
-    used = sum(f.stat().st_size for f in train_dir.iterdir()) // 1024
-    # 4 MB free: less than the 8.8 MB of a checkpoint.
-    disk.resize(used + 4 * 1024)
-    result = train(dataset, train_dir, "--max_steps=1000000", *FLAGS)
-    match = re.fullmatch(FULL % re.escape(str(train_dir)), last_line(result))
-    assert match, result.stderr
-    # It did not fail saving the step it resumed from, but the next.
-    assert (int(match[1]), int(match[2])) == (10, 5)
-    assert "Resuming from %s at step 5." % (train_dir / "model.ckpt-5") in (
-        result.stdout
-    )
 
 
 def test_a_full_disk_while_fetching_the_data(tmp_path, small_disk):
