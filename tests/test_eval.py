@@ -22,7 +22,6 @@ from helpers import (
     evaluate,
     exit_line,
     finish_cleanly,
-    first_step,
     independent_logits,
     start_evaluation,
     start_training,
@@ -198,7 +197,7 @@ def test_polling_beside_training_scores_each_checkpoint_once_through_kill_and_si
         # saved, another signal changes nothing. (Ctrl+C, SIGINT, stops the
         # runs of the multi-GPU binary, of a cluster's chief, and of
         # training whose queue still fills, in other tests.)
-        first_step(trainer)
+        trainer.wait_for("^Input queue filled; the first step took")
         trainer.send_signal(signal.SIGTERM)
         trainer.wait_for("^Stopped by SIGTERM at step")
         trainer.send_signal(signal.SIGTERM)
