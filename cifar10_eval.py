@@ -356,7 +356,8 @@ def _each_new_checkpoint(score):
             if path not in reported:
                 reported.add(path)
                 print(
-                    "Warning: skipping %s, which cannot be read (%s)." % (path, reason)
+                    "Warning: skipping %s, which cannot be read (%s)." % (path, reason),
+                    flush=True,
                 )
         if checkpoint is None and FLAGS.run_once:
             raise EvalError(

@@ -5,6 +5,7 @@ import glob
 import io
 import re
 import signal
+import sys
 
 import numpy as np
 import pytest
@@ -245,6 +246,34 @@ def test_polling_beside_training_scores_each_checkpoint_once_through_kill_and_si
     # --per_class, in the polling mode too: a table with each score.
     assert log.count("  Most confused: ") == len(steps)
     assert log.count("No checkpoint file found") == 1
+
+
+def test_a_warning_while_polling_reaches_a_piped_output_before_the_wait(
+    tmp_path, monkeypatch
+):
+    # Output to a pipe or a file is buffered: a line not flushed before the
+    # next wait would show up only after it, minutes later.
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        tf.Variable(1.0, name="v")
+        sess.run(tf.compat.v1.global_variables_initializer())
+        tf.compat.v1.train.Saver().save(sess, str(tmp_path / "model.ckpt"), 1)
+    damaged = tmp_path / "model.ckpt-2"
+    piped = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(piped))
+    shown = []
+
+    def wait(secs):
+        # What the pipe's reader has seen when each wait begins.
+        shown.append(piped.getvalue().decode())
+        if len(shown) == 2:
+            raise KeyboardInterrupt
+        (tmp_path / (damaged.name + ".index")).write_bytes(b"not an index")
+
+    monkeypatch.setattr(cifar10_eval.time, "sleep", wait)
+    with flagsaver.flagsaver(checkpoint_dir=str(tmp_path), eval_interval_secs=60):
+        with pytest.raises(KeyboardInterrupt):
+            cifar10_eval._each_new_checkpoint(lambda checkpoint: True)
+    assert "Warning: skipping %s, which cannot be read" % damaged in shown[1]
 
 
 def test_no_checkpoint_and_too_many_examples_are_clear_errors(dataset, tmp_path):
