@@ -6,17 +6,17 @@
 
 It scores with the moving averages of the weights, as evaluation does, from
 the newest checkpoint in --checkpoint_dir or the one --checkpoint names. For
-each JPEG, PNG, BMP or GIF file (folders are read recursively) it prints the
---top_k most likely classes:
+each JPEG, PNG, BMP, GIF or WebP file (folders are searched recursively for
+files named so) it prints the --top_k most likely classes:
 
     photos/cat.jpg: cat 0.912, dog 0.051, frog 0.020
 
 Every image, of any size and mode, is prepared as cifar10_pack.py stores
-images and evaluation reads them (cifar10_input.fit_images(), then
-eval_images()): scaled until its shorter side fits the data set's stored
-size, cut to that around its centre, then cropped to what the network sees
-and standardized. The class names are those training wrote beside the
-checkpoint.
+images and evaluation reads them (support/images.py: decode(), then
+cifar10_input.eval_images()): turned as its EXIF orientation says, scaled
+until its shorter side fits the data set's stored size, cut to that around
+its centre, then cropped to what the network sees and standardized. The
+class names are those training wrote beside the checkpoint.
 
 --export_dir writes the model as a SavedModel under <export_dir>/<step>/,
 the numbered versions TensorFlow Serving reads, with two signatures:
@@ -44,7 +44,7 @@ import tensorflow as tf
 
 import cifar10
 import cifar10_input
-from support import checkpoints, download, folders, memory
+from support import checkpoints, download, folders, images, memory
 
 FLAGS = tf.compat.v1.flags.FLAGS
 # --help lists the flags of the model beside this binary's own.
@@ -70,8 +70,6 @@ tf.compat.v1.flags.DEFINE_string(
     "Export the model as a SavedModel to <export_dir>/<global step>/.",
 )
 
-# Files that a folder is searched for.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 # The files of a checkpoint, after its path prefix.
 CHECKPOINT_FILE = re.compile(r"\.(index|meta|data-\d+-of-\d+)$")
 
@@ -94,10 +92,13 @@ def build_classifier(class_names):
         tf.uint8, [None, None, None, cifar10_input.DEPTH], name="images"
     )
 
-    decoded = cifar10_input.eval_images(cifar10_input.decode_images(image_bytes))
+    stored = [cifar10_input.HEIGHT, cifar10_input.WIDTH, cifar10_input.DEPTH]
+    decoded = cifar10_input.eval_images(
+        images.decode(image_bytes, cifar10_input.fit_images, stored)
+    )
     signatures = {}
     with tf.compat.v1.variable_scope("", reuse=tf.compat.v1.AUTO_REUSE):
-        for name, inputs, images in (
+        for name, inputs, prepared in (
             ("serving_default", {"image_bytes": image_bytes}, decoded),
             (
                 "predict_pixels",
@@ -105,15 +106,15 @@ def build_classifier(class_names):
                 cifar10_input.prepare_images(pixels),
             ),
         ):
-            signatures[name] = (inputs, _predictions(images, class_names))
+            signatures[name] = (inputs, _predictions(prepared, class_names))
     return signatures
 
 
-def _predictions(images, class_names):
+def _predictions(prepared, class_names):
     """The model's outputs for prepared images."""
     if FLAGS.use_fp16:
-        images = tf.cast(images, tf.float16)
-    logits = tf.cast(cifar10.inference(images, len(class_names)), tf.float32)
+        prepared = tf.cast(prepared, tf.float16)
+    logits = tf.cast(cifar10.inference(prepared, len(class_names)), tf.float32)
     probabilities = tf.nn.softmax(logits)
     classes = tf.argmax(probabilities, axis=1)
     return {
@@ -241,12 +242,12 @@ def image_files(paths):
                 os.path.join(folder, name)
                 for folder, _, names in os.walk(path, onerror=skip_folder)
                 for name in names
-                if name.lower().endswith(IMAGE_EXTENSIONS)
+                if images.is_image_name(name)
             )
             if not found and len(problems) == known_problems:
                 problems.append(
                     "The folder %s holds no image files (%s)."
-                    % (path, ", ".join(IMAGE_EXTENSIONS))
+                    % (path, ", ".join(images.EXTENSIONS))
                 )
             files.extend(found)
         elif os.path.lexists(path):
@@ -269,14 +270,15 @@ def classify(sess, inputs, outputs, files):
     results, problems = [], []
     for start in range(0, len(files), FLAGS.batch_size):
         batch = files[start : start + FLAGS.batch_size]
-        kept, probabilities, skipped = folders.run_on_image_files(
+        kept, probabilities, skipped = images.run_on_files(
             lambda contents: sess.run(
                 outputs["probabilities"], {inputs["image_bytes"]: contents}
             ),
             batch,
+            (cifar10_input.HEIGHT, cifar10_input.WIDTH),
         )
         results.extend((batch[i], p) for i, p in zip(kept, probabilities, strict=True))
-        problems += skipped
+        problems += [skip.line for skip in skipped]
     return results, problems
 
 

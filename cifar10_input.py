@@ -334,29 +334,6 @@ def prepare_images(images):
     return eval_images(fit_images(images))
 
 
-def decode_images(contents):
-    """Image files (JPEG, PNG, BMP, or a GIF's first frame) as the data set
-    stores images: decoded to DEPTH channels, then fit_images().
-
-    Args:
-      contents: string [n], the files' bytes.
-
-    Returns:
-      uint8 [n, HEIGHT, WIDTH, DEPTH]; running it raises
-      tf.errors.InvalidArgumentError when a file is not an image.
-    """
-
-    def decode_and_fit(data):
-        image = tf.io.decode_image(data, channels=DEPTH, expand_animations=False)
-        return fit_images(image[None])[0]
-
-    return tf.map_fn(
-        decode_and_fit,
-        contents,
-        fn_output_signature=tf.TensorSpec([HEIGHT, WIDTH, DEPTH], tf.uint8),
-    )
-
-
 def check_data_files(data_dir, files, data):
     """Fails early and clearly on a missing, short or corrupt data file.
 

@@ -5,24 +5,28 @@
 IMAGES holds a folder of images per class, IMAGES/<class>/..., which are
 split into training and test images by --test_fraction; or its own split,
 IMAGES/train/<class>/... and IMAGES/test/<class>/.... The class names are
-the folders' names, sorted. Every JPEG, PNG, BMP or GIF (its first frame),
-of any size and mode, is scaled until its shorter side fits the stored
-image size of cifar10_input.py (HEIGHT x WIDTH, 32x32 for CIFAR-10), cut
-to that around its centre, and stored as the official archive stores its
-images, in DATA/<its data folder>/: the training records (in an order
-shuffled once, with a fixed seed) in data_batch_<n>.bin, the test records
-in test_batch.bin, the class names in batches.meta.txt, and data_set.json,
-which says how many records each file holds. The binaries read that and
-need no change of code:
+the folders' names, sorted. Files named as JPEG, PNG, BMP, GIF (its first
+frame) or WebP images (support/images.py: EXTENSIONS), of any size and
+mode, are read; each is turned as its EXIF orientation says, scaled until
+its shorter side fits the stored image size of cifar10_input.py (HEIGHT x
+WIDTH, 32x32 for CIFAR-10), cut to that around its centre, and stored as
+the official archive stores its images, in DATA/<its data folder>/: the
+training records (in an order shuffled once, with a fixed seed) in
+data_batch_<n>.bin, the test records in test_batch.bin, the class names in
+batches.meta.txt, and data_set.json, which says how many records each file
+holds. The binaries read that and need no change of code:
 
     python cifar10_train.py --data_dir=DATA
     python cifar10_eval.py --data_dir=DATA --run_once
     python cifar10_classify.py photo.jpg
 
-A file that is not an image, or cannot be read, is skipped; each is listed
-in DATA/<data folder>.skipped.txt, and they are counted at the end. More
-than a tenth of them stops the packing. Nothing is written over: a
---data_dir that holds packed data already is refused.
+Files with other names (the .json or .xmp beside a photo, a video) are
+ignored and counted by extension. An image that cannot be read, is too
+large, or that a link reaches from outside its class folder is skipped;
+each is listed in DATA/<data folder>.skipped.txt, and each kind is counted
+at the end. More than a tenth of the images unreadable stops the packing.
+Nothing is written over: a --data_dir that holds packed data already is
+refused, and so is one inside IMAGES.
 """
 
 from support import startup
@@ -36,22 +40,25 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import random
 import re
 import shutil
 import tempfile
 import time
+import unicodedata
 
 import numpy as np
 import tensorflow as tf
 
-import cifar10
+import cifar10  # noqa: F401  (it defines --data_dir)
 import cifar10_input
-from support import folders, progress
+from support import folders, images, progress
 
 FLAGS = tf.compat.v1.flags.FLAGS
-tf.compat.v1.flags.adopt_module_key_flags(cifar10)
+# --help lists the one shared flag the packer uses beside its own.
+tf.compat.v1.flags.declare_key_flag("data_dir")
 
 tf.compat.v1.flags.DEFINE_string(
     "image_dir",
@@ -66,7 +73,7 @@ tf.compat.v1.flags.DEFINE_float(
     0.2,
     "Without train/ and test/ folders, about this share of each class's "
     "images becomes test images, each by a hash of its path: images added "
-    "later never move old ones to the other split.",
+    "later never move old ones to the other split. Above 0, at most 0.9.",
     lower_bound=0.0,
     upper_bound=0.9,
 )
@@ -74,20 +81,48 @@ tf.compat.v1.flags.DEFINE_string(
     "name", None, "The data set's name in messages (default: the folder's)."
 )
 
+# What --data_dir means to this binary, which writes there.
+DATA_DIR_HELP = (
+    "Folder to pack into: the records go to <data_dir>/%s/, which must not "
+    "hold data already." % cifar10_input.DATA_FOLDER
+)
 # Training records a file, as the official archive has them.
 RECORDS_PER_FILE = 10000
-# Files decoded at a time.
+# Files decoded at a time, and the most bytes of them (as listed).
 BATCH_FILES = 256
+BATCH_BYTES = 32 * 2**20
 # The training records' order is shuffled once, always the same way.
 SEED = 0
-# More skipped files than this share of them stops the packing.
+# More unreadable images than this share of them stops the packing.
 MOST_SKIPPED = 0.1
 # Where an interrupted packing left its work: removed at the next start.
 STAGING = re.compile(r"^\.packing-")
+# The kinds of skips found while listing the files, beside those of
+# support/images.py, and the line that counts each kind.
+LEADS_OUT = "leads out"
+TWICE = "twice"
+NO_FOLDER = "no folder"
+SUMMARY = {
+    **images.SUMMARY,
+    LEADS_OUT: "%d link(s) that lead out of their class folder (not followed)",
+    TWICE: "%d file(s) met a second time through a link (each is packed once)",
+    NO_FOLDER: "%d folder(s) that could not be read",
+}
 
 
 class PackError(startup.Error):
     """The images cannot be packed; the message says why and what to do."""
+
+
+class Found(collections.namedtuple("Found", "class_names splits skips ignored")):
+    """What an image folder holds, as find_images() lists it.
+
+    Attributes:
+      class_names: sorted.
+      splits: {"train": [(path, label, bytes)], "test": [...]}.
+      skips: [images.Skip] of the files and folders left out.
+      ignored: {extension: files} of the files not named as images.
+    """
 
 
 def main(argv):
@@ -97,16 +132,18 @@ def main(argv):
             "Name the folder of images to pack with --image_dir (see --help)."
         )
     image_dir = FLAGS.image_dir.rstrip("/") or "/"
-    class_names, splits = find_images(image_dir)
+    _check_flags(image_dir)
+    found = find_images(image_dir)
     output = os.path.join(FLAGS.data_dir, cifar10_input.DATA_FOLDER)
     folders.writable(FLAGS.data_dir, "data_dir")
     log = output + ".skipped.txt"
-    with folders.locked(os.path.join(FLAGS.data_dir, ".pack.lock")):
+    with _locked(FLAGS.data_dir):
         folders.remove_leftovers(FLAGS.data_dir, STAGING)
         if os.path.exists(output) and os.listdir(output):
             raise PackError(
                 "--data_dir=%s holds data already (%s); pack into another "
-                "--data_dir. Nothing was written." % (FLAGS.data_dir, output)
+                "--data_dir. Nothing was written."
+                % (images.shown(FLAGS.data_dir), images.shown(output))
             )
         staging = tempfile.mkdtemp(dir=FLAGS.data_dir, prefix=".packing-")
         # mkdtemp() makes a folder only its owner can read; the data gets the
@@ -114,7 +151,7 @@ def main(argv):
         os.chmod(staging, 0o777 & ~folders.umask())
         try:
             started = time.time()
-            counts, skipped = pack(image_dir, class_names, splits, staging, log)
+            counts, skips = pack(image_dir, found, staging, log)
             seconds = time.time() - started
             with contextlib.suppress(FileNotFoundError):
                 os.rmdir(output)  # an empty folder of that name
@@ -125,66 +162,129 @@ def main(argv):
             raise PackError(
                 "No space left on the device of --data_dir=%s while packing; "
                 "nothing was kept. Free some space, or choose another --data_dir."
-                % FLAGS.data_dir
+                % images.shown(FLAGS.data_dir)
             ) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    files = sum(len(files) for files in splits.values())
+    files = sum(len(files) for files in found.splits.values())
     print(
         "Packed %d training and %d test images of %d classes into %s (%.1f s, %.0f "
-        "files/sec)."
+        "images/sec)."
         % (
             counts["train"],
             counts["test"],
-            len(class_names),
-            output,
+            len(found.class_names),
+            images.shown(output),
             seconds,
             files / seconds,
         )
     )
-    if skipped:
-        print("Skipped %d file(s); each is listed in %s." % (skipped, log))
+    _summarize(skips, found.ignored, log)
+
+
+def _check_flags(image_dir):
+    """Raises PackError, before anything is read or written, for a
+    --test_fraction that is not a share, or a --data_dir inside
+    --image_dir (whose next packing would take it for a class)."""
+    if math.isnan(FLAGS.test_fraction):
+        raise PackError(
+            "--test_fraction=nan is not a number: give the share of test "
+            "images, above 0 and at most 0.9 (such as 0.2)."
+        )
+    data, images_real = (os.path.realpath(p) for p in (FLAGS.data_dir, image_dir))
+    if data == images_real or data.startswith(images_real.rstrip("/") + "/"):
+        raise PackError(
+            "--data_dir=%s is inside --image_dir=%s, where the next packing would "
+            "take it for a class. Pack into a folder outside it."
+            % (images.shown(FLAGS.data_dir), images.shown(image_dir))
+        )
+
+
+@contextlib.contextmanager
+def _locked(data_dir):
+    """Holds the lock of data_dir: one packer at a time."""
+    try:
+        with folders.locked(os.path.join(data_dir, ".pack.lock")):
+            yield
+    except folders.Taken as e:
+        raise PackError(
+            "--data_dir=%s is being packed into by another process (%s). Wait for "
+            "it to end, or pack into another --data_dir." % (images.shown(data_dir), e)
+        ) from None
 
 
 def find_images(image_dir):
-    """The classes and the image files of each split.
+    """The classes and the image files of each split, and what was left out.
 
     Returns:
-      (class names, sorted; {"train": [(path, label)], "test": [...]}).
+      A Found.
 
     Raises:
       PackError: the folder is not laid out as a folder per class (or per
-        split and class), or a class has no files.
+        split and class), a class name would not survive batches.meta.txt,
+        a class has no images, or no image falls in the test split.
     """
     if not os.path.isdir(image_dir):
-        raise PackError("--image_dir=%s is not a folder." % image_dir)
-    own_split = all(
-        os.path.isdir(os.path.join(image_dir, split)) for split in ("train", "test")
-    )
-    if not own_split:
-        class_names = _class_folders(image_dir)
-        files = _files_by_class(image_dir, class_names)
-        in_test = [_in_test(os.path.relpath(path, image_dir)) for path, _ in files]
-        return class_names, {
-            "train": [f for f, test in zip(files, in_test, strict=True) if not test],
-            "test": [f for f, test in zip(files, in_test, strict=True) if test],
-        }
-    names = {s: _class_folders(os.path.join(image_dir, s)) for s in ("train", "test")}
-    if names["train"] != names["test"]:
+        raise PackError("--image_dir=%s is not a folder." % images.shown(image_dir))
+    splits_there = [
+        s for s in ("train", "test") if os.path.isdir(os.path.join(image_dir, s))
+    ]
+    if len(splits_there) == 1:
+        (there,) = splits_there
+        (missing,) = {"train", "test"} - {there}
+        shown = images.shown(image_dir)
+        raise PackError(
+            "%s has a %s/ folder but no %s/ folder. Give it both, %s/train/<class>/"
+            "... and %s/test/<class>/..., or a folder per class and no %s/."
+            % (shown, there, missing, shown, shown, there)
+        )
+    split_dirs = {s: os.path.join(image_dir, s) for s in splits_there}
+    if not split_dirs:
+        if FLAGS.test_fraction == 0:
+            raise PackError(
+                "--test_fraction=0 leaves no test images: give a share above 0 "
+                "(such as 0.2), or train/ and test/ folders in --image_dir."
+            )
+        split_dirs = {"": image_dir}
+    elif FLAGS["test_fraction"].present:
+        print(
+            "Note: --test_fraction does not apply: %s has its own train/ and test/ "
+            "folders." % images.shown(image_dir),
+            flush=True,
+        )
+    names = {s: _class_folders(folder) for s, folder in split_dirs.items()}
+    if len(names) == 2 and names["train"] != names["test"]:
         raise PackError(
             "%s/train and %s/test hold other classes: only in train: %s; only in "
             "test: %s. Give both the same class folders."
             % (
-                image_dir,
-                image_dir,
+                images.shown(image_dir),
+                images.shown(image_dir),
                 ", ".join(sorted(set(names["train"]) - set(names["test"]))) or "-",
                 ", ".join(sorted(set(names["test"]) - set(names["train"]))) or "-",
             )
         )
-    return names["train"], {
-        split: _files_by_class(os.path.join(image_dir, split), names["train"])
-        for split in ("train", "test")
+    class_names = next(iter(names.values()))
+    lister = _Lister(
+        [os.path.join(folder, n) for folder in split_dirs.values() for n in class_names]
+    )
+    listed = {
+        split: lister.files(folder, class_names) for split, folder in split_dirs.items()
     }
+    if "" in listed:
+        files = listed.pop("")
+        in_test = [_in_test(os.path.relpath(path, image_dir)) for path, _, _ in files]
+        listed = {
+            "train": [f for f, test in zip(files, in_test, strict=True) if not test],
+            "test": [f for f, test in zip(files, in_test, strict=True) if test],
+        }
+        if not listed["test"]:
+            raise PackError(
+                "None of the %d images falls in the test share of --test_fraction="
+                "%g. Raise it, or give train/ and test/ folders. Nothing was "
+                "written." % (len(files), FLAGS.test_fraction)
+            )
+    return Found(class_names, listed, lister.skips, dict(lister.ignored))
 
 
 def _class_folders(folder):
@@ -192,63 +292,185 @@ def _class_folders(folder):
     line of batches.meta.txt.
 
     Raises:
-      PackError: fewer than two, or more than a label byte can tell apart.
+      PackError: fewer than two, more than a label byte can tell apart, or
+        one whose name would not read back from batches.meta.txt as it is.
     """
     names = sorted(
         name
         for name in os.listdir(folder)
         if not name.startswith(".") and os.path.isdir(os.path.join(folder, name))
     )
+    for name in names:
+        problem = _name_problem(name)
+        if problem:
+            raise PackError(
+                "The class folder %s has a name that %s; class names are written "
+                "one a line to %s. Rename it. Nothing was written."
+                % (
+                    images.shown(os.path.join(folder, name)),
+                    problem,
+                    cifar10_input.CLASS_NAMES_FILE,
+                )
+            )
     if not names:
+        shown = images.shown(folder)
         raise PackError(
             "%s holds no class folders. Put each class's images in a folder of "
             "its own, %s/<class>/... (or %s/train/<class>/... and "
-            "%s/test/<class>/...)." % (folder, folder, folder, folder)
+            "%s/test/<class>/...)." % (shown, shown, shown, shown)
         )
     if len(names) == 1:
         raise PackError(
             "%s holds one class folder (%s); a data set needs two or more."
-            % (folder, names[0])
+            % (images.shown(folder), names[0])
         )
     if len(names) > 256:
         raise PackError(
             "%s holds %d class folders; a label byte tells 256 apart at most."
-            % (folder, len(names))
+            % (images.shown(folder), len(names))
         )
     return names
 
 
-def _files_by_class(folder, class_names):
-    """[(path, label)] of every file in the class folders, sorted by path.
+def _name_problem(name):
+    """Why a class name would not read back from batches.meta.txt as it is
+    (one name a line, read as UTF-8 with the spaces at either end dropped),
+    or None."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not UTF-8 text"
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
+        return "holds a line break or another control character"
+    if name != name.strip():
+        return "begins or ends with a space"
+    return None
 
-    Raises:
-      PackError: a class folder holds no files.
+
+class _Lister:
+    """Lists the image files of class folders, each real file once, and
+    never under a class it does not sit in.
+
+    A class folder's subfolders and links are followed, but not a link that
+    leads to a folder above it (which holds the other classes) or into
+    another class folder (of either split). A file met again (through a
+    link, or a hard link) is packed once, where it is met first.
+
+    Args:
+      class_folders: the paths of every class folder, of both splits.
     """
-    files = []
-    for label, name in enumerate(class_names):
-        found = _files_under(os.path.join(folder, name))
-        if not found:
-            raise PackError(
-                "The class folder %s holds no files." % os.path.join(folder, name)
+
+    def __init__(self, class_folders):
+        self._class_folders = {os.path.realpath(f): f for f in class_folders}
+        self._seen = {}
+        self.skips = []
+        self.ignored = collections.Counter()
+
+    def files(self, folder, class_names):
+        """[(path, label, bytes)] of the image files of folder's classes, in
+        label order, each class's sorted by path.
+
+        Raises:
+          PackError: a class folder holds no image files.
+        """
+        files = []
+        for label, name in enumerate(class_names):
+            class_folder = os.path.join(folder, name)
+            found = sorted(self._under(class_folder))
+            if not found:
+                raise PackError(
+                    "The class folder %s holds no image files (%s)."
+                    % (images.shown(class_folder), ", ".join(images.EXTENSIONS))
+                )
+            for path, identity, size in found:
+                first = self._seen.setdefault(identity, path)
+                if first != path:
+                    self._skip(TWICE, "%s is %s again; packed once." % (path, first))
+                else:
+                    files.append((path, label, size))
+        return files
+
+    def _under(self, class_folder):
+        """(path, identity, bytes) of the image files under class_folder."""
+        home = os.path.realpath(class_folder)
+        visited = set()
+
+        def unreadable(error):
+            self._skip(
+                NO_FOLDER,
+                "Cannot read the folder %s (%s)." % (error.filename, error.strerror),
             )
-        files += [(path, label) for path in found]
-    return files
+
+        walk = os.walk(class_folder, followlinks=True, onerror=unreadable)
+        for parent, subfolders, names in walk:
+            identity = _identity(parent)
+            if identity in visited:
+                subfolders[:] = []  # a folder met before: a loop of links
+                continue
+            visited.add(identity)
+            subfolders[:] = [
+                d
+                for d in subfolders
+                if not d.startswith(".") and self._stays(os.path.join(parent, d), home)
+            ]
+            for name in names:
+                path = os.path.join(parent, name)
+                if name.startswith("."):
+                    continue
+                if not images.is_image_name(name):
+                    self.ignored[os.path.splitext(name)[1].lower() or "(none)"] += 1
+                elif self._stays(path, home):
+                    info = _stat(path)
+                    key = (info.st_dev, info.st_ino) if info else ("path", path)
+                    yield path, key, info.st_size if info else 0
+
+    def _stays(self, path, home):
+        """Whether a file or folder under the class folder at home (a real
+        path) belongs to it: it is no link, or one that leads neither above
+        home nor into another class folder."""
+        if not os.path.islink(path):
+            return True
+        real = os.path.realpath(path)
+        if _within(real, home):
+            return True
+        above = _within(home, real)
+        other = next(
+            (f for r, f in self._class_folders.items() if _within(real, r)), None
+        )
+        if not above and other is None:
+            return True  # a link to images kept elsewhere
+        self._skip(
+            LEADS_OUT,
+            "%s is a link to %s, %s; not followed."
+            % (
+                path,
+                real,
+                "a folder that holds its class folder"
+                if above
+                else "inside the class folder %s" % other,
+            ),
+        )
+        return False
+
+    def _skip(self, kind, line):
+        self.skips.append(images.Skip(kind, images.shown(line)))
 
 
-def _files_under(folder):
-    """The files in folder and its subfolders (links followed, each folder
-    once however many links lead to it, so that a loop ends), but hidden
-    ones, sorted."""
-    found, seen = [], set()
-    for parent, subfolders, names in os.walk(folder, followlinks=True):
-        identity = os.stat(parent)
-        if (identity.st_dev, identity.st_ino) in seen:
-            subfolders[:] = []  # a folder met before: a loop of links
-            continue
-        seen.add((identity.st_dev, identity.st_ino))
-        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
-        found += [os.path.join(parent, n) for n in names if not n.startswith(".")]
-    return sorted(found)
+def _within(path, folder):
+    """Whether the real path lies in the real folder (or is it)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _identity(path):
+    info = _stat(path)
+    return (info.st_dev, info.st_ino) if info else ("path", path)
+
+
+def _stat(path):
+    try:
+        return os.stat(path)
+    except OSError:
+        return None  # reading it says why
 
 
 def _in_test(relative_path):
@@ -258,24 +480,26 @@ def _in_test(relative_path):
     return int.from_bytes(digest.digest()[:8], "big") < FLAGS.test_fraction * 2**64
 
 
-def pack(image_dir, class_names, splits, staging, log):
+def pack(image_dir, found, staging, log):
     """Writes the records, the class names and the data's description.
 
     Returns:
-      ({"train": records, "test": records}, files skipped).
+      ({"train": records, "test": records}, [images.Skip] of every file
+      skipped).
 
     Raises:
-      PackError: more than a tenth of the files were skipped, a class has no
-        training image, or there is no test image.
+      PackError: more than a tenth of the images were unreadable, a class
+        has no training image, or there is no test image.
     """
-    train = list(splits["train"])
+    train = list(found.splits["train"])
     random.Random(SEED).shuffle(train)
-    jobs = {"train": train, "test": splits["test"]}
-    total = len(train) + len(splits["test"])
+    jobs = {"train": train, "test": found.splits["test"]}
+    total = len(train) + len(found.splits["test"])
+    shown = images.shown(image_dir)
     line = progress.Progress(
         total,
         lambda done, percent: (
-            ">> Packing %s %.1f%% (%d of %d images)" % (image_dir, percent, done, total)
+            ">> Packing %s %.1f%% (%d of %d images)" % (shown, percent, done, total)
         ),
     )
     described = {
@@ -284,31 +508,45 @@ def pack(image_dir, class_names, splits, staging, log):
         "width": cifar10_input.WIDTH,
         "depth": cifar10_input.DEPTH,
     }
-    skipped, labels_seen, done = [], {}, 0
+    skips, labels_seen, done = list(found.skips), {}, 0
     with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
         decode = _decoder(sess)
         for split, files in jobs.items():
             out = _RecordFiles(staging, split)
-            batches = [
-                files[i : i + BATCH_FILES] for i in range(0, len(files), BATCH_FILES)
-            ]
-            for size, labels, images, problems in _decoded(batches, decode):
-                out.write(labels, images)
-                skipped += problems
+            for size, labels, pixels, skipped in _decoded(_batches(files), decode):
+                out.write(labels, pixels)
+                skips += skipped
                 done += size
                 line.update(done)
-                if len(skipped) > MOST_SKIPPED * total:
-                    _write_log(log, skipped)
-                    raise _too_many_skipped(skipped, done, log)
+                unreadable = [s for s in skips if s.kind == images.UNREADABLE]
+                if len(unreadable) > MOST_SKIPPED * total:
+                    _write_log(log, skips)
+                    raise _too_many_skipped(unreadable, done, log)
             described[split], labels_seen[split] = out.close()
     line.end()
-    _write_log(log, skipped)
-    _check_classes(labels_seen, class_names)
-    with open(os.path.join(staging, cifar10_input.CLASS_NAMES_FILE), "w") as f:
-        f.write("".join(name + "\n" for name in class_names))
+    _write_log(log, skips)
+    _check_classes(labels_seen, found.class_names)
+    with open(
+        os.path.join(staging, cifar10_input.CLASS_NAMES_FILE), "w", encoding="utf-8"
+    ) as f:
+        f.write("".join(name + "\n" for name in found.class_names))
     with open(os.path.join(staging, cifar10_input.DESCRIPTION_FILE), "w") as f:
         json.dump(described, f, indent=1)
-    return {s: sum(described[s].values()) for s in jobs}, len(skipped)
+    return {s: sum(described[s].values()) for s in jobs}, skips
+
+
+def _batches(files):
+    """files, (path, label, bytes) each, in batches of at most BATCH_FILES
+    files and, unless one file is larger, BATCH_BYTES bytes."""
+    batch, size = [], 0
+    for file in files:
+        if batch and (len(batch) == BATCH_FILES or size + file[2] > BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(file)
+        size += file[2]
+    if batch:
+        yield batch
 
 
 class _RecordFiles:
@@ -322,8 +560,10 @@ class _RecordFiles:
         self._labels = set()
         self._file = None
 
-    def write(self, labels, images):
-        records = cifar10_input.encode_records(labels, images)
+    def write(self, labels, pixels):
+        if not len(labels):
+            return
+        records = cifar10_input.encode_records(labels, pixels)
         self._labels.update(labels.tolist())
         while len(records):
             if self._file is None or self._full():
@@ -357,17 +597,21 @@ class _RecordFiles:
         return self._counts, self._labels
 
 
+# The stored image, which every image is fit to.
+SHAPE = [cifar10_input.HEIGHT, cifar10_input.WIDTH, cifar10_input.DEPTH]
+
+
 def _decoder(sess):
     """decode(contents) -> uint8 images [n, HEIGHT, WIDTH, DEPTH] of a list of
     encoded image files, as classification decodes and fits them; raises
     tf.errors.InvalidArgumentError when one is not an image."""
     contents = tf.compat.v1.placeholder(tf.string, [None])
-    images = cifar10_input.decode_images(contents)
-    return lambda data: sess.run(images, {contents: data})
+    pixels = images.decode(contents, cifar10_input.fit_images, SHAPE)
+    return lambda data: sess.run(pixels, {contents: data})
 
 
 def _decoded(batches, decode):
-    """(files, labels, images, skipped) of each batch of (path, label) pairs,
+    """(files, labels, images, skips) of each batch of (path, label, bytes),
     in order: two batches are decoded at once, a core each, and no more are
     read ahead, so that memory does not grow with the number of files."""
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -385,32 +629,56 @@ def _decode_batch(batch, decode):
 
     Returns:
       (the files of the batch, uint8 labels [n], uint8 images [n, HEIGHT,
-      WIDTH, DEPTH], a line for each file skipped that names it and says
-      why).
+      WIDTH, DEPTH], an images.Skip for each file skipped).
     """
-    kept, images, skipped = folders.run_on_image_files(
-        decode, [path for path, _ in batch]
+    kept, pixels, skips = images.run_on_files(
+        decode, [path for path, _, _ in batch], SHAPE[:2]
     )
     labels = np.array([batch[i][1] for i in kept], np.uint8)
-    shape = [cifar10_input.HEIGHT, cifar10_input.WIDTH, cifar10_input.DEPTH]
-    images = np.reshape(images, [-1, *shape]).astype(np.uint8)
-    return len(batch), labels, images, skipped
+    pixels = np.reshape(pixels, [-1, *SHAPE]).astype(np.uint8)
+    return len(batch), labels, pixels, skips
 
 
-def _write_log(log, skipped):
+def _write_log(log, skips):
     """Lists the skipped files in log, one a line; removes an older log."""
     with contextlib.suppress(FileNotFoundError):
         os.remove(log)
-    if skipped:
-        with open(log, "w") as f:
-            f.write("".join(line + "\n" for line in skipped))
+    if skips:
+        with open(log, "w", encoding="utf-8") as f:
+            f.write("".join(skip.line + "\n" for skip in skips))
 
 
-def _too_many_skipped(skipped, done, log):
+def _too_many_skipped(unreadable, done, log):
     return PackError(
-        "%d of the first %d files could not be read as images, more than a tenth; "
-        "each is listed in %s. Nothing was packed." % (len(skipped), done, log)
+        "%d of the first %d images could not be read, more than a tenth; each is "
+        "listed in %s. Nothing was packed." % (len(unreadable), done, images.shown(log))
     )
+
+
+def _summarize(skips, ignored, log):
+    """Prints a line for each kind of file skipped, and one for the files
+    ignored, by extension."""
+    kinds = collections.Counter(skip.kind for skip in skips)
+    for kind, line in SUMMARY.items():
+        if kinds[kind]:
+            print("Skipped " + line % kinds[kind] + ".")
+    if skips:
+        print("Each file skipped is listed in %s." % images.shown(log))
+    if ignored:
+        by_count = sorted(ignored.items(), key=lambda item: (-item[1], item[0]))
+        unread = sorted(e for e in ignored if e in images.OTHER_IMAGE_EXTENSIONS)
+        print(
+            "Ignored %d file(s) not named as images (%s): %s.%s"
+            % (
+                sum(ignored.values()),
+                ", ".join(images.EXTENSIONS),
+                ", ".join("%d %s" % (n, extension) for extension, n in by_count),
+                " Images in %s are not read: convert them to JPEG or PNG to pack "
+                "them." % ", ".join(unread)
+                if unread
+                else "",
+            )
+        )
 
 
 def _check_classes(labels_seen, class_names):
@@ -424,10 +692,12 @@ def _check_classes(labels_seen, class_names):
         )
     if not labels_seen["test"]:
         raise PackError(
-            "No test image: raise --test_fraction, or add test images. Nothing was "
-            "packed."
+            "No test image could be read: raise --test_fraction, or add test "
+            "images. Nothing was packed."
         )
 
 
 if __name__ == "__main__":
+    # Here --data_dir is where the packed data goes.
+    FLAGS["data_dir"].help = DATA_DIR_HELP
     startup.run(main)

@@ -15,7 +15,9 @@ noise, so a network learns it in a few hundred steps.
 import hashlib
 import json
 import os
+import struct
 import tarfile
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -185,3 +187,43 @@ def write_image_folders(folder, class_names, per_class, seed=0, first=0, varied=
             image.save(path)
             written[path] = label
     return written
+
+
+def png_of_one_colour(width, height, rows=None):
+    """A PNG file's bytes, of any size, all one colour, made in about a
+    second even at 16000x16000 pixels (a file of a few MB that decodes to
+    768 MB); of its first rows alone if rows is given (a header that claims
+    more than the file holds)."""
+
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = b"\x00" + b"\x80" * (3 * width)  # no filter, then the pixels
+    count = height if rows is None else rows
+    # The compressed form of a block of rows, flushed so that it refers to
+    # nothing before it, repeated: the same rows again, without compressing
+    # them again.
+    block = min(count, 256)
+    packer = zlib.compressobj(9)
+    compressed = packer.compress(row * block) + packer.flush(zlib.Z_FULL_FLUSH)
+    repeats, rest = divmod(count, block)
+    checksum, rows_of_block = 1, row * block
+    for _ in range(repeats):
+        checksum = zlib.adler32(rows_of_block, checksum)
+    tail = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw: it continues the stream
+    tail_data = tail.compress(row * rest) + tail.flush()
+    checksum = zlib.adler32(row * rest, checksum)
+    data = (
+        compressed[:2]  # the zlib header
+        + compressed[2:] * repeats
+        + tail_data
+        + struct.pack(">I", checksum)
+    )
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", data)
+        + chunk(b"IEND", b"")
+    )

@@ -10,6 +10,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 from absl import flags
@@ -66,6 +67,42 @@ def run_binary(script, *args, folder=ROOT, timeout=PATIENCE_SECS, prefix=(), env
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+# Runs a command and writes its peak resident memory (KB) and its exit
+# status to a file. The command runs under this small Python of its own, not
+# under the caller: Linux keeps a process's peak across exec(), and counts
+# there the memory of the process that started it, which for the tests and
+# the benchmark holds TensorFlow and more.
+MEASURE = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write("%d %d" % (usage.ru_maxrss, os.waitstatus_to_exitcode(status)))
+"""
+
+
+def run_measured(script, *args, folder=ROOT):
+    """Runs one of the binaries to completion, measuring it.
+
+    Returns:
+      (the subprocess.CompletedProcess, with stdout and stderr as text; its
+      peak resident memory in bytes; the seconds it ran, start-up included).
+    """
+    with tempfile.TemporaryDirectory() as work:
+        measured = os.path.join(work, "measured")
+        started = time.perf_counter()
+        result = subprocess.run(
+            [sys.executable, "-c", MEASURE, measured,
+             *command(script, *args, folder=folder)],
+            cwd=folder, capture_output=True, text=True,
+        )  # fmt: skip
+        seconds = time.perf_counter() - started
+        with open(measured) as f:
+            peak, status = map(int, f.read().split())
+    result.returncode = status
+    return result, peak * 1024, seconds
 
 
 def run_here(script, *args):

@@ -1,11 +1,9 @@
-"""The folders and files the binaries use: made and checked, locked, cleaned,
-read.
+"""The folders and files the binaries use: made and checked, locked,
+cleaned.
 
     folders.writable(path, "train_dir")      # or one line naming the flag
     with folders.locked(path_of_lock_file):  # one process at a time
         names = folders.remove_leftovers(folder, PATTERN)
-    contents, problem = folders.read_regular_file(path)  # never a pipe
-    kept, results, problems = folders.run_on_image_files(run, paths)
 """
 
 import contextlib
@@ -13,12 +11,9 @@ import fcntl
 import os
 import shutil
 import socket
-import stat
 import sys
 import tempfile
 import time
-
-import tensorflow as tf
 
 from support.startup import Error
 
@@ -114,64 +109,6 @@ def remove_leftovers(folder, pattern):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
     return names
-
-
-def read_regular_file(path):
-    """The contents of a regular file.
-
-    Returns:
-      (contents, None), or (None, why it cannot be read). A pipe or a device
-      is not read: it could block, or never end.
-    """
-    try:
-        # O_NONBLOCK: opening a pipe that no one writes to returns at once.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as e:
-        return None, "Cannot read %s (%s)." % (path, e.strerror or e)
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None, "%s is not a regular file; skipped." % path
-        try:
-            return f.read(), None
-        except OSError as e:
-            return None, "Cannot read %s (%s)." % (path, e.strerror or e)
-
-
-def run_on_image_files(run, paths):
-    """Runs run(contents) on the files at paths that can be read: on all of
-    them at once, or, when one is not an image (run raises
-    tf.errors.InvalidArgumentError), on each alone, so that the others still
-    count.
-
-    Returns:
-      (kept, results, problems): the indexes in paths of the files run on,
-      run's result for each, and a line for each file skipped that names it
-      and says why.
-    """
-    kept, contents, problems = [], [], []
-    for i, path in enumerate(paths):
-        data, problem = read_regular_file(path)
-        if problem:
-            problems.append(problem)
-        else:
-            kept.append(i)
-            contents.append(data)
-    if not contents:
-        return [], [], problems
-    try:
-        return kept, list(run(contents)), problems
-    except tf.errors.InvalidArgumentError:
-        pass
-    alone, results = [], []
-    for i, data in zip(kept, contents, strict=True):
-        try:
-            results.append(run([data])[0])
-            alone.append(i)
-        except tf.errors.InvalidArgumentError:
-            problems.append(
-                "%s is not an image this can read (JPEG, PNG, BMP or GIF)." % paths[i]
-            )
-    return alone, results, problems
 
 
 def umask():

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl.testing import flagsaver
-from PIL import Image
+from PIL import Image, ImageOps
 
 import cifar10_classify
 from harness import fake_cifar
@@ -60,6 +60,9 @@ right["names"] = [name.decode() for name in out["class_names"].numpy()]
 odd = by_pixels(images=tf.zeros([2, 40, 50, 3], tf.uint8))
 right["odd"] = odd["probabilities"].shape.as_list()
 right["project"] = [m for m in sys.modules if m.startswith(("cifar10", "harness"))]
+pair = [open(os.path.join(folder, n), "rb").read() for n in ("sideways.jpg", "up.png")]
+out = by_bytes(image_bytes=tf.constant(pair))
+right["pair"] = out["probabilities"].numpy().tolist()
 print(json.dumps(right))
 """
 
@@ -111,6 +114,9 @@ def test_the_exported_model_scores_as_evaluation_does(
     for i, image in enumerate(images):
         fake_cifar.write_png(pngs / ("%d.png" % i), image)
     (pngs / "labels.json").write_text(json.dumps(labels.tolist()))
+    # A phone's photo, stored sideways with an EXIF orientation, is seen as
+    # a viewer shows it, as in packing.
+    write_sideways_photo(pngs / "sideways.jpg", pngs / "up.png", images[7])
     loaded = subprocess.run(
         [sys.executable, "-c", LOAD_AND_PREDICT, str(exported[1]), str(pngs)],
         cwd=tmp_path,
@@ -125,6 +131,8 @@ def test_the_exported_model_scores_as_evaluation_does(
     assert result["odd"] == [2, 10]
     assert result["names"] == [fake_cifar.CLASS_NAMES[i] for i in result["classes"]]
     assert result["project"] == []
+    sideways, up = result["pair"]
+    np.testing.assert_allclose(sideways, up, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -164,6 +172,18 @@ def test_an_exported_version_is_never_written_over(trained, exported):
     assert os.listdir(export_dir) == [version.name]
 
 
+def write_sideways_photo(path, upright_path, image):
+    """A JPEG of image (twice as wide), stored turned, with the EXIF
+    orientation that turns it back (6: 90 degrees clockwise); and as a PNG,
+    the pixels Pillow shows for it."""
+    wide = np.asarray(Image.fromarray(image).resize((64, 32)))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.rot90(wide)).save(path, quality=95, exif=exif.tobytes())
+    with Image.open(path) as stored:
+        ImageOps.exif_transpose(stored).save(upright_path)
+
+
 def write_odd_images(folder, image):
     """The same image in other sizes, modes and formats."""
     folder.mkdir(parents=True)
@@ -173,6 +193,8 @@ def write_odd_images(folder, image):
     picture.convert("P").save(folder / "palette.png")
     picture.resize((7, 90)).save(folder / "tall.bmp")
     picture.save(folder / "two_frames.gif", save_all=True, append_images=[picture])
+    picture.save(folder / "lossless.webp", lossless=True)
+    write_sideways_photo(folder / "sideways.jpg", folder / "up.png", image)
     return sorted(str(folder / name) for name in os.listdir(folder))
 
 
@@ -206,11 +228,12 @@ def test_classify_files_as_the_evaluation_graph_does(trained, dataset, tmp_path)
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert errors == [
         "Error: No such file or folder: %s." % (tmp_path / "missing"),
-        "Error: The folder %s holds no image files (.jpg, .jpeg, .png, .bmp, .gif)."
-        % (tmp_path / "empty"),
-        "Error: %s is not an image this can read (JPEG, PNG, BMP or GIF)."
-        % (folder / "odd" / "broken.jpg"),
-        "Error: %s is not an image this can read (JPEG, PNG, BMP or GIF)." % notes,
+        "Error: The folder %s holds no image files (.jpg, .jpeg, .png, .bmp, .gif, "
+        ".webp)." % (tmp_path / "empty"),
+        "Error: %s is a damaged or incomplete JPEG file (it ends before its image "
+        "does)." % (folder / "odd" / "broken.jpg"),
+        "Error: %s is not an image this can read (JPEG, PNG, BMP, GIF or WebP)."
+        % notes,
         "Error: classified %d file(s); skipped the 4 above." % len(pngs + odd),
     ]
     lines = dict(
@@ -230,6 +253,9 @@ def test_classify_files_as_the_evaluation_graph_does(trained, dataset, tmp_path)
     logits = independent_logits(tf.train.latest_checkpoint(trained), images[:40])
     expected = [names[i] for i in np.argmax(logits, axis=1)]
     assert [lines[path].split()[0] for path in pngs] == expected
+    # A photo stored sideways is seen as a viewer shows it.
+    odd_folder = folder / "odd"
+    assert lines[str(odd_folder / "sideways.jpg")] == lines[str(odd_folder / "up.png")]
 
     # Nothing to classify with: one line, and --output is never written over.
     empty = str(tmp_path / "empty")

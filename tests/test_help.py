@@ -1,10 +1,12 @@
 """Each binary's --help lists its own flags and the shared ones, with defaults."""
 
 import importlib
+import re
 
 import pytest
 from absl import flags
 
+import cifar10_pack
 from harness.procs import run_binary
 
 SHARED = ["--batch_size", "--data_dir", "--use_fp16", "--data_url", "--mixed_precision"]
@@ -22,14 +24,14 @@ BINARIES = [
         "cifar10_classify",
         ["--checkpoint_dir", "--checkpoint", "--top_k", "--output", "--export_dir"],
     ),
-    # The packer downloads nothing: no --data_url.
-    ("cifar10_pack", ["--image_dir", "--test_fraction", "--name"]),
 ]
+# The packer trains nothing and downloads nothing: of the shared flags it
+# takes --data_dir alone.
+PACKER = ["--image_dir", "--test_fraction", "--name", "--data_dir"]
 
 
 def assert_lists(text, own):
-    shared = [f for f in SHARED if f != "--data_url" or "--image_dir" not in own]
-    for flag in own + shared:
+    for flag in own + SHARED:
         assert flag.lstrip("-") + ":" in text, flag  # booleans read --[no]name
     assert "(default: '128')" in text  # --batch_size
     assert "(default: '/tmp/cifar10_data')" in text
@@ -39,6 +41,15 @@ def assert_lists(text, own):
 def test_each_binary_lists_its_own_and_the_shared_flags(module, own):
     # What --help prints for a binary is the help of its module's key flags.
     assert_lists(flags.FLAGS.module_help(importlib.import_module(module)), own)
+
+
+@pytest.mark.slow
+def test_the_packer_lists_its_own_flags_and_what_data_dir_means_to_it():
+    result = run_binary("cifar10_pack.py", "--help")
+    assert result.returncode == 0, result.stderr
+    listed = re.findall(r"^  --(?:\[no\])?(\w+):", result.stdout, re.M)
+    assert sorted(listed) == sorted(f.lstrip("-") for f in PACKER)
+    assert " ".join(result.stdout.split()).count(cifar10_pack.DATA_DIR_HELP) == 1
 
 
 @pytest.mark.slow

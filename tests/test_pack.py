@@ -9,15 +9,20 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags
 from absl.testing import flagsaver
+from PIL import Image, ImageOps
 
 import cifar10
 import cifar10_eval
 import cifar10_input
 import cifar10_pack
 import cifar10_train
-from harness import fake_cifar
+from harness import fake_cifar, procs
 from helpers import PRECISION, exit_line, run_here
+from support import folders
+
+FLAGS = flags.FLAGS
 
 NAMES = ["apple", "bean", "cherry", "date", "elder"]
 FOLDER = cifar10_input.DATA_FOLDER
@@ -176,8 +181,10 @@ def test_folders_that_will_not_do_are_one_line_each(tmp_path):
         % images
     )
     (images / "empty").mkdir()
+    (images / "empty" / "notes.txt").write_text("not an image")
     assert pack_line(images, tmp_path / "d") == (
-        "Error: The class folder %s holds no files." % (images / "empty")
+        "Error: The class folder %s holds no image files (.jpg, .jpeg, .png, .bmp, "
+        ".gif, .webp)." % (images / "empty")
     )
     split = tmp_path / "split"
     fake_cifar.write_image_folders(str(split / "train"), ["a", "b", "c"], 2)
@@ -206,10 +213,18 @@ def test_data_already_there_is_never_written_over(tmp_path):
 
 def test_files_that_are_not_images_are_counted_skips(tmp_path, capsys):
     images = tmp_path / "images"
-    fake_cifar.write_image_folders(str(images), NAMES[:2], 40)
+    written = fake_cifar.write_image_folders(str(images), NAMES[:2], 40)
     bad = images / NAMES[0]
+    # Files not named as images are ignored: a photo export's sidecar files
+    # beside every image stop nothing.
+    for path in written:
+        with open(path + ".json", "w") as f:
+            f.write("{}")
     (bad / "notes.txt").write_text("not an image")
+    (bad / "scan.TIFF").write_text("an image this does not read")
+    (bad / "README").write_text("no extension")
     (bad / "broken.jpg").write_bytes(b"\xff\xd8\xff not a JPEG")
+    (bad / "text.png").write_text("not a PNG")
     (bad / "gone.png").symlink_to(tmp_path / "nowhere.png")
     (bad / "loop.jpg").symlink_to(bad / "loop.jpg")
     (bad / "sub").mkdir()
@@ -218,13 +233,21 @@ def test_files_that_are_not_images_are_counted_skips(tmp_path, capsys):
     pack(images, tmp_path / "data")
     out = capsys.readouterr().out
     log = tmp_path / "data" / (FOLDER + ".skipped.txt")
-    assert "Skipped 5 file(s); each is listed in %s." % log in out
+    assert re.search(r"\(\d+\.\d s, \d+ images/sec\)\.$", out.splitlines()[-4])
+    assert out.splitlines()[-3:] == [
+        "Skipped 5 file(s) that could not be read as images (JPEG, PNG, BMP, GIF "
+        "or WebP).",
+        "Each file skipped is listed in %s." % log,
+        "Ignored 83 file(s) not named as images (.jpg, .jpeg, .png, .bmp, .gif, "
+        ".webp): 80 .json, 1 (none), 1 .tiff, 1 .txt. Images in .tiff are not "
+        "read: convert them to JPEG or PNG to pack them.",
+    ]
     assert sorted(log.read_text().splitlines()) == sorted(
         [
-            "%s is not an image this can read (JPEG, PNG, BMP or GIF)."
-            % (bad / "notes.txt"),
-            "%s is not an image this can read (JPEG, PNG, BMP or GIF)."
-            % (bad / "broken.jpg"),
+            "%s is a damaged or incomplete JPEG file (it ends before its image "
+            "does)." % (bad / "broken.jpg"),
+            "%s is not an image this can read (JPEG, PNG, BMP, GIF or WebP)."
+            % (bad / "text.png"),
             "Cannot read %s (No such file or directory)." % (bad / "gone.png"),
             "Cannot read %s (Too many levels of symbolic links)." % (bad / "loop.jpg"),
             "%s is not a regular file; skipped." % (bad / "pipe.gif"),
@@ -236,7 +259,7 @@ def test_files_that_are_not_images_are_counted_skips(tmp_path, capsys):
     assert packed == 80
 
 
-def test_more_than_a_tenth_skipped_stops_and_keeps_nothing(tmp_path):
+def test_more_than_a_tenth_unreadable_stops_and_keeps_nothing(tmp_path):
     images = tmp_path / "images"
     fake_cifar.write_image_folders(str(images), NAMES[:2], 10)
     for n in range(3):  # 3 of 23
@@ -244,8 +267,8 @@ def test_more_than_a_tenth_skipped_stops_and_keeps_nothing(tmp_path):
     line = pack_line(images, tmp_path / "data")
     log = tmp_path / "data" / (FOLDER + ".skipped.txt")
     assert re.fullmatch(
-        r"Error: 3 of the first \d+ files could not be read as images, more than a "
-        r"tenth; each is listed in %s\. Nothing was packed\." % re.escape(str(log)),
+        r"Error: 3 of the first \d+ images could not be read, more than a tenth; "
+        r"each is listed in %s\. Nothing was packed\." % re.escape(str(log)),
         line,
     ), line
     assert len(log.read_text().splitlines()) == 3
@@ -315,3 +338,253 @@ def test_a_checkpoint_meets_only_data_of_its_own_classes(trained, dataset, tmp_p
         "airplane, " % train_dir
     )
     assert sorted(os.listdir(train_dir)) == before
+
+
+def photo(path, pixels, orientation):
+    """Writes a JPEG whose EXIF orientation says how to turn it for viewing,
+    as phones store their photos."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, "JPEG", quality=90, exif=exif.tobytes())
+
+
+def test_photos_are_stored_as_a_viewer_shows_them(tmp_path):
+    rng = np.random.default_rng(3)
+    images = tmp_path / "images"
+    expected = {"train": set(), "test": set()}
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        for split in expected:
+            for label, name in enumerate(NAMES[:2]):
+                (images / split / name).mkdir(parents=True)
+                for orientation in range(1, 9):
+                    # Wider than tall: turned, the crop takes another part.
+                    pixels = (rng.random((36, 60, 3)) * 255).astype(np.uint8)
+                    path = images / split / name / ("%d.jpg" % orientation)
+                    photo(path, pixels, orientation)
+                    with Image.open(path) as stored:
+                        shown = np.asarray(ImageOps.exif_transpose(stored))
+                    fit = sess.run(cifar10_input.fit_images(shown[None]))
+                    record = cifar10_input.encode_records([label], fit)[0]
+                    expected[split].add(record.tobytes())
+    pack(images, tmp_path / "data")
+    for split, wanted in expected.items():
+        assert records(tmp_path / "data", split) == wanted
+
+
+@pytest.mark.parametrize(
+    "name, problem",
+    [
+        ("line\ntwo", "holds a line break or another control character"),
+        (" ", "begins or ends with a space"),
+        ("trailing ", "begins or ends with a space"),
+        (os.fsdecode(b"caf\xe9"), "is not UTF-8 text"),
+    ],
+)
+def test_a_class_name_that_would_not_read_back_is_refused(tmp_path, name, problem):
+    images = tmp_path / "images"
+    fake_cifar.write_image_folders(str(images), ["ok", name], 3)
+    shown = str(images) + "/" + os.fsencode(name).decode("utf-8", "backslashreplace")
+    assert pack_line(images, tmp_path / "data") == (
+        "Error: The class folder %s has a name that %s; class names are written one "
+        "a line to batches.meta.txt. Rename it. Nothing was written." % (shown, problem)
+    )
+    assert not (tmp_path / "data").exists()
+
+
+def test_links_pack_each_file_once_and_only_in_its_own_class(tmp_path, capsys):
+    images = tmp_path / "images"
+    fake_cifar.write_image_folders(str(images), NAMES[:3], 10)
+    a, b = images / NAMES[0], images / NAMES[1]
+    (a / "up").symlink_to("..")  # the folder of every class
+    (a / "over").symlink_to("../%s" % NAMES[1])  # another class's folder
+    (a / "their.jpg").symlink_to(b / "00000.jpg")  # another class's image
+    (a / "again.png").symlink_to(a / "00001.png")  # the same image twice
+    os.link(a / "00002.bmp", a / "hard.bmp")
+    elsewhere = tmp_path / "elsewhere"  # images kept outside are packed
+    fake_cifar.write_image_folders(str(elsewhere), ["more"], 4, first=50)
+    (a / "more").symlink_to(elsewhere / "more")
+    pack(images, tmp_path / "data")
+    out = capsys.readouterr().out
+    assert "Packed 34 training and " not in out  # the split decides
+    counts = [len(records(tmp_path / "data", s)) for s in ("train", "test")]
+    assert sum(counts) == 34  # 30, and the 4 kept elsewhere
+    labels = [r[0] for s in ("train", "test") for r in records(tmp_path / "data", s)]
+    assert sorted(labels).count(0) == 14
+    log = (tmp_path / "data" / (FOLDER + ".skipped.txt")).read_text().splitlines()
+    assert sorted(log) == sorted(
+        [
+            "%s is a link to %s, a folder that holds its class folder; not "
+            "followed." % (a / "up", images),
+            "%s is a link to %s, inside the class folder %s; not followed."
+            % (a / "over", b, b),
+            "%s is a link to %s, inside the class folder %s; not followed."
+            % (a / "their.jpg", b / "00000.jpg", b),
+            "%s is %s again; packed once." % (a / "again.png", a / "00001.png"),
+            "%s is %s again; packed once." % (a / "hard.bmp", a / "00002.bmp"),
+        ]
+    )
+    assert "Skipped 3 link(s) that lead out of their class folder (not followed)." in (
+        out
+    )
+    assert "Skipped 2 file(s) met a second time through a link (each is packed " in out
+
+
+def test_a_second_packer_on_the_same_data_dir_is_one_line(tmp_path):
+    fake_cifar.write_image_folders(str(tmp_path / "images"), NAMES[:2], 10)
+    (tmp_path / "data").mkdir()
+    with folders.locked(str(tmp_path / "data" / ".pack.lock")):
+        line = pack_line(tmp_path / "images", tmp_path / "data")
+    assert re.fullmatch(
+        r"Error: --data_dir=%s is being packed into by another process \(pid %d on "
+        r".*\)\. Wait for it to end, or pack into another --data_dir\."
+        % (re.escape(str(tmp_path / "data")), os.getpid()),
+        line,
+    ), line
+
+
+def test_flags_and_layouts_that_will_not_do_fail_before_anything_is_written(
+    tmp_path, capsys
+):
+    images = tmp_path / "images"
+    fake_cifar.write_image_folders(str(images), NAMES[:2], 3)
+    for data_dir in (images, images / "packed", images / NAMES[0] / "deeper"):
+        assert pack_line(images, data_dir) == (
+            "Error: --data_dir=%s is inside --image_dir=%s, where the next packing "
+            "would take it for a class. Pack into a folder outside it."
+            % (data_dir, images)
+        )
+    data = tmp_path / "data"
+    assert pack_line(images, data, test_fraction=float("nan")) == (
+        "Error: --test_fraction=nan is not a number: give the share of test images, "
+        "above 0 and at most 0.9 (such as 0.2)."
+    )
+    assert pack_line(images, data, test_fraction=0.0) == (
+        "Error: --test_fraction=0 leaves no test images: give a share above 0 (such "
+        "as 0.2), or train/ and test/ folders in --image_dir."
+    )
+    assert pack_line(images, data, test_fraction=0.001) == (
+        "Error: None of the 6 images falls in the test share of --test_fraction="
+        "0.001. Raise it, or give train/ and test/ folders. Nothing was written."
+    )
+    split = tmp_path / "split"
+    fake_cifar.write_image_folders(str(split / "train"), NAMES[:2], 3)
+    fake_cifar.write_image_folders(str(split / "val"), NAMES[:2], 3)
+    assert pack_line(split, data) == (
+        "Error: %s has a train/ folder but no test/ folder. Give it both, "
+        "%s/train/<class>/... and %s/test/<class>/..., or a folder per class and "
+        "no train/." % (split, split, split)
+    )
+    assert not data.exists()
+    # With train/ and test/ folders, --test_fraction does not apply: it says so.
+    (split / "val").rename(split / "test")
+    with flagsaver.flagsaver(test_fraction=0.5):
+        FLAGS["test_fraction"].present = 1
+        try:
+            pack(split, data)
+        finally:
+            FLAGS["test_fraction"].present = 0
+    assert capsys.readouterr().out.startswith(
+        "Note: --test_fraction does not apply: %s has its own train/ and test/ "
+        "folders.\n" % split
+    )
+
+
+# What TensorFlow itself writes as it loads (the README's Troubleshooting
+# explains these lines): anything else on stderr is the packer's or a fault.
+TENSORFLOW_LOADING = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|[IWE]\d{4} [\d:. ]+ +\d+ (port|cudart_stub|cuda_platform|cpu_feature_guard)"
+    r"\.cc:\d+\]|To enable the following instructions)"
+)
+
+
+def deep_folder(folder, depth, name_length=200):
+    """Makes folder/ddd.../ddd.../... depth levels down, by relative paths,
+    so that its path can be longer than the system's limit; returns a file
+    descriptor of the deepest folder."""
+    fd = os.open(folder, os.O_RDONLY)
+    for _ in range(depth):
+        os.mkdir("d" * name_length, dir_fd=fd)
+        deeper = os.open("d" * name_length, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = deeper
+    return fd
+
+
+@pytest.mark.slow
+def test_a_folder_as_people_have_them_packs_with_one_line_per_kind(tmp_path):
+    images = tmp_path / "images"
+    written = fake_cifar.write_image_folders(str(images), NAMES[:2], 30)
+    a, b = images / NAMES[0], images / NAMES[1]
+    for path in written:  # a photo export's sidecar files
+        with open(path + ".json", "w") as f:
+            f.write("{}")
+    (a / "IMG_0001.HEIC").write_bytes(b"an image this does not read")
+    (a / ".hidden.jpg").write_bytes(b"left alone")
+    for name in ("holiday.mov", "huge.jpg"):  # 2 GB each, sparse
+        with open((a if name.endswith(".mov") else b) / name, "wb") as f:
+            f.truncate(2 * 2**30)
+    (a / "bomb.png").write_bytes(fake_cifar.png_of_one_colour(16000, 16000))
+    # Decoded: 108 MB of pixels, within the bound.
+    (b / "screen.png").write_bytes(fake_cifar.png_of_one_colour(6000, 6000))
+    sideways = np.kron(
+        np.eye(2, dtype=np.uint8)[..., None] * 200, np.ones((1500, 2000, 3), np.uint8)
+    )
+    photo(b / "phone.jpg", sideways, 6)
+    cut = (b / "phone.jpg").read_bytes()
+    (a / "cut.jpg").write_bytes(cut[: len(cut) // 2])
+    (a / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (a / os.fsdecode(b"caf\xe9.png")).write_bytes(b"not a PNG")
+    os.mkfifo(a / "pipe.gif")
+    (a / "up").symlink_to("..")
+    (a / "again.png").symlink_to(a / "00001.png")
+    fd = deep_folder(a, 25)  # 5,025 bytes more of path than the class folder's
+    os.close(os.open("lost.png", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+    os.close(fd)
+
+    proc, peak, _ = procs.run_measured(
+        "cifar10_pack.py", "--image_dir=%s" % images,
+        "--data_dir=%s" % (tmp_path / "data"),
+    )  # fmt: skip
+    out, err = proc.stdout, proc.stderr
+    assert proc.returncode == 0, err
+    assert [
+        line for line in err.splitlines() if not TENSORFLOW_LOADING.match(line)
+    ] == []
+    log = tmp_path / "data" / (FOLDER + ".skipped.txt")
+    lines = out.splitlines()
+    packed = re.match(
+        r"Packed (\d+) training and (\d+) test images of 2 classes into %s "
+        r"\(\d+\.\d s, \d+ images/sec\)\.$"
+        % re.escape(str(log)[: -len(".skipped.txt")]),
+        lines[-9],
+    )
+    assert packed and int(packed[1]) + int(packed[2]) == 62, lines  # 60, screen, phone
+    assert lines[-8:] == [
+        "Skipped 4 file(s) that could not be read as images (JPEG, PNG, BMP, GIF "
+        "or WebP).",
+        "Skipped 1 file(s) of more than 64 MB.",
+        "Skipped 1 image(s) of more than 40 million pixels.",
+        "Skipped 1 link(s) that lead out of their class folder (not followed).",
+        "Skipped 1 file(s) met a second time through a link (each is packed once).",
+        "Skipped 1 folder(s) that could not be read.",
+        "Each file skipped is listed in %s." % log,
+        "Ignored 62 file(s) not named as images (.jpg, .jpeg, .png, .bmp, .gif, "
+        ".webp): 60 .json, 1 .heic, 1 .mov. Images in .heic are not read: convert "
+        "them to JPEG or PNG to pack them.",
+    ]
+    skipped = log.read_text(encoding="utf-8").splitlines()
+    assert len(skipped) == 9
+    assert (
+        "%s/caf\\xe9.png is not an image this can read (JPEG, PNG, BMP, GIF or "
+        "WebP)." % a in skipped
+    )
+    assert any(
+        line.startswith("Cannot read the folder %s/ddd" % a)
+        and line.endswith("(File name too long).")
+        for line in skipped
+    )
+    # The bound the README states: files over 64 MB are not read, images over
+    # 40 million pixels not decoded, one image at a time in each of two
+    # threads.
+    assert peak < 2**30, peak
