@@ -232,7 +232,7 @@ def image_files(paths):
     def skip_folder(error):
         problems.append(
             "Cannot read the folder %s (%s); skipped."
-            % (error.filename, error.strerror or error)
+            % (images.shown(error.filename), error.strerror or error)
         )
 
     for path in paths:
@@ -247,13 +247,13 @@ def image_files(paths):
             if not found and len(problems) == known_problems:
                 problems.append(
                     "The folder %s holds no image files (%s)."
-                    % (path, ", ".join(images.EXTENSIONS))
+                    % (images.shown(path), ", ".join(images.EXTENSIONS))
                 )
             files.extend(found)
         elif os.path.lexists(path):
             files.append(path)  # whether it can be read, classify() says
         else:
-            problems.append("No such file or folder: %s." % path)
+            problems.append("No such file or folder: %s." % images.shown(path))
     return files, problems
 
 
@@ -298,6 +298,7 @@ def report(results, class_names, output):
     for path, probabilities in results:
         top = [(class_names[i], float(probabilities[i])) for i in
                np.argsort(-probabilities, kind="stable")[:k]]  # fmt: skip
+        path = images.shown(path)  # a name that is not UTF-8 as \xNN
         print(
             "%s: %s" % (path, ", ".join("%s %.3f" % pair for pair in top)), flush=True
         )

@@ -194,6 +194,7 @@ def write_odd_images(folder, image):
     picture.resize((7, 90)).save(folder / "tall.bmp")
     picture.save(folder / "two_frames.gif", save_all=True, append_images=[picture])
     picture.save(folder / "lossless.webp", lossless=True)
+    picture.save(folder / os.fsdecode(b"caf\xe9.png"))  # a name not UTF-8
     write_sideways_photo(folder / "sideways.jpg", folder / "up.png", image)
     return sorted(str(folder / name) for name in os.listdir(folder))
 
@@ -241,7 +242,8 @@ def test_classify_files_as_the_evaluation_graph_does(trained, dataset, tmp_path)
         for line in result.stdout.splitlines()
         if line.startswith(str(tmp_path))
     )
-    assert sorted(lines) == sorted(pngs + odd)
+    shown = [os.fsencode(p).decode("utf-8", "backslashreplace") for p in pngs + odd]
+    assert sorted(lines) == sorted(shown)
     with open(tmp_path / "out.csv") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["path", "class_1", "probability_1", "class_2",
