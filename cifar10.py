@@ -37,6 +37,18 @@ tf.compat.v1.flags.DEFINE_string(
     "Folder that holds the %s archive and its extracted %s folder."
     % (cifar10_input.DATA_SET, cifar10_input.DATA_FOLDER),
 )
+tf.compat.v1.flags.DEFINE_string(
+    "data_url",
+    cifar10_input.DATA_URL,
+    "Where to download the %s archive from: the official URL, a mirror, or a "
+    "file:// URL." % cifar10_input.DATA_SET,
+)
+tf.compat.v1.flags.DEFINE_string(
+    "data_md5",
+    cifar10_input.DATA_MD5,
+    "Expected MD5 of the archive at --data_url (the official archive's by "
+    "default, which a mirror serves too); 'skip' to accept any archive.",
+)
 tf.compat.v1.flags.DEFINE_boolean(
     "use_fp16", False, "Train the model using 16-bit floats."
 )

@@ -44,11 +44,11 @@ import tensorflow as tf
 
 import cifar10
 import cifar10_input
-from support import checkpoints, download, folders, images, memory
+from support import checkpoints, folders, images, memory
 
 FLAGS = tf.compat.v1.flags.FLAGS
 # --help lists the flags of the model beside this binary's own.
-for module in (cifar10, download, checkpoints):
+for module in (cifar10, checkpoints):
     tf.compat.v1.flags.adopt_module_key_flags(module)
 
 tf.compat.v1.flags.DEFINE_string(
@@ -171,7 +171,7 @@ def _restore(sess, checkpoint):
     Raises:
       ClassifyError: it does not fit the model, or cannot be read.
     """
-    restore, variables = checkpoints.restorer()
+    restore, variables = checkpoints.restorer(cifar10.MOVING_AVERAGE_DECAY)
     while True:
         try:
             problem = checkpoints.mismatch(checkpoint, variables(checkpoint))
@@ -415,7 +415,7 @@ def run(paths):
             "Nothing to do: name image files or folders to classify, or pass "
             "--export_dir to export the model."
         )
-    memory.check(cifar10.inference, "classify")
+    memory.check(cifar10.inference, cifar10_input, "classify")
     with _output() as output:
         checkpoint = _checkpoint()
         class_names = _class_names(checkpoint)
@@ -447,4 +447,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    startup.run(main)
+    startup.run(main, cifar10_input.DataError)

@@ -32,11 +32,12 @@ import numpy as np
 import tensorflow as tf
 
 import cifar10
+import cifar10_input
 from support import checkpoints, download, folders, memory
 
 FLAGS = tf.compat.v1.flags.FLAGS
 # --help lists the flags of the model and the data beside this binary's own.
-for module in (cifar10, download, checkpoints):
+for module in (cifar10, checkpoints):
     tf.compat.v1.flags.adopt_module_key_flags(module)
 
 tf.compat.v1.flags.DEFINE_string(
@@ -290,7 +291,7 @@ def evaluate(data, num_examples):
         images, labels = cifar10.inputs(eval_data=eval_data)
         logits = cifar10.inference(images, data.num_classes)
         outcomes = outcome(labels, logits)
-        restore, variables = checkpoints.restorer()
+        restore, variables = checkpoints.restorer(cifar10.MOVING_AVERAGE_DECAY)
         summary_op = tf.compat.v1.summary.merge_all()
         summary_writer = tf.compat.v1.summary.FileWriter(FLAGS.eval_dir, g)
 
@@ -408,12 +409,12 @@ def _num_examples(data):
 
 def main(argv):
     del argv
-    memory.check(cifar10.inference, "evaluate")
+    memory.check(cifar10.inference, cifar10_input, "evaluate")
     folders.writable(FLAGS.eval_dir, "eval_dir")
-    download.maybe_download_and_extract()
+    download.maybe_download_and_extract(cifar10_input)
     data = cifar10.data_set()
     evaluate(data, _num_examples(data))
 
 
 if __name__ == "__main__":
-    startup.run(main)
+    startup.run(main, cifar10_input.DataError)

@@ -25,6 +25,7 @@ if __name__ == "__main__":
 import tensorflow as tf
 
 import cifar10
+import cifar10_input
 from support import (
     cluster,
     download,
@@ -36,7 +37,7 @@ from support import (
 
 FLAGS = tf.compat.v1.flags.FLAGS
 # --help lists the flags of the model, the data and training beside these.
-for module in (cifar10, download, run_folder, training, cluster):
+for module in (cifar10, run_folder, training, cluster):
     tf.compat.v1.flags.adopt_module_key_flags(module)
 
 tf.compat.v1.flags.DEFINE_integer(
@@ -50,11 +51,11 @@ def train():
     if not task.trains:
         return task.serve()
     devices = tower_devices()
-    memory.check(cifar10.inference, "train", towers=len(devices))
+    memory.check(cifar10.inference, cifar10_input, "train", towers=len(devices))
     with run_folder.TrainDir(chief=task.is_chief) as train_dir:
         if train_dir.reached(FLAGS.max_steps):
             return
-        download.maybe_download_and_extract()
+        download.maybe_download_and_extract(cifar10_input)
         data = cifar10.data_set()
         train_dir.keep_class_names(data.class_names)
         print_towers(devices)
@@ -224,4 +225,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    startup.run(main)
+    startup.run(main, cifar10_input.DataError)

@@ -700,4 +700,4 @@ def _check_classes(labels_seen, class_names):
 if __name__ == "__main__":
     # Here --data_dir is where the packed data goes.
     FLAGS["data_dir"].help = DATA_DIR_HELP
-    startup.run(main)
+    startup.run(main, cifar10_input.DataError)

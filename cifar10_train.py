@@ -26,6 +26,7 @@ if __name__ == "__main__":
 import tensorflow as tf
 
 import cifar10
+import cifar10_input
 from support import (
     cluster,
     download,
@@ -37,7 +38,7 @@ from support import (
 
 FLAGS = tf.compat.v1.flags.FLAGS
 # --help lists the flags of the model, the data and training beside these.
-for module in (cifar10, download, run_folder, training, cluster):
+for module in (cifar10, run_folder, training, cluster):
     tf.compat.v1.flags.adopt_module_key_flags(module)
 
 
@@ -46,11 +47,11 @@ def train():
     task = cluster.this_task()  # this machine alone, unless told otherwise
     if not task.trains:
         return task.serve()
-    memory.check(cifar10.inference, "train")
+    memory.check(cifar10.inference, cifar10_input, "train")
     with run_folder.TrainDir(chief=task.is_chief) as train_dir:
         if train_dir.reached(FLAGS.max_steps):
             return
-        download.maybe_download_and_extract()
+        download.maybe_download_and_extract(cifar10_input)
         data = cifar10.data_set()
         train_dir.keep_class_names(data.class_names)
         with tf.Graph().as_default():
@@ -101,4 +102,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    startup.run(main)
+    startup.run(main, cifar10_input.DataError)

@@ -117,6 +117,8 @@ def run_here(script, *args):
       What subprocess.run would: returncode, stdout and stderr (where an
       error line, or a flag the binary refuses, goes).
     """
+    import cifar10_input  # noqa: PLC0415  (it loads TensorFlow)
+
     binary = importlib.import_module(os.path.splitext(script)[0])
     out, err = io.StringIO(), io.StringIO()
     with (
@@ -126,7 +128,9 @@ def run_here(script, *args):
     ):
         try:
             argv = flags.FLAGS([script, *args])
-            status = startup.one_line_errors(binary.main)(argv) or 0
+            status = (
+                startup.one_line_errors(binary.main, cifar10_input.DataError)(argv) or 0
+            )
         except flags.Error as e:
             print("FATAL Flags parsing error: %s" % e, file=sys.stderr)
             status = 1

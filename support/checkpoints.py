@@ -18,9 +18,6 @@ import os
 
 import tensorflow as tf
 
-import cifar10
-import cifar10_input
-
 FLAGS = tf.compat.v1.flags.FLAGS
 
 # The flag of the binaries that use the checkpoints training wrote.
@@ -214,9 +211,13 @@ def _step_or_minus_one(checkpoint):
 def class_names(checkpoint_dir):
     """The class names written beside the checkpoints in a folder, or None
     when there are none (checkpoints of an earlier version, say)."""
-    return cifar10_input.read_class_names(
-        os.path.join(checkpoint_dir, CLASS_NAMES_FILE)
-    )
+    try:
+        with open(
+            os.path.join(checkpoint_dir, CLASS_NAMES_FILE), encoding="utf-8"
+        ) as f:
+            return [line.rstrip("\n") for line in f]
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def write_class_names(checkpoint_dir, names):
@@ -234,10 +235,14 @@ def describe_classes(names):
     return "%s (%d classes)" % (shown, len(names))
 
 
-def restorer():
+def restorer(moving_average_decay):
     """How the weights to score with are loaded from a checkpoint.
 
     Call it with the model built in the default graph.
+
+    Args:
+      moving_average_decay: the decay training's moving averages have (their
+        names in a checkpoint are the same whatever it is).
 
     Returns:
       (restore, variables): restore(session, checkpoint) loads each weight
@@ -247,7 +252,7 @@ def restorer():
       restore() loads from it.
     """
     variable_averages = tf.compat.v1.train.ExponentialMovingAverage(
-        cifar10.MOVING_AVERAGE_DECAY
+        moving_average_decay
     )
     averages = variable_averages.variables_to_restore()
     raw = {v.op.name: v for v in tf.compat.v1.global_variables()}

@@ -1,9 +1,10 @@
 """Fetching the data set's archive once: download, verify, extract.
 
-    download.maybe_download_and_extract()
+    download.maybe_download_and_extract(cifar10_input)
 
-makes sure --data_dir holds the extracted folder of the data set that
-cifar10_input.py describes, fetching the archive from --data_url if need be.
+makes sure --data_dir holds the extracted folder of the data set that the
+binary's data module (cifar10_input.py) describes, fetching the archive from
+--data_url (a flag of the model, cifar10.py) if need be.
 Both the download and the extraction go to temporary names that are renamed
 into place when complete, so a process reading the data beside this one
 never sees half a file. One process at a time fetches into a folder (an
@@ -25,24 +26,10 @@ import urllib.request
 
 import tensorflow as tf
 
-import cifar10_input
-from cifar10_input import DataError
 from support import folders, progress
+from support.startup import Error
 
 FLAGS = tf.compat.v1.flags.FLAGS
-
-tf.compat.v1.flags.DEFINE_string(
-    "data_url",
-    cifar10_input.DATA_URL,
-    "Where to download the %s archive from: the official URL, a mirror, or a "
-    "file:// URL." % cifar10_input.DATA_SET,
-)
-tf.compat.v1.flags.DEFINE_string(
-    "data_md5",
-    cifar10_input.DATA_MD5,
-    "Expected MD5 of the archive at --data_url (the official archive's by "
-    "default, which a mirror serves too); 'skip' to accept any archive.",
-)
 
 # Bytes read and written at a time.
 CHUNK_BYTES = 1 << 20
@@ -57,7 +44,11 @@ DIFFERS = "has another checksum than the expected archive"
 TRUST_IT = "if you trust it, pass --data_md5=skip to use it as it is"
 
 
-def maybe_download_and_extract():
+class FetchError(Error):
+    """The data cannot be fetched or is corrupt; the message says what to do."""
+
+
+def maybe_download_and_extract(data):
     """Makes sure --data_dir holds the data set's extracted folder.
 
     Nothing is fetched or checked when the folder is already there, so the
@@ -65,8 +56,12 @@ def maybe_download_and_extract():
     downloaded (unless a copy with the right checksum is already in
     --data_dir), checked against --data_md5 and extracted.
 
+    Args:
+      data: the module that describes the data set (cifar10_input): its
+        DATA_MD5, ARCHIVE_BYTES and DATA_FOLDER.
+
     Raises:
-      DataError: the data cannot be fetched or is corrupt; the message says
+      FetchError: the data cannot be fetched or is corrupt; the message says
         what to do.
     """
     md5 = FLAGS.data_md5.lower()
@@ -74,9 +69,9 @@ def maybe_download_and_extract():
         url=FLAGS.data_url,
         md5=md5,
         # The official archive's size, a quick check before its MD5.
-        size=cifar10_input.ARCHIVE_BYTES if md5 == cifar10_input.DATA_MD5 else None,
+        size=data.ARCHIVE_BYTES if md5 == data.DATA_MD5 else None,
         data_dir=FLAGS.data_dir,
-        folder=cifar10_input.DATA_FOLDER,
+        folder=data.DATA_FOLDER,
     )
 
 
@@ -95,7 +90,7 @@ def fetch(url, md5, size, data_dir, folder):
       folder: the folder the archive holds, e.g. cifar-10-batches-bin.
 
     Raises:
-      DataError: the data cannot be fetched or is corrupt; the message says
+      FetchError: the data cannot be fetched or is corrupt; the message says
         what to do.
     """
     extracted = os.path.join(data_dir, folder)
@@ -104,7 +99,7 @@ def fetch(url, md5, size, data_dir, folder):
     try:
         os.makedirs(data_dir, exist_ok=True)
     except OSError as e:
-        raise DataError(
+        raise FetchError(
             "Cannot create --data_dir=%s (%s). Choose a folder you can write to."
             % (data_dir, e.strerror or e)
         ) from None
@@ -143,7 +138,7 @@ def _only_process_in(data_dir):
                 )
             )
         except OSError as e:
-            raise DataError(
+            raise FetchError(
                 "Cannot write to --data_dir=%s (%s). Choose a folder you can write "
                 "to." % (data_dir, e.strerror or e)
             ) from None
@@ -178,7 +173,7 @@ def _download(url, path, md5, size, folder, local_problem):
     "missing"; the copy stays until the download has passed its checks.
 
     Raises:
-      DataError: the download failed or is not the expected file.
+      FetchError: the download failed or is not the expected file.
     """
     filename = os.path.basename(path)
     fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), prefix=filename + ".")
@@ -187,13 +182,13 @@ def _download(url, path, md5, size, folder, local_problem):
             total = int(r.headers.get("Content-Length") or 0)
             done = _copy_with_progress(r, out, filename, total)
         if total and done < total:
-            raise DataError(
+            raise FetchError(
                 "The download from %s stopped after %d of %d bytes. Run again to "
                 "retry." % (url, done, total)
             )
         problem = _archive_problem(tmp_path, md5, size)
         if problem:
-            raise DataError(
+            raise FetchError(
                 "%s %s (%s): %s, or pass --data_url for another source."
                 % (url, DIFFERS, problem, TRUST_IT)
             )
@@ -205,7 +200,7 @@ def _download(url, path, md5, size, folder, local_problem):
     except (OSError, http.client.HTTPException, ValueError) as e:
         # OSError covers urllib.error.URLError too.
         if getattr(e, "errno", None) == errno.ENOSPC:
-            raise _no_space(os.path.dirname(path), "downloading " + url) from None
+            raise _no_space(os.path.dirname(path), "downloading " + url, size) from None
         raise _cannot_download(url, e, path, folder, local_problem) from None
     finally:
         if os.path.exists(tmp_path):
@@ -215,29 +210,29 @@ def _download(url, path, md5, size, folder, local_problem):
 def _cannot_download(url, e, path, folder, local_problem):
     filename = os.path.basename(path)
     if local_problem != "missing":
-        return DataError(
+        return FetchError(
             "Could not download %s (%s). The copy at %s %s (%s): %s."
             % (url, e, path, DIFFERS, local_problem, TRUST_IT)
         )
-    return DataError(
-        "Could not download %s (%s). Without network access, place the %s "
+    return FetchError(
+        "Could not download %s (%s). Without network access, place the "
         "archive at %s or its extracted %s folder in --data_dir, or pass "
-        "--data_url=file:///path/to/%s or a mirror."
-        % (url, e, cifar10_input.DATA_SET, path, folder, filename)
+        "--data_url=file:///path/to/%s or a mirror." % (url, e, path, folder, filename)
     )
 
 
-def _no_space(data_dir, doing):
-    return DataError(
+def _no_space(data_dir, doing, archive_bytes):
+    """archive_bytes: the archive's size, or None when it is not known."""
+    needs = (
+        " (the archive and its extracted files take about %d MB)"
+        % (2 * archive_bytes / 1e6)
+        if archive_bytes
+        else ""
+    )
+    return FetchError(
         "No space left on the device of --data_dir=%s while %s. Free some space "
-        "there (the %s archive and its extracted files take about %d MB), or "
-        "choose another --data_dir, and run again."
-        % (
-            data_dir,
-            doing,
-            cifar10_input.DATA_SET,
-            2 * cifar10_input.ARCHIVE_BYTES / 1e6,
-        )
+        "there%s, or choose another --data_dir, and run again."
+        % (data_dir, doing, needs)
     )
 
 
@@ -274,7 +269,7 @@ def _extract(archive, data_dir, folder):
     folder renamed into place.
 
     Raises:
-      DataError: the archive cannot be read or lacks the folder, or the disk
+      FetchError: the archive cannot be read or lacks the folder, or the disk
         is full.
     """
     extracted = os.path.join(data_dir, folder)
@@ -291,13 +286,15 @@ def _extract(archive, data_dir, folder):
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 raise _no_space(
-                    data_dir, "extracting %s, which is intact" % archive
+                    data_dir,
+                    "extracting %s, which is intact" % archive,
+                    os.path.getsize(archive),
                 ) from None
             raise _cannot_extract(archive, e) from None
         except (tarfile.TarError, EOFError) as e:
             raise _cannot_extract(archive, e) from None
         if not os.path.isdir(os.path.join(staging, folder)):
-            raise DataError(
+            raise FetchError(
                 "%s holds no %s folder: it is not the expected archive."
                 % (archive, folder)
             )
@@ -331,7 +328,7 @@ def _plain_members(tar):
 
 
 def _cannot_extract(archive, e):
-    return DataError(
+    return FetchError(
         "Could not extract %s (%s). Delete it and run again to download it "
         "afresh." % (archive, e)
     )

@@ -4,7 +4,9 @@ Without the check, a batch too large grows the process until the system
 kills it, without a word (--batch_size=100000 reached 22.8 GB on a 24 GB
 machine before it did).
 
-    memory.check(cifar10.inference, "train")
+    memory.check(cifar10.inference, cifar10_input, "train")
+
+It takes the model and the data's description from the binary.
 """
 
 import functools
@@ -13,7 +15,6 @@ import os
 
 import tensorflow as tf
 
-import cifar10_input
 from support.startup import Error
 
 FLAGS = tf.compat.v1.flags.FLAGS
@@ -23,7 +24,7 @@ FLAGS = tf.compat.v1.flags.FLAGS
 BASE_BYTES = 0.6e9
 
 
-def needed(inference, images, queue_images, dtype=tf.float32):
+def needed(inference, shape, images, queue_images, dtype=tf.float32):
     """About how many bytes training or evaluating a model takes.
 
     Each image of a batch holds the outputs of every layer of inference();
@@ -33,11 +34,11 @@ def needed(inference, images, queue_images, dtype=tf.float32):
 
     Args:
       inference: the model's inference(images) function.
+      shape: (height, width, depth) of the images the model takes.
       images: images that a step works on.
       queue_images: images held in the input queues.
       dtype: of the images the model takes.
     """
-    shape = (cifar10_input.IMAGE_SIZE, cifar10_input.IMAGE_SIZE, cifar10_input.DEPTH)
     per_image = _bytes_per_image(inference, shape, dtype)
     return BASE_BYTES + images * per_image + queue_images * 4 * math.prod(shape)
 
@@ -71,11 +72,13 @@ def machine():
     return min(total, int(limit)) if limit.isdigit() else total
 
 
-def check(inference, doing, towers=1):
+def check(inference, data, doing, towers=1):
     """Refuses a --batch_size whose needs exceed the machine's memory.
 
     Args:
       inference: the model's inference(images) function.
+      data: the module that describes the data set (cifar10_input): its
+        IMAGE_SIZE, DEPTH and training queue.
       doing: "train", "evaluate" or "classify".
       towers: batches a training step works on at once.
 
@@ -86,14 +89,15 @@ def check(inference, doing, towers=1):
     if doing == "train":
         # The shuffling queue, and the batches ready for the towers.
         queue_images = FLAGS.min_queue_examples or int(
-            cifar10_input.NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN
-            * cifar10_input.MIN_FRACTION_OF_EXAMPLES_IN_QUEUE
+            data.NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN
+            * data.MIN_FRACTION_OF_EXAMPLES_IN_QUEUE
         )
         queue_images += (3 + 2 * towers) * batch_size
     else:
         queue_images = 5 * batch_size if doing == "evaluate" else 0
     dtype = tf.float16 if FLAGS.use_fp16 else tf.float32
-    bytes_needed = needed(inference, batch_size * towers, queue_images, dtype)
+    shape = (data.IMAGE_SIZE, data.IMAGE_SIZE, data.DEPTH)
+    bytes_needed = needed(inference, shape, batch_size * towers, queue_images, dtype)
     have = machine()
     if bytes_needed > have:
         raise Error(

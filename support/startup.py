@@ -12,14 +12,15 @@ A binary begins
 and ends
 
     if __name__ == "__main__":
-        startup.run(main)
+        startup.run(main, cifar10_input.DataError)
 
 before_tensorflow() sets TensorFlow's environment defaults, which TensorFlow
 reads once, as it loads, and makes Ctrl+C while it loads end quietly. run()
 answers --help (status 0), parses the flags with absl (which rejects unknown
 or malformed ones in one line), turns on graph mode and calls main(argv).
-The errors a user can cause, Error below and cifar10_input.DataError, end
-the process with one line, "Error: <message>", and status 1; Ctrl+C or
+The errors a user can cause, Error below and those the binary names (the
+data's DataError), end the process with one line, "Error: <message>", and
+status 1; Ctrl+C or
 SIGTERM with "Interrupted." and the status of that signal.
 
 Importing this module changes nothing and loads nothing heavy.
@@ -76,8 +77,14 @@ def _quit_while_loading(signum, frame):
     os._exit(128 + signum)  # nothing has been written yet
 
 
-def run(main):
-    """Runs main(argv) as the binary's entry point; see the module docstring."""
+def run(main, *user_errors):
+    """Runs main(argv) as the binary's entry point; see the module docstring.
+
+    Args:
+      main: the binary's main(argv).
+      *user_errors: exception classes besides Error whose message is what a
+        user needs to put things right.
+    """
     # The binary has loaded TensorFlow by now, after before_tensorflow().
     import tensorflow as tf  # noqa: PLC0415
     from absl import app  # noqa: PLC0415
@@ -91,7 +98,7 @@ def run(main):
     tf.compat.v1.disable_eager_execution()
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
     try:
-        app.run(one_line_errors(main))
+        app.run(one_line_errors(main, *user_errors))
     except KeyboardInterrupt:
         sys.stderr.write("Interrupted.\n")
         sys.exit(128 + (_received[-1] if _received else signal.SIGINT))
@@ -104,15 +111,14 @@ def run(main):
             signal.signal(signum, signal.SIG_IGN)
 
 
-def one_line_errors(main):
-    """main, with the errors a user can cause ending the process as one
-    line, "Error: <message>", and exit status 1."""
-    import cifar10_input  # noqa: PLC0415  (it loads TensorFlow)
+def one_line_errors(main, *user_errors):
+    """main, with the errors a user can cause (Error and user_errors) ending
+    the process as one line, "Error: <message>", and exit status 1."""
 
     def main_with_one_line_errors(argv):
         try:
             return main(argv)
-        except (Error, cifar10_input.DataError) as e:
+        except (Error, *user_errors) as e:
             sys.exit("Error: %s" % e)
 
     return main_with_one_line_errors

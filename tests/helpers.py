@@ -14,6 +14,7 @@ import tensorflow as tf
 from absl.testing import flagsaver
 
 import cifar10
+import cifar10_input
 from harness import fake_cifar
 from harness.procs import Process, free_ports, run_here
 from support import checkpoints, startup
@@ -156,7 +157,7 @@ def exit_line(main, *args, **flags):
     start-up does, and returns the line it exits with: what the binary
     prints as its last line, with exit status 1."""
     with flagsaver.flagsaver(**flags), pytest.raises(SystemExit) as e:
-        startup.one_line_errors(main)(["binary", *args])
+        startup.one_line_errors(main, cifar10_input.DataError)(["binary", *args])
     return e.value.code
 
 

@@ -79,7 +79,7 @@ def server(archive):
 
 def _download(data_dir, url, md5):
     with flagsaver.flagsaver(data_dir=str(data_dir), data_url=url, data_md5=md5):
-        download.maybe_download_and_extract()
+        download.maybe_download_and_extract(cifar10_input)
 
 
 def _assert_extracted(data_dir, source_folder):
@@ -123,7 +123,7 @@ def test_extracted_folder_present_means_no_download(archive, server, tmp_path):
 
 
 def test_wrong_checksum_is_rejected_and_nothing_kept(archive, server, tmp_path):
-    with pytest.raises(cifar10_input.DataError) as e:
+    with pytest.raises(download.FetchError) as e:
         _download(tmp_path, server + "/" + ARCHIVE, "0" * 32)
     assert "MD5" in str(e.value) and "--data_md5" in str(e.value)
     assert os.listdir(tmp_path) == []  # nothing kept, not even the lock
@@ -146,7 +146,7 @@ def test_bad_archive_from_an_earlier_run_is_fetched_again(
 
 
 def test_connection_cut_mid_download(archive, server, tmp_path):
-    with pytest.raises(cifar10_input.DataError) as e:
+    with pytest.raises(download.FetchError) as e:
         _download(tmp_path, server + "/short/" + ARCHIVE, archive[1])
     assert server + "/short/" + ARCHIVE in str(e.value)
     assert os.listdir(tmp_path) == []  # nothing kept, not even the lock
@@ -159,7 +159,7 @@ def test_corrupt_archive_with_skipped_check_leaves_no_half_extraction(
     junk.parent.mkdir()
     junk.write_bytes(b"not a tarball" * 1000)
     data_dir = tmp_path / "data"
-    with pytest.raises(cifar10_input.DataError) as e:
+    with pytest.raises(download.FetchError) as e:
         _download(data_dir, "file://" + str(junk), "skip")
     assert "Could not extract" in str(e.value)
     assert not (data_dir / fake_cifar.FOLDER).exists()
@@ -169,7 +169,7 @@ def test_corrupt_archive_with_skipped_check_leaves_no_half_extraction(
 def test_no_network_names_the_url_and_the_way_out(tmp_path):
     (port,) = free_ports(1)  # nothing listens there
     url = "http://127.0.0.1:%d/%s" % (port, ARCHIVE)
-    with pytest.raises(cifar10_input.DataError) as e:
+    with pytest.raises(download.FetchError) as e:
         _download(tmp_path, url, "skip")
     message = str(e.value)
     assert url in message and "--data_url" in message
@@ -332,7 +332,7 @@ def test_an_archive_reaching_outside_its_folder_is_refused(
 ):
     evil = _archive_with(str(tmp_path / ARCHIVE), archive[2], member)
     data_dir = tmp_path / "deep" / "data"
-    with pytest.raises(cifar10_input.DataError) as e:
+    with pytest.raises(download.FetchError) as e:
         _download(data_dir, "file://" + evil, "skip")
     assert str(e.value).startswith("Could not extract %s (" % (data_dir / ARCHIVE))
     assert "\n" not in str(e.value)
@@ -348,7 +348,7 @@ def test_a_copy_with_another_checksum_offline_says_how_to_use_it(archive, tmp_pa
     # A copy of the archive whose bytes differ from the expected one's.
     (tmp_path / ARCHIVE).write_bytes(pathlib.Path(path).read_bytes() + b"\0")
     (port,) = free_ports(1)  # offline: nothing listens there
-    with pytest.raises(cifar10_input.DataError) as e:
+    with pytest.raises(download.FetchError) as e:
         _download(tmp_path, "http://127.0.0.1:%d/%s" % (port, ARCHIVE), md5)
     message = str(e.value)
     assert (
@@ -361,7 +361,7 @@ def test_a_copy_with_another_checksum_offline_says_how_to_use_it(archive, tmp_pa
     assert (tmp_path / ARCHIVE).read_bytes() == pathlib.Path(path).read_bytes() + b"\0"
 
     # The same copy named by --data_url=file://.
-    with pytest.raises(cifar10_input.DataError) as e:
+    with pytest.raises(download.FetchError) as e:
         _download(tmp_path / "other", "file://%s" % (tmp_path / ARCHIVE), md5)
     assert "--data_md5=skip" in str(e.value)
     assert "Run again to retry" not in str(e.value)

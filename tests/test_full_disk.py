@@ -185,9 +185,9 @@ def test_a_full_disk_while_fetching_the_data(tmp_path, small_disk):
         with flagsaver.flagsaver(
             data_dir=str(data_dir), data_url="file://" + archive, data_md5=md5
         ):
-            download.maybe_download_and_extract()
+            download.maybe_download_and_extract(cifar10_input)
 
-    with pytest.raises(cifar10_input.DataError) as e:
+    with pytest.raises(download.FetchError) as e:
         fetch()
     assert str(e.value).startswith(
         "No space left on the device of --data_dir=%s while downloading file://%s."
@@ -198,7 +198,7 @@ def test_a_full_disk_while_fetching_the_data(tmp_path, small_disk):
     # Room for the archive, not for what it holds: the archive stays, intact,
     # and the message does not blame it.
     disk.resize(size_kb + 64)
-    with pytest.raises(cifar10_input.DataError) as e:
+    with pytest.raises(download.FetchError) as e:
         fetch()
     kept = data_dir / "cifar-10-binary.tar.gz"
     assert str(e.value).startswith(

@@ -54,7 +54,7 @@ def scores(checkpoint, labels, images, mixed_precision):
     with flagsaver.flagsaver(mixed_precision=mixed_precision), tf.Graph().as_default():
         x = tf.compat.v1.placeholder(tf.float32, [None, 24, 24, 3])
         logits = cifar10.inference(x)
-        restore, _ = checkpoints.restorer()
+        restore, _ = checkpoints.restorer(cifar10.MOVING_AVERAGE_DECAY)
         with tf.compat.v1.Session(config=cifar10.session_config()) as sess:
             restore(sess, checkpoint)
             out = sess.run(logits, {x: fake_cifar.eval_images(images)})

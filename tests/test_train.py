@@ -263,7 +263,8 @@ def test_a_batch_too_large_for_the_memory_is_refused_before_any_work(dataset, tm
     assert float(match[1]) > 50 and float(match[2]) > 0
     assert not train_dir.exists()
     # The tutorial's batch needs about a gigabyte.
-    needed = memory.needed(cifar10.inference, images=128, queue_images=20384)
+    shape = (24, 24, 3)
+    needed = memory.needed(cifar10.inference, shape, images=128, queue_images=20384)
     assert 0.5e9 < needed < 1.5e9, needed
 
 
