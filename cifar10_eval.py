@@ -1,4 +1,5 @@
-"""Evaluates CIFAR-10 checkpoints: precision @ 1 on the test set.
+"""Evaluates the model's checkpoints: precision @ 1 on the test set of the
+data set that cifar10_input.py describes.
 
     python cifar10_eval.py --checkpoint_dir=/tmp/cifar10_train
 
@@ -58,8 +59,9 @@ tf.compat.v1.flags.DEFINE_integer(
 tf.compat.v1.flags.DEFINE_integer(
     "num_examples",
     None,
-    "Number of examples to run (default: every image of the split, the 10000 "
-    "test images of CIFAR-10).",
+    "Number of examples to run (default: every image of the split, the %d "
+    "test images of %s)."
+    % (cifar10_input.NUM_EXAMPLES_PER_EPOCH_FOR_EVAL, cifar10_input.DATA_SET),
     lower_bound=1,
 )
 tf.compat.v1.flags.DEFINE_boolean(

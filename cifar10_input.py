@@ -1,9 +1,10 @@
-"""The CIFAR-10 data set: what it is, where it comes from, and the batches
-of images the model learns from.
+"""The data set: what it is, where it comes from, and the batches of images
+the model learns from. As given, it describes CIFAR-10.
 
-The binary version of CIFAR-10 is a handful of files of fixed-length records:
-one label byte (0-9) followed by 3072 pixel bytes, the red, green and blue
-planes of a 32x32 image, each stored row by row.
+The data comes as a handful of files of fixed-length records (the binary
+version of CIFAR-10): LABEL_BYTES bytes, the last of them the label,
+followed by the pixel bytes of an image of HEIGHT x WIDTH pixels, its DEPTH
+colour planes (red, green and blue) each stored row by row.
 
 Training batches come from a shuffling queue fed by preprocessing threads
 that read records in chunks and crop, flip and recolour every image
@@ -53,8 +54,9 @@ WIDTH = 32
 DEPTH = 3
 RECORD_BYTES = LABEL_BYTES + HEIGHT * WIDTH * DEPTH
 
-# The network sees 24x24 crops: smaller than the stored 32x32 images, so a
-# random crop is a cheap way to show it many slightly different views.
+# The network sees IMAGE_SIZE x IMAGE_SIZE crops: smaller than the stored
+# images, so a random crop is a cheap way to show it many slightly different
+# views.
 # Changing it changes the size of the first fully connected layer.
 IMAGE_SIZE = 24
 

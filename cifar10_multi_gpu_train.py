@@ -1,4 +1,5 @@
-"""Trains the CIFAR-10 model on several GPUs with synchronous updates.
+"""Trains the model (cifar10.py) on several GPUs with synchronous updates,
+on the data set that cifar10_input.py describes.
 
     python cifar10_multi_gpu_train.py --num_gpus=2
 
@@ -46,7 +47,7 @@ tf.compat.v1.flags.DEFINE_integer(
 
 
 def train():
-    """Trains CIFAR-10 for --max_steps steps on --num_gpus towers."""
+    """Trains for --max_steps steps on --num_gpus towers."""
     task = cluster.this_task()  # this machine alone, unless told otherwise
     if not task.trains:
         return task.serve()

@@ -9,7 +9,7 @@ the folders' names, sorted. Files named as JPEG, PNG, BMP, GIF (its first
 frame) or WebP images (support/images.py: EXTENSIONS), of any size and
 mode, are read; each is turned as its EXIF orientation says, scaled until
 its shorter side fits the stored image size of cifar10_input.py (HEIGHT x
-WIDTH, 32x32 for CIFAR-10), cut to that around its centre, and stored as
+WIDTH), cut to that around its centre, and stored as
 the official archive stores its images, in DATA/<its data folder>/: the
 training records (in an order shuffled once, with a fixed seed) in
 data_batch_<n>.bin, the test records in test_batch.bin, the class names in

@@ -1,4 +1,5 @@
-"""Trains the CIFAR-10 model on one device.
+"""Trains the model (cifar10.py) on one device, on the data set that
+cifar10_input.py describes.
 
     python cifar10_train.py --train_dir=/tmp/cifar10_train
 
@@ -43,7 +44,7 @@ for module in (cifar10, run_folder, training, cluster):
 
 
 def train():
-    """Trains CIFAR-10 for --max_steps steps, resuming from --train_dir."""
+    """Trains for --max_steps steps, resuming from --train_dir."""
     task = cluster.this_task()  # this machine alone, unless told otherwise
     if not task.trains:
         return task.serve()

@@ -117,9 +117,10 @@ def run_here(script, *args):
       What subprocess.run would: returncode, stdout and stderr (where an
       error line, or a flag the binary refuses, goes).
     """
-    import cifar10_input  # noqa: PLC0415  (it loads TensorFlow)
-
     binary = importlib.import_module(os.path.splitext(script)[0])
+    # The data's errors, from the data module the binary imports under this
+    # name (whatever its file is called in a renamed copy).
+    data_error = binary.cifar10_input.DataError
     out, err = io.StringIO(), io.StringIO()
     with (
         flagsaver.flagsaver(),
@@ -127,10 +128,14 @@ def run_here(script, *args):
         contextlib.redirect_stderr(err),
     ):
         try:
+            if startup.help_asked([script, *args]) is not None:
+                # What startup.run() prints: the binary's docstring and its
+                # flags (absl's usage()).
+                print(binary.__doc__)
+                print(flags.FLAGS.module_help(binary))
+                return subprocess.CompletedProcess(script, 0, out.getvalue(), "")
             argv = flags.FLAGS([script, *args])
-            status = (
-                startup.one_line_errors(binary.main, cifar10_input.DataError)(argv) or 0
-            )
+            status = startup.one_line_errors(binary.main, data_error)(argv) or 0
         except flags.Error as e:
             print("FATAL Flags parsing error: %s" % e, file=sys.stderr)
             status = 1
@@ -162,13 +167,15 @@ print(json.dumps([vars(run_here(*run)) for run in runs]))
 """
 
 
-def run_one_after_another(folder, *runs, timeout=PATIENCE_SECS):
+def run_one_after_another(folder, *runs, timeout=PATIENCE_SECS, root=ROOT):
     """Runs binaries of folder one after another in one new process, each
     as run_here() runs it: they share one loading of TensorFlow.
 
     Args:
       folder: where the binaries, and the modules they import, are; also the
         process's working folder.
+      root: where harness/ is, for the process (a copy of the project that
+        holds its own keeps this project's modules out of its way).
       *runs: (script, flag, ...) tuples.
       timeout: seconds before the process counts as hung.
 
@@ -176,7 +183,14 @@ def run_one_after_another(folder, *runs, timeout=PATIENCE_SECS):
       A subprocess.CompletedProcess for each run.
     """
     done = subprocess.run(
-        [sys.executable, "-c", _ONE_AFTER_ANOTHER, str(folder), ROOT, json.dumps(runs)],
+        [
+            sys.executable,
+            "-c",
+            _ONE_AFTER_ANOTHER,
+            str(folder),
+            str(root),
+            json.dumps(runs),
+        ],
         cwd=folder,
         capture_output=True,
         text=True,

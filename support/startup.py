@@ -89,9 +89,9 @@ def run(main, *user_errors):
     import tensorflow as tf  # noqa: PLC0415
     from absl import app  # noqa: PLC0415
 
-    help_asked = _help_asked(sys.argv)
-    if help_asked is not None:
-        app.usage(shorthelp=help_asked, writeto_stdout=True)
+    asked = help_asked(sys.argv)
+    if asked is not None:
+        app.usage(shorthelp=asked, writeto_stdout=True)
         sys.exit(0)
     for signum in STOP_SIGNALS:
         signal.signal(signum, _interrupt)
@@ -124,7 +124,7 @@ def one_line_errors(main, *user_errors):
     return main_with_one_line_errors
 
 
-def _help_asked(argv):
+def help_asked(argv):
     """True for --help, False for --helpfull, None when neither comes before
     a '--'."""
     for arg in argv[1:]:

@@ -1,14 +1,17 @@
 """cifar10.py as a template: another data set by cifar10_input.py's
-description alone.
+description alone, in modules of new names.
 
 The project is copied to a new folder, without the cluster's machinery
-(support/distributed.py), and only the constants that the README's "Use as
-a template" section names are changed: a data set of another name, its own
-folder and file names, 16x16 images cropped to 12x12, 5 classes, 500
-training and 100 test images. Then the copied binaries train, evaluate,
-classify image files and export the model, unchanged otherwise, and their
-messages name that data set. The copy runs in a process of its own: its
-modules have the project's names.
+(support/distributed.py), cifar10.py and cifar10_input.py renamed
+flowers.py and flowers_input.py (the binaries' import lines, and the
+model's, say so: nothing else changes, support/ least of all), and only
+the constants that the README's "Use as a template" section names are
+changed: a data set of another name, its own folder and file names, 16x16
+images cropped to 12x12, 5 classes, 500 training and 100 test images.
+Then the copied binaries train, evaluate, classify image files and export
+the model, and their messages and --help name that data set, never
+CIFAR-10 or its sizes. The copy runs in a process of its own, which sees
+none of this project's modules.
 """
 
 import pathlib
@@ -33,6 +36,13 @@ MODULES = [
     "cifar10_classify.py",
 ]
 SUPPORT_LEFT_BEHIND = ["distributed.py"]
+# The binaries of the copy.
+BINARIES = [name for name in MODULES if name not in ("cifar10.py", "cifar10_input.py")]
+BINARIES.append("cifar10_pack.py")
+# The template's modules, renamed as a new app would name them.
+RENAMED = {"cifar10": "flowers", "cifar10_input": "flowers_input"}
+# What a copy for another data set must not say.
+CIFAR10_WORDS = re.compile(r"CIFAR-10|\b(10000|10,000|50000|50,000)\b|32x32")
 # The copy's training steps, in batches of 100.
 STEPS = 50
 NAMES = ["apple", "bean", "cherry", "date", "elder"]
@@ -54,9 +64,16 @@ CHANGES = {
 }
 
 
-def copy_project(folder, changes, modules=MODULES):
+def copy_project(folder, changes, modules=MODULES, renamed=None):
     """The modules copied to folder, with support/ (but what is left behind),
-    and the constants of cifar10_input.py in changes set."""
+    and the constants of cifar10_input.py in changes set.
+
+    Args:
+      renamed: {module: new name}: each such module is written under its new
+        name, and the import lines of the others import it as the old one
+        (`import flowers as cifar10`).
+    """
+    renamed = renamed or {}
     shutil.copytree(
         pathlib.Path(ROOT, "support"),
         folder / "support",
@@ -67,7 +84,13 @@ def copy_project(folder, changes, modules=MODULES):
         if name == "cifar10_input.py":
             for constant, value in changes.items():
                 source = _set_constant(source, constant, value)
-        (folder / name).write_text(source)
+        for old, new in renamed.items():
+            source = re.sub(
+                r"^import %s\b" % old, "import %s as %s" % (new, old), source,
+                flags=re.M,
+            )  # fmt: skip
+        module = name[: -len(".py")]
+        (folder / (renamed.get(module, module) + ".py")).write_text(source)
 
 
 def _set_constant(source, name, value):
@@ -84,10 +107,18 @@ def template(tmp_path_factory):
     images in 5 classes, and the copied binaries' runs on it, one after
     another in one process: training, evaluation, evaluation of a damaged
     copy of the data, and classification of two image files with an export.
-    A dict of folders and of the runs' results."""
+    A dict of folders and of the runs' results, and each binary's --help.
+
+    The process sees the copy alone: the harness that runs the binaries is
+    copied beside them, and this project's folder is not on its path."""
     root = tmp_path_factory.mktemp("template")
     code = root / "code"
-    copy_project(code, CHANGES)
+    copy_project(code, CHANGES, [*MODULES, "cifar10_pack.py"], renamed=RENAMED)
+    shutil.copytree(
+        pathlib.Path(ROOT, "harness"),
+        code / "harness",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     written = fake_cifar.write_dataset(
         str(root / "data"), records_per_file=250, test_records=100, size=16,
         num_classes=5, class_names=NAMES, folder="fruit-batches",
@@ -115,13 +146,17 @@ def template(tmp_path_factory):
         ("cifar10_classify.py", *common, checkpoints,
          "--export_dir=%s" % (root / "export"), "--top_k=5",
          str(root / "small.png"), str(root / "large.jpg")),
+        *[(binary, "--help") for binary in BINARIES],
+        root=code,
     )  # fmt: skip
-    trained, scored, failed, classified = runs
+    trained, scored, failed, classified, *helps = runs
     assert trained.returncode == 0, trained.stderr
     assert "Filling queue with 200 FRUIT-5 images" in trained.stdout  # 40% of 500
     return dict(
-        root=root, broken=broken, scored=scored, failed=failed, classified=classified
-    )
+        root=root, code=code, broken=broken, runs=runs, scored=scored,
+        failed=failed, classified=classified,
+        helps=dict(zip(BINARIES, helps, strict=True)),
+    )  # fmt: skip
 
 
 @pytest.mark.slow
@@ -195,3 +230,24 @@ def test_images_of_another_size_need_only_the_image_size(tmp_path):
     assert re.findall(r"^  ([a-z]+) +\d+ +[01]\.\d{3}$", table, re.M) == names
     records = (tmp_path / "data" / "cifar-10-batches-bin" / "test_batch.bin").stat()
     assert records.st_size == int(match[2]) * (1 + 16 * 16 * 3)
+
+
+@pytest.mark.slow
+def test_the_copy_speaks_of_its_own_data_set_only(template):
+    code = template["code"]
+    assert not (code / "cifar10.py").exists() and (code / "flowers.py").exists()
+    assert not (code / "cifar10_input.py").exists()
+    # support/ is as it is here: nothing in it names the template's modules.
+    for path in (code / "support").glob("*.py"):
+        assert (
+            path.read_bytes() == pathlib.Path(ROOT, "support", path.name).read_bytes()
+        )
+    for binary, shown in template["helps"].items():
+        assert shown.returncode == 0, shown.stderr
+        assert "--data_dir" in shown.stdout, binary
+        assert not CIFAR10_WORDS.findall(shown.stdout), (binary, shown.stdout)
+    assert "the 100 test images of FRUIT-5" in " ".join(
+        template["helps"]["cifar10_eval.py"].stdout.split()
+    )
+    for run in template["runs"]:
+        assert not CIFAR10_WORDS.findall(run.stdout + run.stderr), run
