@@ -95,7 +95,7 @@ class TrainDir:
         self.checkpoint = None
         self._chief = chief
         self._held = contextlib.ExitStack()
-        self._saver_hook = None
+        self._saving = None
 
     def __enter__(self):
         if self._chief:
@@ -113,7 +113,7 @@ class TrainDir:
         with self._held:  # the lock goes last
             if self._chief and _disk_full(error):
                 _remove_temporaries(self.path)  # the half-written save
-                saving = self._saver_hook.saving if self._saver_hook else None
+                saving = self._saving.step if self._saving else None
                 raise _disk_full_error(self.path, saving) from None
 
     def reached(self, max_steps):
@@ -149,7 +149,7 @@ class TrainDir:
         """
         if self.checkpoint:
             _check_resumable(self.checkpoint)
-        saver = _saver(self.path, self.checkpoint)
+        saver = _Saver(self.path, self.checkpoint)
         return tf.compat.v1.train.Scaffold(summary_op=summary_op, saver=saver)
 
     def saving_hooks(self, scaffold):
@@ -161,13 +161,15 @@ class TrainDir:
             if FLAGS.save_checkpoint_secs
             else dict(save_steps=FLAGS.save_checkpoint_steps)
         )
-        resumed = checkpoints.step(self.checkpoint) if self.checkpoint else None
-        self._saver_hook = _SaverHook(self.path, resumed, scaffold=scaffold, **every)
+        self._saving = _Saving()
+        saver = tf.compat.v1.train.CheckpointSaverHook(
+            self.path, scaffold=scaffold, listeners=[self._saving], **every
+        )
         summaries = tf.compat.v1.train.SummarySaverHook(
             save_steps=FLAGS.save_summaries_steps, output_dir=self.path,
             scaffold=scaffold,
         )  # fmt: skip
-        return [summaries, self._saver_hook]
+        return [summaries, saver]
 
     def report(self, progress, stopped_by):
         """The last lines of a run: where it stopped, and what was saved."""
@@ -240,53 +242,57 @@ def _check_resumable(checkpoint):
         )
 
 
-def _saver(train_dir, checkpoint):
-    """The saver of a run that resumes from checkpoint (or None): it counts
-    the run's earlier checkpoints among the --keep_checkpoints it keeps, as
-    if the run had never stopped."""
-    saver = tf.compat.v1.train.Saver(
-        max_to_keep=FLAGS.keep_checkpoints,
-        # One file, written by this process: on a cluster the chief then
-        # writes the whole checkpoint on its own machine, rather than each
-        # parameter server its part on its own.
-        sharded=False,
-        # Relative paths in the 'checkpoint' file keep a moved or renamed
-        # train_dir usable.
-        save_relative_paths=True,
-    )
-    if checkpoint:
-        step = checkpoints.step(checkpoint)
-        earlier = [
-            path
-            for path in checkpoints.candidates(train_dir)
-            if checkpoints.step(path) <= step
-        ]
-        saver.recover_last_checkpoints(earlier[::-1])
-    return saver
+class _Saver(tf.compat.v1.train.Saver):
+    """The saver of a run that resumes from checkpoint (or None).
 
-
-class _SaverHook(tf.compat.v1.train.CheckpointSaverHook):
-    """CheckpointSaverHook, but for the step a run resumes from, and it says
-    which step it is saving (for the message of a full disk).
-
-    CheckpointSaverHook saves the starting step as soon as the session is
-    made. When that step is on disk already, saving it again would only take
-    time, and end the run at once on a disk with less room than a
-    checkpoint.
+    It counts the run's earlier checkpoints among the --keep_checkpoints it
+    keeps, as if the run had never stopped. And it does not save again the
+    step the run resumes from: CheckpointSaverHook saves the starting step
+    as soon as the session is made, and when that step is on disk already,
+    saving it again would only take time, and end the run at once on a disk
+    with less room than a checkpoint.
     """
 
-    def __init__(self, checkpoint_dir, on_disk, **kwargs):
-        super().__init__(checkpoint_dir, **kwargs)
-        self._on_disk = on_disk
-        self.saving = None
+    def __init__(self, train_dir, checkpoint):
+        super().__init__(
+            max_to_keep=FLAGS.keep_checkpoints,
+            # One file, written by this process: on a cluster the chief then
+            # writes the whole checkpoint on its own machine, rather than
+            # each parameter server its part on its own.
+            sharded=False,
+            # Relative paths in the 'checkpoint' file keep a moved or renamed
+            # train_dir usable.
+            save_relative_paths=True,
+        )
+        # The step on disk that a save need not write again.
+        self._resumed = checkpoints.step(checkpoint) if checkpoint else None
+        if checkpoint:
+            step = checkpoints.step(checkpoint)
+            earlier = [
+                path
+                for path in checkpoints.candidates(train_dir)
+                if checkpoints.step(path) <= step
+            ]
+            self.recover_last_checkpoints(earlier[::-1])
 
-    def _save(self, session, step):
-        if step == self._on_disk:
-            return False  # no reason to stop
-        self.saving = step
-        should_stop = super()._save(session, step)
-        self.saving = None
-        return should_stop
+    def save(self, sess, save_path, global_step=None, **kwargs):
+        if global_step is not None and global_step == self._resumed:
+            return "%s-%d" % (save_path, global_step)  # there already
+        return super().save(sess, save_path, global_step=global_step, **kwargs)
+
+
+class _Saving(tf.compat.v1.train.CheckpointSaverListener):
+    """Knows which step is being saved, while it is (for the message of a
+    full disk)."""
+
+    def __init__(self):
+        self.step = None
+
+    def before_save(self, session, global_step_value):
+        self.step = global_step_value
+
+    def after_save(self, session, global_step_value):
+        self.step = None
 
 
 def _set_aside(train_dir):

@@ -1,11 +1,16 @@
 """Importing any module of the project changes nothing in the process: no
 signal handler, no environment variable, no thread, no entry of sys.modules
-but the imported modules' own."""
+but the imported modules' own. And the project uses TensorFlow's public API
+alone."""
 
+import ast
+import glob
 import json
 import os
 import subprocess
 import sys
+
+import tensorflow as tf
 
 from harness.procs import ROOT
 
@@ -26,6 +31,7 @@ MODULES = [
     "support.checkpoints",
     "support.training",
     "support.download",
+    "support.images",
     "support.cluster",
     "support.distributed",
 ]
@@ -66,3 +72,95 @@ def test_importing_a_module_changes_nothing_in_the_process():
     assert result.returncode == 0, result.stderr
     before, after = json.loads(result.stdout.splitlines()[-1])
     assert after == before
+
+
+def private_uses(source):
+    """The places in Python source that reach into TensorFlow's private
+    parts: an attribute of tf (or tensorflow) beginning with _, a module
+    under tensorflow.python, or a method beginning with _ that a subclass of
+    a TensorFlow class defines where that class has one (an override of its
+    private method).
+
+    Returns:
+      ["line N: what", ...].
+    """
+
+    def dotted(node):
+        parts = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if isinstance(node, ast.Name):
+            return ".".join([node.id, *reversed(parts)])
+        return None
+
+    def private(name):
+        parts = name.split(".")
+        return any(p.startswith("_") and not p.startswith("__") for p in parts)
+
+    def tensorflow_class(node):
+        name = dotted(node) or ""
+        if name.split(".")[0] not in ("tf", "tensorflow"):
+            return None
+        found = tf
+        for part in name.split(".")[1:]:
+            found = getattr(found, part, None)
+        return found
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        name = dotted(node) if isinstance(node, ast.Attribute) else None
+        if name and name.split(".")[0] in ("tf", "tensorflow") and private(name):
+            found.append("line %d: %s" % (node.lineno, name))
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules = (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            )
+            if isinstance(node, ast.ImportFrom):
+                modules.append(node.module or "")
+            for module in modules:
+                if module.startswith("tensorflow.python") or (
+                    module.startswith("tensorflow") and private(module)
+                ):
+                    found.append("line %d: import %s" % (node.lineno, module))
+        if isinstance(node, ast.ClassDef):
+            bases = [tensorflow_class(base) for base in node.bases]
+            for item in node.body:
+                if (
+                    isinstance(item, ast.FunctionDef)
+                    and private(item.name)
+                    and any(hasattr(base, item.name) for base in bases if base)
+                ):
+                    found.append(
+                        "line %d: %s overrides %s" % (item.lineno, node.name, item.name)
+                    )
+    return sorted(found, key=lambda line: int(line.split()[1].rstrip(":")))
+
+
+def test_the_project_uses_only_tensorflows_public_api():
+    found = {}
+    for path in sorted(glob.glob(os.path.join(ROOT, "**", "*.py"), recursive=True)):
+        if os.sep + "." in os.path.relpath(path, ROOT):
+            continue  # virtual environments
+        with open(path) as f:
+            uses = private_uses(f.read())
+        if uses:
+            found[os.path.relpath(path, ROOT)] = uses
+    assert found == {}
+    # What it finds.
+    assert private_uses(
+        "import tensorflow as tf\n"
+        "from tensorflow.python.ops import gen_nn_ops\n"
+        "x = tf.compat.v1.train._private\n"
+        "class Hook(tf.compat.v1.train.CheckpointSaverHook):\n"
+        "    def _save(self, session, step):\n"
+        "        pass\n"
+        "    def _mine(self):\n"
+        "        pass\n"
+        "    def __init__(self):\n"
+        "        self._mine = tf.constant(1)\n"
+    ) == [
+        "line 2: import tensorflow.python.ops",
+        "line 3: tf.compat.v1.train._private",
+        "line 5: Hook overrides _save",
+    ]
