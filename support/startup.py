@@ -30,6 +30,8 @@ import os
 import signal
 import sys
 
+from support import loading
+
 # TensorFlow's environment defaults; a value the user set wins.
 TENSORFLOW_DEFAULTS = {
     # Keep TensorFlow's C++ chatter quiet.
@@ -64,10 +66,13 @@ def set_tensorflow_defaults():
 
 
 def before_tensorflow():
-    """A binary's first call: TensorFlow's environment defaults, and a
-    Ctrl+C or SIGTERM while TensorFlow loads ends the process with
-    "Interrupted." rather than a traceback from deep inside its import."""
+    """A binary's first call: TensorFlow's environment defaults, the lines
+    it logs while it loads held to what TF_CPP_MIN_LOG_LEVEL asks (until
+    run(); see support/loading.py), and a Ctrl+C or SIGTERM while it loads
+    ends the process with "Interrupted." rather than a traceback from deep
+    inside its import."""
     set_tensorflow_defaults()
+    loading.hold()
     for signum in STOP_SIGNALS:
         signal.signal(signum, _quit_while_loading)
 
@@ -88,6 +93,10 @@ def run(main, *user_errors):
     # The binary has loaded TensorFlow by now, after before_tensorflow().
     import tensorflow as tf  # noqa: PLC0415
     from absl import app  # noqa: PLC0415
+
+    # The first list of devices is the last of TensorFlow's loading lines.
+    tf.config.list_physical_devices()
+    loading.release()
 
     asked = help_asked(sys.argv)
     if asked is not None:

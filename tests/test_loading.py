@@ -1,0 +1,119 @@
+"""A quiet start: the lines TensorFlow logs as it loads are held to what
+TF_CPP_MIN_LOG_LEVEL asks (support/loading.py), and anything else it or
+Python writes meanwhile reaches the user unchanged, even from a process
+that dies."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from harness.procs import ROOT, run_binary
+from helpers import LOG_LINE, PRECISION, train_flags
+
+# What TensorFlow 2.21 writes as it loads on a machine without a GPU,
+# whatever TF_CPP_MIN_LOG_LEVEL says, and the lines around it that must stay.
+NOISE = [
+    "WARNING: All log messages before absl::InitializeLog() is called are written "
+    "to STDERR",
+    "I0000 00:00:1796180238.340871    2914 port.cc:153] oneDNN custom operations "
+    "are on. You may see slightly different numerical results.",
+    "I0000 00:00:1796180238.341299    2914 cudart_stub.cc:31] Could not find cuda "
+    "drivers on your machine, GPU will not be used.",
+    "W0000 00:00:1796180238.341300    2914 some.cc:12] a warning below the level",
+    "I0000 00:00:1796180238.469850    3461 cpu_feature_guard.cc:227] This "
+    "TensorFlow binary is optimized to use available CPU instructions.",
+    "To enable the following instructions: AVX2 AVX512F FMA, in other operations, "
+    "rebuild TensorFlow with the appropriate compiler flags.",
+    "E0000 00:00:1796180240.666255    2914 cuda_platform.cc:52] failed call to "
+    "cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)",
+]
+KEPT = [
+    "E0000 00:00:1796180240.666300    2914 loader.cc:9] a real error while loading",
+    "ImportError: libcudnn.so.9: cannot open shared object file",
+    "a line of its own",
+]
+
+# A binary's start, with lines written as TensorFlow writes them (to file
+# descriptor 2), then what it writes after the loading, or how it dies.
+START = (
+    """
+import os, signal, sys
+sys.path.insert(0, %r)
+from support import loading
+loading.hold()
+for line in sys.argv[2:]:
+    os.write(2, line.encode() + b"\\n")
+print("to stdout", flush=True)
+if sys.argv[1] == "dies":
+    os.kill(os.getpid(), signal.SIGKILL)
+loading.release()
+sys.stderr.write("after the loading\\n")
+"""
+    % ROOT
+)
+
+
+def start(ending, lines, level="2"):
+    return subprocess.run(
+        [sys.executable, "-c", START, ending, *lines],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": level},
+        timeout=60,
+    )
+
+
+def test_loading_lines_below_the_level_are_dropped_and_the_rest_kept():
+    mixed = [KEPT[0], *NOISE[:4], KEPT[1], *NOISE[4:], KEPT[2]]
+    result = start("lives", mixed)
+    assert result.returncode == 0
+    assert result.stdout == "to stdout\n"
+    assert result.stderr.splitlines() == [*KEPT, "after the loading"]
+    # Asked for everything, it gets everything.
+    result = start("lives", mixed, level="0")
+    assert result.stderr.splitlines() == [*mixed, "after the loading"]
+
+
+def test_a_process_that_dies_while_loading_still_has_its_last_words_shown():
+    result = start("dies", [*NOISE, *KEPT])
+    assert result.returncode == -9
+    assert result.stderr.splitlines() == KEPT
+
+
+# The lines the binaries write on a healthy run.
+OWN_LINES = [
+    LOG_LINE,
+    PRECISION,
+    re.compile(r"^Filling queue with \d+ CIFAR-10 images before starting to train\. "
+               r"This takes a few seconds\.$"),
+    re.compile(r"^Input queue filled; the first step took \d+\.\d s\.$"),
+    re.compile(r"^Done: step \d+; checkpoint saved in .+\.$"),
+    re.compile(r"^  class +images +recall$"),
+    re.compile(r"^  \w+ +\d+ +[01]\.\d{3}$"),
+    re.compile(r"^  Most confused: .+$"),
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_healthy_run_prints_the_tutorials_lines_only(dataset, tmp_path):
+    trained = run_binary(
+        "cifar10_train.py", *train_flags(dataset, tmp_path / "train", "--max_steps=20")
+    )
+    scored = run_binary(
+        "cifar10_eval.py", "--data_dir=%s" % dataset["root"],
+        "--checkpoint_dir=%s" % (tmp_path / "train"),
+        "--eval_dir=%s" % (tmp_path / "eval"), "--run_once", "--batch_size=100",
+    )  # fmt: skip
+    for result in (trained, scored):
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == ""
+        odd = [
+            line
+            for line in result.stdout.splitlines()
+            if not any(pattern.match(line) for pattern in OWN_LINES)
+        ]
+        assert odd == []
+    assert PRECISION.search(scored.stdout)
