@@ -29,6 +29,49 @@ PRECISION = re.compile(
     re.MULTILINE,
 )
 
+# The lines the binaries print, by what they say: what the README quotes
+# must have one of these forms, and so must what the binaries print.
+FORMS = {
+    "step": LOG_LINE,
+    "precision": PRECISION,
+    "queue": re.compile(
+        r"^Filling queue with \d+ [\w-]+ images before starting to train\. This "
+        r"takes a few seconds\.$"
+    ),
+    "first step": re.compile(r"^Input queue filled; the first step took \d+\.\d s\.$"),
+    "done": re.compile(r"^Done: step \d+; checkpoint saved in .+\.$"),
+    "signal": re.compile(
+        r"^SIG(INT|TERM): stopping after this step and saving a checkpoint \(send "
+        r"it again to quit at once\)\.$"
+    ),
+    "stopped": re.compile(
+        r"^Stopped by SIG(INT|TERM) at step \d+; checkpoint saved "
+        r"in .+\.$"
+    ),
+    "table head": re.compile(r"^  class +images +recall$"),
+    "table row": re.compile(r"^  [\w ]+? +\d+ +[01]\.\d{3}$"),
+    "confused": re.compile(
+        r"^  Most confused: .+ taken for .+ \(\d+\)(, .+ taken for .+ \(\d+\))*$"
+    ),
+    "classified": re.compile(r"^[^:]+: \w+ [01]\.\d{3}(, \w+ [01]\.\d{3})*$"),
+    "packed": re.compile(
+        r"^Packed \d+ training and \d+ test images of \d+ classes into .+ "
+        r"\(\d+\.\d s, \d+ images/sec\)\.$"
+    ),
+    "skipped": re.compile(r"^Skipped \d+ (file|image|link|folder)\(s\) .+\.$"),
+    "listed": re.compile(r"^Each file skipped is listed in .+\.skipped\.txt\.$"),
+    "ignored": re.compile(
+        r"^Ignored \d+ file\(s\) not named as images \(.+\): \d+ .+\.( Images in "
+        r".+ are not read: convert them to JPEG or PNG to pack them\.)?$"
+    ),
+}
+
+
+def form(line):
+    """The name of the form of a line the binaries print, or None."""
+    return next((name for name, p in FORMS.items() if p.match(line)), None)
+
+
 # Small and quick settings for the binaries' end-to-end runs.
 FAST_FLAGS = ["--batch_size=32", "--min_queue_examples=300"]
 

@@ -22,6 +22,7 @@ from helpers import (
     evaluate,
     finish_cleanly,
     first_step,
+    form,
     logged_steps,
     run_here,
     train_flags,
@@ -89,6 +90,8 @@ def test_async_workers_survive_signals_and_restarts_and_the_chief_checkpoint_sco
         ps.send_signal(signal.SIGCONT)
     assert code == 130, out
     assert "SIGINT again: exiting now, without a checkpoint." in out
+    # The first signal's line, in the form the README quotes.
+    assert "signal" in [form(line) for line in out.splitlines()], out
     last = checkpoint_step(cluster.train_dir)
 
     # The chief comes back from its newest checkpoint, and the other worker,
@@ -104,6 +107,7 @@ def test_async_workers_survive_signals_and_restarts_and_the_chief_checkpoint_sco
     code, out = finish_cleanly(chief)
     assert code == 0, out
     stopped = int(re.search(r"Stopped by SIGINT at step (\d+);", out).group(1))
+    assert "stopped" in [form(line) for line in out.splitlines()], out
     assert stopped >= seen
     assert checkpoint_step(cluster.train_dir) == stopped
     # The other worker goes on without it, until SIGTERM.

@@ -1,0 +1,212 @@
+"""The README cannot drift: every command of its bash blocks is run here, in
+the README's order, against the tests' own small data and with short runs,
+or it is in NOT_RUN with the reason; every flag of every command is one its
+binary takes; and each log line it quotes has a form the binaries print
+(helpers.FORMS), which the runs here print too.
+
+A command is changed only in adapt(), in view: its absolute paths moved
+under the test's folder, the tests' data set where it names none, and the
+flags in SHORTER, which only shorten a run.
+"""
+
+import importlib
+import os
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+from PIL import Image
+
+from harness import fake_cifar
+from harness.procs import ROOT, run_one_after_another
+from helpers import form
+
+README = pathlib.Path(ROOT, "README.md")
+
+# The commands that are not run here, and why (each still has its flags
+# checked against its binary's).
+NOT_RUN = {
+    "python3 -m venv .venv": "makes a virtual environment: CI's .ci/run does",
+    ". .venv/bin/activate": "a shell's own setting",
+    "pip install -r requirements.txt": "installs from the internet: CI's .ci/run "
+    "does, in a fresh virtual environment",
+    "python cifar10_train.py": "downloads CIFAR-10 (170 MB) from the internet; the "
+    "download itself is tested from archives served here (tests/test_download.py)",
+    "python -m pytest -q": "the test suite itself, which CI runs",
+    'python -m pytest -q -m "not slow"': "the test suite itself",
+    "tensorboard --logdir /tmp/cifar10": "a server that runs until stopped: "
+    "tests/test_tensorboard.py starts one on training's folders",
+    "tensorboard --logdir /train --bind_all": "a server in a cluster's pod",
+    "docker run -p 8501:8501 -e MODEL_NAME=cifar10 --mount type=bind,source=/tmp/"
+    "cifar10/export,target=/models/cifar10 tensorflow/serving": "needs Docker and "
+    "the TensorFlow Serving image",
+    'curl -d "{\\"instances\\": [{\\"image_bytes\\": {\\"b64\\": \\"$(base64 -w0 '
+    'cat.jpg)\\"}}]}" http://localhost:8501/v1/models/cifar10:predict': "asks the "
+    "TensorFlow Serving server above",
+    "python benchmarks/benchmark.py": "measures for about 10 minutes; "
+    "tests/test_cleanup.py runs its main() measuring nothing",
+    "python cifar10_eval.py --checkpoint_dir=/train --eval_dir=/train/eval": "the "
+    "folder of a cluster's chief in a Kubernetes pod; the same evaluation runs on "
+    "/tmp/cifar10/train",
+}
+# And the tasks of a cluster, which run at once, on ports or hosts of their
+# own: tests/test_cluster.py runs such clusters on this machine.
+CLUSTER_TASK = re.compile(r"--job_name=")
+
+
+def not_run(command):
+    """Why a command of the README is not run here, or None."""
+    if CLUSTER_TASK.search(command):
+        return "a task of a cluster"
+    return NOT_RUN.get(command)
+
+
+# Flags that only shorten a run, added where a command does not set them.
+SHORTER = {
+    "cifar10_train.py": [
+        "--max_steps=20", "--batch_size=32", "--min_queue_examples=300",
+    ],
+    "cifar10_multi_gpu_train.py": [
+        "--max_steps=30", "--batch_size=16", "--min_queue_examples=300",
+    ],
+    "cifar10_eval.py": ["--run_once", "--batch_size=100"],
+}  # fmt: skip
+
+
+def code_blocks():
+    """[(language, text)] of the README's fenced blocks, in order."""
+    blocks, language, lines = [], None, []
+    for line in README.read_text().splitlines():
+        if line.startswith("```"):
+            if language is None:
+                language, lines = line[3:].strip(), []
+            else:
+                blocks.append((language, "".join(x + "\n" for x in lines)))
+                language = None
+        elif language is not None:
+            lines.append(line)
+    return blocks
+
+
+def readme_commands():
+    """[(block, command)] of the README's bash blocks, in order: lines
+    continued with \\ joined, comments dropped, commands joined by && split,
+    and NAME="..." settings put where $NAME stands."""
+    found = []
+    blocks = [text for language, text in code_blocks() if language == "bash"]
+    for number, block in enumerate(blocks):
+        settings = {}
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s+#[^\"]*$", "", line).strip()
+            line = re.sub(r"\s+", " ", line)
+            setting = re.fullmatch(r'(\w+)="([^"]*)"', line)
+            if setting:
+                settings[setting[1]] = setting[2]
+                continue
+            for name, value in settings.items():
+                line = line.replace("$" + name, value)
+            found += [(number, part.strip()) for part in line.split(" && ") if part]
+    return found
+
+
+def binary_of(command):
+    """The project's binary a command runs, and its arguments; or None."""
+    words = shlex.split(command)
+    if len(words) > 1 and words[0] == "python" and words[1].startswith("cifar10"):
+        return words[1], words[2:]
+    return None
+
+
+def adapt(args, script, folder, data):
+    """A command's arguments as they run here: absolute paths under folder,
+    the tests' data set where it names no --data_dir, and SHORTER."""
+    args = [re.sub(r"(^|=)/", lambda m: m[1] + str(folder) + "/", arg) for arg in args]
+    named = {arg.split("=")[0] for arg in args}
+    if "--data_dir" not in named and script != "cifar10_classify.py":
+        args.append("--data_dir=%s" % data)
+    return args + [f for f in SHORTER.get(script, []) if f.split("=")[0] not in named]
+
+
+def test_every_flag_of_every_command_is_its_binarys():
+    for _, command in readme_commands():
+        found = binary_of(command)
+        if not found:
+            continue
+        script, args = found
+        module = importlib.import_module(script[: -len(".py")])
+        own = {f.name for f in flags.FLAGS.get_key_flags_for_module(module)}
+        for arg in args:
+            if arg.startswith("--"):
+                name = arg[2:].split("=")[0]
+                assert name in own or (name[:2] == "no" and name[2:] in own), (
+                    command,
+                    name,
+                )
+        with flagsaver.flagsaver():
+            flags.FLAGS([script, *args])  # every value parses
+
+
+def test_the_log_lines_it_quotes_have_the_binaries_forms():
+    quoted = [text for language, text in code_blocks() if not language]
+    lines = [
+        line
+        for block in quoted
+        if not block.startswith("photos/")  # a folder's layout
+        for line in block.splitlines()
+        if line.strip() not in ("", "...")
+    ]
+    assert len(lines) > 10
+    assert [line for line in lines if not form(line)] == []
+    forms = {form(line) for line in lines}
+    assert {"step", "precision", "signal", "stopped", "classified", "packed"} <= forms
+
+
+@pytest.mark.slow
+def test_its_commands_run_as_it_gives_them(dataset, tmp_path):
+    folder = tmp_path / "here"
+    folder.mkdir()
+    # What the commands name: images to classify, and a folder to pack.
+    images = dataset["test"][1]
+    fake_cifar.write_png(folder / "ship.png", images[1])
+    Image.fromarray(images[0]).save(folder / "cat.jpg")
+    Image.fromarray(images[2]).save(folder / "new_photo.jpg")
+    (folder / "photos" / "lake").mkdir(parents=True)
+    Image.fromarray(images[3]).save(folder / "photos" / "lake" / "boat.jpg")
+    fake_cifar.write_image_folders(str(folder / "photos"), ["cat", "dog"], 20)
+
+    runs = []
+    for number, command in readme_commands():
+        found = binary_of(command)
+        if not_run(command):
+            continue
+        if found:
+            script, args = found
+            runs.append((script, *adapt(args, script, tmp_path, dataset["root"])))
+        elif command.startswith("ruff "):
+            done = subprocess.run(
+                [os.path.join(os.path.dirname(sys.executable), "ruff"),
+                 *shlex.split(command)[1:]],
+                cwd=ROOT, capture_output=True, text=True,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stdout + done.stderr
+        else:
+            pytest.fail(
+                "block %d: %r is neither run nor in NOT_RUN" % (number, command)
+            )
+    # Not run: the two clusters of three tasks, and the others' reasons.
+    commands = [command for _, command in readme_commands()]
+    assert [not_run(c) for c in commands].count("a task of a cluster") == 6
+    assert set(NOT_RUN) <= set(commands)  # what it lists is still in the README
+    results = run_one_after_another(folder, *runs, root=ROOT)
+    printed = set()
+    for run, result in zip(runs, results, strict=True):
+        assert result.returncode == 0, (run, result.stdout, result.stderr)
+        printed |= {form(line) for line in result.stdout.splitlines()}
+    assert {"step", "done", "precision", "table row", "classified", "packed"} <= printed
+    assert (tmp_path / "tmp" / "cifar10" / "export").is_dir()
+    assert (tmp_path / "tmp" / "pets_train").is_dir()
