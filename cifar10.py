@@ -20,6 +20,7 @@ import functools
 import os
 import re
 
+import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
@@ -219,6 +220,48 @@ def inputs(eval_data):
     return tf.cast(images, _float_type()), labels
 
 
+def lrn(x, depth_radius, bias, alpha, beta, name):
+    """tf.nn.lrn (local response normalization across channels), with the
+    same gradient computed faster.
+
+    TensorFlow's gradient kernel for it loops over the window of channels
+    for every value, and took a fifth of the training step (a quarter in
+    bfloat16): three times its forward pass. With y = x * n**-beta, where
+    n = bias + alpha * (the sum of x**2 over the window), the gradient is
+
+        dx = dy * n**-beta - 2 * alpha * beta * x * window(dy * y / n)
+
+    and a sum over a window of channels is a product with a band matrix of
+    ones: a small matrix product, which oneDNN runs fast (in bfloat16 under
+    --mixed_precision=bf16). It equals TensorFlow's to float32 rounding.
+    """
+
+    @tf.custom_gradient
+    def normalize(x):
+        y = tf.nn.lrn(x, depth_radius, bias=bias, alpha=alpha, beta=beta, name=name)
+
+        def gradient(dy):
+            depth = x.shape[-1]
+            near = np.abs(np.arange(depth)[:, None] - np.arange(depth)) <= depth_radius
+            band = tf.constant(near, x.dtype)
+
+            def window(t):
+                flat = tf.matmul(tf.reshape(t, [-1, depth]), band)
+                return tf.reshape(flat, tf.shape(t))
+
+            n = bias + alpha * window(tf.square(x))
+            if beta == 0.75:  # the tutorial's: two square roots, not a pow
+                inverse = tf.math.rsqrt(n)
+                n_beta = inverse * tf.sqrt(inverse)
+            else:
+                n_beta = tf.pow(n, -beta)
+            return dy * n_beta - 2 * alpha * beta * x * window(dy * y / n)
+
+        return y, gradient
+
+    return normalize(x)
+
+
 def inference(images, num_classes=NUM_CLASSES):
     """The network: two convolution blocks, two hidden layers, linear output.
 
@@ -245,7 +288,7 @@ def inference(images, num_classes=NUM_CLASSES):
     pool1 = tf.nn.max_pool2d(
         conv1, ksize=[1, 3, 3, 1], strides=[1, 2, 2, 1], padding="SAME", name="pool1"
     )
-    norm1 = tf.nn.lrn(pool1, 4, bias=1.0, alpha=0.001 / 9.0, beta=0.75, name="norm1")
+    norm1 = lrn(pool1, 4, bias=1.0, alpha=0.001 / 9.0, beta=0.75, name="norm1")
 
     with tf.compat.v1.variable_scope("conv2") as scope:
         kernel = _variable_with_weight_decay(
@@ -257,7 +300,7 @@ def inference(images, num_classes=NUM_CLASSES):
         _activation_summary(conv2)
 
     # Here the normalization comes before the pooling.
-    norm2 = tf.nn.lrn(conv2, 4, bias=1.0, alpha=0.001 / 9.0, beta=0.75, name="norm2")
+    norm2 = lrn(conv2, 4, bias=1.0, alpha=0.001 / 9.0, beta=0.75, name="norm2")
     pool2 = tf.nn.max_pool2d(
         norm2, ksize=[1, 3, 3, 1], strides=[1, 2, 2, 1], padding="SAME", name="pool2"
     )

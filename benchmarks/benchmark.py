@@ -37,8 +37,12 @@ measures, in this one run:
       the same with TensorFlow's fast JPEG decoding (in turns); then its peak
       memory on a folder of 2 GB files and a 16000x16000 PNG.
 
+  (m) the training step on a batch in memory with TensorFlow's LRN gradient
+      and with cifar10.lrn()'s, in turns, in float32 and (where native)
+      bfloat16.
+
 --only picks some of the groups: training (a, b, c, e, f), eval (d),
-scaling (g, h), using (i), bf16 (j), packing (k).
+scaling (g, h), using (i), bf16 (j), packing (k), startup (l), lrn (m).
 
 Each rate is the median of several windows after a warm-up. The machine is
 shared and noisy, so the figures that matter are the ratios of two rates
@@ -47,6 +51,7 @@ A table goes to stdout, everything to --json.
 """
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import pathlib
@@ -59,6 +64,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -91,7 +97,7 @@ flags.DEFINE_string(
 )
 flags.DEFINE_list(
     "only",
-    ["training", "eval", "scaling", "using", "bf16", "packing", "startup"],
+    ["training", "eval", "scaling", "using", "bf16", "packing", "startup", "lrn"],
     "The groups to measure.",
 )
 
@@ -153,6 +159,20 @@ ROWS = [
         "pack_hostile_peak_rss_mb",
         "%.0f MB",
     ),
+    (
+        "(m) training step, TensorFlow's LRN gradient",
+        "lrn_float32_tensorflow",
+        "%.0f examples/sec",
+    ),
+    ("(m) the same, cifar10.lrn()'s", "lrn_float32_ours", "%.0f examples/sec"),
+    ("    ours/TensorFlow's", "lrn_float32_ratio", "%.3f"),
+    (
+        "(m) bf16 step, TensorFlow's LRN gradient",
+        "lrn_bf16_tensorflow",
+        "%.0f examples/sec",
+    ),
+    ("(m) the same, cifar10.lrn()'s", "lrn_bf16_ours", "%.0f examples/sec"),
+    ("    ours/TensorFlow's", "lrn_bf16_ratio", "%.3f"),
     ("(l) cifar10_train.py --help", "help_secs", "%.2f s"),
     ("(l) importing TensorFlow alone", "import_tf_secs", "%.2f s"),
     ("    --help/import", "help_ratio", "%.3f"),
@@ -174,19 +194,68 @@ def median_rate(run_once, examples_per_run, windows, runs_per_window, warmup):
 
 def training_ceiling(windows, steps, mixed_precision="off"):
     """(a): the training step on one constant batch, no input pipeline."""
+    with training_step(mixed_precision) as step:
+        return median_rate(step, FLAGS.batch_size, windows, steps, warmup=5)
+
+
+@contextlib.contextmanager
+def training_step(mixed_precision="off", lrn=None):
+    """A function that runs one training step on one constant batch, in a
+    graph and session of its own.
+
+    Args:
+      mixed_precision: as the flag.
+      lrn: the local response normalization to build the model with, in
+        place of cifar10.lrn().
+    """
     rng = np.random.default_rng(0)
     batch = FLAGS.batch_size
-    with flagsaver.flagsaver(mixed_precision=mixed_precision), tf.Graph().as_default():
-        global_step = tf.compat.v1.train.get_or_create_global_step()
-        images = tf.constant(rng.normal(size=(batch, 24, 24, 3)), tf.float32)
-        labels = tf.constant(rng.integers(0, 10, batch), tf.int32)
-        loss = cifar10.loss(cifar10.inference(images), labels)
-        train_op = cifar10.train(loss, global_step)
-        with tf.compat.v1.Session(config=cifar10.session_config()) as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            return median_rate(
-                lambda: sess.run(train_op), batch, windows, steps, warmup=5
-            )
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(flagsaver.flagsaver(mixed_precision=mixed_precision))
+        stack.enter_context(tf.Graph().as_default())
+        # The model is built with it; the function is put back at once.
+        with mock.patch.object(cifar10, "lrn", lrn or cifar10.lrn):
+            global_step = tf.compat.v1.train.get_or_create_global_step()
+            images = tf.constant(rng.normal(size=(batch, 24, 24, 3)), tf.float32)
+            labels = tf.constant(rng.integers(0, 10, batch), tf.int32)
+            loss = cifar10.loss(cifar10.inference(images), labels)
+            train_op = cifar10.train(loss, global_step)
+        sess = stack.enter_context(
+            tf.compat.v1.Session(config=cifar10.session_config())
+        )
+        sess.run(tf.compat.v1.global_variables_initializer())
+        yield lambda: sess.run(train_op)
+
+
+def tensorflows_lrn(x, depth_radius, bias, alpha, beta, name):
+    """tf.nn.lrn with TensorFlow's own gradient, as the tutorial had it."""
+    return tf.nn.lrn(x, depth_radius, bias=bias, alpha=alpha, beta=beta, name=name)
+
+
+def measure_lrn(windows, steps):
+    """(m): the training step with TensorFlow's LRN gradient and with
+    cifar10.lrn()'s, their windows in turns, in float32 and, where the
+    processor has it natively, bfloat16."""
+    native = cifar10.native_bfloat16()
+    figures = {}
+    for mixed_precision in ["off"] + (["bf16"] if native else []):
+        print(
+            "(m) LRN gradients, --mixed_precision=%s ..." % mixed_precision, flush=True
+        )
+        with (
+            training_step(mixed_precision, tensorflows_lrn) as theirs,
+            training_step(mixed_precision) as ours,
+        ):
+            rates = {"theirs": [], "ours": []}
+            for _ in range(windows):
+                for name, step in (("theirs", theirs), ("ours", ours)):
+                    rate = median_rate(step, FLAGS.batch_size, 1, steps, warmup=2)
+                    rates[name].append(rate)
+        key = "lrn_" + ("float32" if mixed_precision == "off" else "bf16")
+        figures[key + "_tensorflow"] = statistics.median(rates["theirs"])
+        figures[key + "_ours"] = statistics.median(rates["ours"])
+        figures[key + "_ratio"] = figures[key + "_ours"] / figures[key + "_tensorflow"]
+    return figures
 
 
 def eval_pipeline_and_ceiling(windows, steps):
@@ -650,7 +719,7 @@ def main(argv):
 
 def measure(work_dir, windows, steps, train_steps):
     """The groups of --only, measured in work_dir."""
-    if set(FLAGS.only) - {"packing", "startup"}:
+    if set(FLAGS.only) - {"packing", "startup", "lrn"}:
         print("Writing a full-size fake data set to %s ..." % work_dir, flush=True)
         fake_cifar.write_dataset(
             os.path.join(work_dir, "data"), records_per_file=10000, test_records=10000
@@ -680,6 +749,8 @@ def measure(work_dir, windows, steps, train_steps):
         results.update(measure_packing(work_dir, windows))
     if "startup" in FLAGS.only:
         results.update(measure_startup(windows))
+    if "lrn" in FLAGS.only:
+        results.update(measure_lrn(windows, steps))
     results["children_peak_rss_mb"] = (
         resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     )

@@ -8,6 +8,7 @@ import tensorflow as tf
 from absl.testing import flagsaver
 
 import cifar10
+import cifar10_input
 
 LAYERS = ["conv1", "conv2", "local3", "local4", "softmax_linear"]
 
@@ -100,3 +101,57 @@ def test_train_op_lowers_the_loss_on_learnable_data(trained):
     average = reader.get_tensor("local3/weights/ExponentialMovingAverage")
     moved = np.abs(raw - initial).sum()
     assert 0 < np.abs(average - raw).sum() < moved
+
+
+def tensorflows_lrn(x, depth_radius, bias, alpha, beta, name):
+    """tf.nn.lrn as it is, with TensorFlow's own gradient."""
+    return tf.nn.lrn(x, depth_radius, bias=bias, alpha=alpha, beta=beta, name=name)
+
+
+def relative_difference(a, b):
+    return np.abs(a - b).max() / np.abs(b).max()
+
+
+def test_the_lrn_gradient_is_tensorflows():
+    rng = np.random.default_rng(1)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        # Values as large as the trained network's: the normalization bites.
+        x = tf.constant(rng.normal(0, 30, (8, 6, 6, 64)), tf.float32)
+        dy = tf.constant(rng.normal(size=(8, 6, 6, 64)), tf.float32)
+        for radius, beta in ((4, 0.75), (2, 0.5)):
+            settings = dict(depth_radius=radius, bias=1.0, alpha=0.001 / 9, beta=beta)
+            ours = cifar10.lrn(x, name="ours", **settings)
+            theirs = tensorflows_lrn(x, name="theirs", **settings)
+            (mine,), (reference,), y, y_reference = sess.run(
+                [tf.gradients(ours, x, dy), tf.gradients(theirs, x, dy), ours, theirs]
+            )
+            assert (y == y_reference).all()
+            # The second term, which the normalization adds, is not small here.
+            assert relative_difference(dy.eval(), reference) > 0.05
+            assert relative_difference(mine, reference) < 1e-5, (radius, beta)
+
+
+def test_the_models_gradients_are_those_of_tensorflows_lrn(
+    trained, dataset, monkeypatch
+):
+    labels, images = (a[:64] for a in dataset["test"])
+    gradients = []
+    for normalize in (cifar10.lrn, tensorflows_lrn):
+        monkeypatch.setattr(cifar10, "lrn", normalize)
+        with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+            batch = cifar10_input.eval_images(tf.constant(images))
+            logits = cifar10.inference(batch)
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    labels=tf.constant(labels, tf.int32), logits=logits
+                )
+            )
+            variables = tf.compat.v1.trainable_variables()
+            tf.compat.v1.train.Saver().restore(
+                sess, tf.train.latest_checkpoint(trained)
+            )
+            gradients.append(sess.run([loss, *tf.gradients(loss, variables)]))
+    ours, theirs = gradients
+    assert ours[0] == theirs[0]  # the same forward pass, the same loss
+    for mine, reference in zip(ours[1:], theirs[1:], strict=True):
+        assert relative_difference(mine, reference) < 1e-5
