@@ -40,6 +40,8 @@ LONGEST_FIRST = [
     "test_template.py",
     "test_recovery.py",
     "test_pack.py",
+    "test_readme.py",
+    "test_loading.py",
     "test_multi_gpu.py",
     "test_mixed_precision.py",
     "test_full_disk.py",
