@@ -123,12 +123,24 @@ def binary_of(command):
 
 
 def adapt(args, script, folder, data):
-    """A command's arguments as they run here: absolute paths under folder,
-    the tests' data set where it names no --data_dir, and SHORTER."""
+    """A command's arguments as they run here: absolute paths under folder
+    (those of the flags it leaves at their defaults too, such as
+    --eval_dir=/tmp/cifar10_eval), the tests' data set where it names no
+    --data_dir, and SHORTER."""
     args = [re.sub(r"(^|=)/", lambda m: m[1] + str(folder) + "/", arg) for arg in args]
     named = {arg.split("=")[0] for arg in args}
     if "--data_dir" not in named and script != "cifar10_classify.py":
         args.append("--data_dir=%s" % data)
+        named.add("--data_dir")
+    module = importlib.import_module(script[: -len(".py")])
+    for flag in flags.FLAGS.get_key_flags_for_module(module):
+        path = flag.default
+        if (
+            isinstance(path, str)
+            and path.startswith("/")
+            and "--" + flag.name not in named
+        ):
+            args.append("--%s=%s%s" % (flag.name, folder, path))
     return args + [f for f in SHORTER.get(script, []) if f.split("=")[0] not in named]
 
 
