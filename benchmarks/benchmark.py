@@ -159,6 +159,9 @@ ROWS = [
         "pack_hostile_peak_rss_mb",
         "%.0f MB",
     ),
+    ("(l) cifar10_train.py --help", "help_secs", "%.2f s"),
+    ("(l) importing TensorFlow alone", "import_tf_secs", "%.2f s"),
+    ("    --help/import", "help_ratio", "%.3f"),
     (
         "(m) training step, TensorFlow's LRN gradient",
         "lrn_float32_tensorflow",
@@ -173,9 +176,6 @@ ROWS = [
     ),
     ("(m) the same, cifar10.lrn()'s", "lrn_bf16_ours", "%.0f examples/sec"),
     ("    ours/TensorFlow's", "lrn_bf16_ratio", "%.3f"),
-    ("(l) cifar10_train.py --help", "help_secs", "%.2f s"),
-    ("(l) importing TensorFlow alone", "import_tf_secs", "%.2f s"),
-    ("    --help/import", "help_ratio", "%.3f"),
 ]
 
 

@@ -32,6 +32,7 @@ MODULES = [
     "support.training",
     "support.download",
     "support.images",
+    "support.loading",
     "support.cluster",
     "support.distributed",
 ]
