@@ -21,6 +21,7 @@ TensorFlow loads still has its last words shown.
 Importing this module changes nothing.
 """
 
+import atexit
 import os
 import re
 import signal
@@ -72,6 +73,9 @@ def hold():
     os.dup2(write, 2)
     os.close(write)
     _held.update(stderr=stderr, pid=pid)
+    # A binary that ends while TensorFlow loads (a traceback) has its last
+    # lines passed on before it is gone.
+    atexit.register(release)
 
 
 def release():

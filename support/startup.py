@@ -78,6 +78,7 @@ def before_tensorflow():
 
 
 def _quit_while_loading(signum, frame):
+    loading.release()  # what TensorFlow wrote first, then this line
     sys.stderr.write("Interrupted.\n")
     os._exit(128 + signum)  # nothing has been written yet
 

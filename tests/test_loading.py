@@ -48,6 +48,8 @@ for line in sys.argv[2:]:
 print("to stdout", flush=True)
 if sys.argv[1] == "dies":
     os.kill(os.getpid(), signal.SIGKILL)
+if sys.argv[1] == "raises":
+    raise RuntimeError("a library is missing")
 loading.release()
 sys.stderr.write("after the loading\\n")
 """
@@ -80,6 +82,22 @@ def test_a_process_that_dies_while_loading_still_has_its_last_words_shown():
     result = start("dies", [*NOISE, *KEPT])
     assert result.returncode == -9
     assert result.stderr.splitlines() == KEPT
+
+
+def test_a_traceback_while_loading_is_passed_on(tmp_path):
+    # Into a file, read as soon as the process has ended (release() runs at
+    # exit, so that nothing comes after a shell's prompt).
+    with open(tmp_path / "err", "w+") as err:
+        done = subprocess.run(
+            [sys.executable, "-c", START, "raises", *NOISE, KEPT[0]],
+            stdout=subprocess.DEVNULL, stderr=err, timeout=60,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )  # fmt: skip
+        err.seek(0)
+        lines = err.read().splitlines()
+    assert done.returncode == 1
+    assert lines[:2] == [KEPT[0], "Traceback (most recent call last):"]
+    assert lines[-1] == "RuntimeError: a library is missing"
 
 
 @pytest.mark.slow
