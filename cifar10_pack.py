@@ -192,7 +192,7 @@ def _check_flags(image_dir):
             "images, above 0 and at most 0.9 (such as 0.2)."
         )
     data, images_real = (os.path.realpath(p) for p in (FLAGS.data_dir, image_dir))
-    if data == images_real or data.startswith(images_real.rstrip("/") + "/"):
+    if _within(data, images_real):
         raise PackError(
             "--data_dir=%s is inside --image_dir=%s, where the next packing would "
             "take it for a class. Pack into a folder outside it."
@@ -403,7 +403,7 @@ class _Lister:
 
         walk = os.walk(class_folder, followlinks=True, onerror=unreadable)
         for parent, subfolders, names in walk:
-            identity = _identity(parent)
+            identity, _ = _identity(parent)
             if identity in visited:
                 subfolders[:] = []  # a folder met before: a loop of links
                 continue
@@ -420,9 +420,7 @@ class _Lister:
                 if not images.is_image_name(name):
                     self.ignored[os.path.splitext(name)[1].lower() or "(none)"] += 1
                 elif self._stays(path, home):
-                    info = _stat(path)
-                    key = (info.st_dev, info.st_ino) if info else ("path", path)
-                    yield path, key, info.st_size if info else 0
+                    yield path, *_identity(path)
 
     def _stays(self, path, home):
         """Whether a file or folder under the class folder at home (a real
@@ -462,15 +460,13 @@ def _within(path, folder):
 
 
 def _identity(path):
-    info = _stat(path)
-    return (info.st_dev, info.st_ino) if info else ("path", path)
-
-
-def _stat(path):
+    """(what tells the file or folder at path from every other, its bytes);
+    for one that cannot be seen, its path and 0 (reading it says why)."""
     try:
-        return os.stat(path)
+        info = os.stat(path)
     except OSError:
-        return None  # reading it says why
+        return ("path", path), 0
+    return (info.st_dev, info.st_ino), info.st_size
 
 
 def _in_test(relative_path):
@@ -508,7 +504,7 @@ def pack(image_dir, found, staging, log):
         "width": cifar10_input.WIDTH,
         "depth": cifar10_input.DEPTH,
     }
-    skips, labels_seen, done = list(found.skips), {}, 0
+    skips, labels_seen, done, unreadable = list(found.skips), {}, 0, 0
     with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
         decode = _decoder(sess)
         for split, files in jobs.items():
@@ -516,10 +512,10 @@ def pack(image_dir, found, staging, log):
             for size, labels, pixels, skipped in _decoded(_batches(files), decode):
                 out.write(labels, pixels)
                 skips += skipped
+                unreadable += sum(s.kind == images.UNREADABLE for s in skipped)
                 done += size
                 line.update(done)
-                unreadable = [s for s in skips if s.kind == images.UNREADABLE]
-                if len(unreadable) > MOST_SKIPPED * total:
+                if unreadable > MOST_SKIPPED * total:
                     _write_log(log, skips)
                     raise _too_many_skipped(unreadable, done, log)
             described[split], labels_seen[split] = out.close()
@@ -651,7 +647,7 @@ def _write_log(log, skips):
 def _too_many_skipped(unreadable, done, log):
     return PackError(
         "%d of the first %d images could not be read, more than a tenth; each is "
-        "listed in %s. Nothing was packed." % (len(unreadable), done, images.shown(log))
+        "listed in %s. Nothing was packed." % (unreadable, done, images.shown(log))
     )
 
 
