@@ -152,7 +152,9 @@ def _variable_with_weight_decay(name, shape, stddev, wd):
         or 0 for none.
 
     Returns:
-      The variable.
+      The variable; with a penalty, its value read once for the layer and
+      the penalty alike (on a cluster, each read of a variable crosses the
+      network from the parameter server that holds it).
     """
     var = _variable_on_cpu(
         name,
@@ -160,6 +162,7 @@ def _variable_with_weight_decay(name, shape, stddev, wd):
         tf.compat.v1.truncated_normal_initializer(stddev=stddev, dtype=_float_type()),
     )
     if wd:
+        var = var.read_value()
         weight_decay = tf.multiply(tf.nn.l2_loss(var), wd, name="weight_loss")
         tf.compat.v1.add_to_collection("losses", weight_decay)
     return var
@@ -442,9 +445,7 @@ def train(
     # Evaluation uses these averages rather than the raw weights: they smooth
     # out the noise of the last few steps. num_updates makes the decay small
     # early on, so the averages catch up with fast-changing young weights.
-    variable_averages = tf.compat.v1.train.ExponentialMovingAverage(
-        MOVING_AVERAGE_DECAY, global_step
-    )
+    variable_averages = _AveragesBesideTheWeights(MOVING_AVERAGE_DECAY, global_step)
     with tf.control_dependencies([loss_averages_op]):
         if grads_and_vars is None:
             grads_and_vars = opt.compute_gradients(total_loss)
@@ -458,6 +459,23 @@ def train(
         if grad is not None:
             _histogram_summary(var.op.name + "/gradients", grad)
     return train_op
+
+
+class _AveragesBesideTheWeights(tf.compat.v1.train.ExponentialMovingAverage):
+    """Moving averages whose updates run on the device of their weights.
+
+    Each average is kept beside its weight, but its update would run where
+    the training step runs. On a cluster the weights and averages live on a
+    parameter server: the update would bring both over the network to the
+    worker and send the change back, three times the model's size a step.
+    """
+
+    def apply(self, var_list):
+        updates = []
+        for var in var_list:
+            with tf.compat.v1.colocate_with(var):
+                updates.append(super().apply([var]))
+        return tf.group(*updates)
 
 
 def apply_gradients(optimizer, grads_and_vars, global_step, variable_averages):

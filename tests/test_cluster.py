@@ -9,10 +9,13 @@ import signal
 import socket
 
 import pytest
+import tensorflow as tf
 from absl.testing import flagsaver
 
+import cifar10
 import support.cluster  # where the cluster flags that distributed reads are
 from harness.procs import free_ports
+from harness.sessions import queue_session
 from helpers import (
     LOG_LINE,
     PRECISION,
@@ -255,3 +258,75 @@ def test_binary_reports_a_bad_job_name(dataset, tmp_path):
     assert "--job_name=chief: value should be one of <ps|worker>" in result.stderr
     assert "Traceback" not in result.stderr
     assert not os.path.exists(tmp_path / "train")
+
+
+def crossing_bytes(partition_graphs, graph):
+    """Bytes that one run's partition graphs send from one job to another,
+    by (from job, to job), and the tensors sent, largest first."""
+    sent, tensors = {}, []
+    for partition in partition_graphs:
+        for node in partition.node:
+            if node.op not in ("_Send", "_HostSend"):
+                continue
+            jobs = [
+                node.attr[end].s.decode().split("/")[1]
+                for end in ("send_device", "recv_device")
+            ]
+            if jobs[0] == jobs[1]:
+                continue
+            try:
+                tensor = graph.get_tensor_by_name(
+                    node.input[0] if ":" in node.input[0] else node.input[0] + ":0"
+                )
+                size = tensor.shape.num_elements() * tensor.dtype.size
+            except (KeyError, ValueError):  # the runtime's own control edges
+                size = 0
+            sent[tuple(jobs)] = sent.get(tuple(jobs), 0) + size
+            tensors.append((size, node.input[0]))
+    return sent, sorted(tensors, reverse=True)
+
+
+def test_a_worker_step_moves_the_weights_once_each_way(dataset):
+    """Between a worker and the parameter server, a step carries the weights
+    to the worker and their gradients back, and little else: no weight read
+    twice, no moving average computed on the worker's side of the wire."""
+    ps_port, worker_port = free_ports(2)
+    with flagsaver.flagsaver(
+        ps_hosts="127.0.0.1:%d" % ps_port,
+        worker_hosts="127.0.0.1:%d" % worker_port,
+        job_name="worker",
+        data_dir=dataset["root"],
+        batch_size=32,
+        min_queue_examples=100,
+    ):
+        task = distributed.from_flags()
+        servers = [tf.distribute.Server(task.spec, job, 0) for job in ("ps", "worker")]
+        data = cifar10.data_set()
+        with tf.Graph().as_default() as graph:
+            # The graph of cifar10_train.train().
+            with task.device():
+                global_step = tf.compat.v1.train.get_or_create_global_step()
+                with tf.device("/cpu:0"):
+                    images, labels = cifar10.distorted_inputs()
+                logits = cifar10.inference(images, data.num_classes)
+                loss = cifar10.loss(logits, labels)
+                train_op = cifar10.train(
+                    loss, global_step, data.num_train, apply_fn=task.apply_fn
+                )
+            weights = sum(
+                v.shape.num_elements() * v.dtype.size
+                for v in tf.compat.v1.trainable_variables()
+            )
+            with queue_session(servers[1].target) as sess:
+                sess.run(train_op)
+                metadata = tf.compat.v1.RunMetadata()
+                sess.run(
+                    train_op,
+                    options=tf.compat.v1.RunOptions(output_partition_graphs=True),
+                    run_metadata=metadata,
+                )
+    sent, tensors = crossing_bytes(metadata.partition_graphs, graph)
+    largest = tensors[:12]
+    # Each way, the weights' size and a few scalars (the step, the loss).
+    assert weights <= sent["job:ps", "job:worker"] < 1.01 * weights, largest
+    assert weights <= sent["job:worker", "job:ps"] < 1.01 * weights, largest
