@@ -37,12 +37,22 @@ measures, in this one run:
       the same with TensorFlow's fast JPEG decoding (in turns); then its peak
       memory on a folder of 2 GB files and a 16000x16000 PNG.
 
+  (n) the cluster on hosts (harness/hosts.py; needs root): each task a
+      network namespace of its own on a bridge, with a CPU quota (every
+      worker 0.8 of a core, the parameter server 0.3; for 3 workers 0.55
+      each, beside 1 worker at 0.55) and, in some settings, 1 Gbit/s links:
+      the sum of the workers' rates, each setting against 1 asynchronous
+      worker at the same quota and link, and the bytes each worker step moves
+      over its worker's link (both ways, from the link's counters) against
+      the size of the weights.
+
   (m) the training step on a batch in memory with TensorFlow's LRN gradient
       and with cifar10.lrn()'s, in turns, in float32 and (where native)
       bfloat16.
 
 --only picks some of the groups: training (a, b, c, e, f), eval (d),
-scaling (g, h), using (i), bf16 (j), packing (k), startup (l), lrn (m).
+scaling (g, h), using (i), bf16 (j), packing (k), startup (l), lrn (m),
+hosts (n), which is left out unless asked for.
 
 Each rate is the median of several windows after a warm-up. The machine is
 shared and noisy, so the figures that matter are the ratios of two rates
@@ -102,6 +112,7 @@ flags.DEFINE_list(
 )
 
 LOG_RATE = re.compile(r": step (\d+), loss = \S+ \(([\d.]+) examples/sec")
+SEC_PER_BATCH = re.compile(r"; ([\d.]+) sec/batch\)")
 QUEUE_FILLED = re.compile(r"first step took ([\d.]+) s")
 EVAL_RATE = re.compile(
     r"precision @ 1 = \S+ \(step \d+, (\d+) images, ([\d.]+) images/sec"
@@ -176,6 +187,43 @@ ROWS = [
     ),
     ("(m) the same, cifar10.lrn()'s", "lrn_bf16_ours", "%.0f examples/sec"),
     ("    ours/TensorFlow's", "lrn_bf16_ratio", "%.3f"),
+]
+
+# (n): (key, workers, worker cores, link Mbit/s or None, flags), in the
+# order they run; each key's rate, and its ratio to the rate of the first
+# setting with the same cores and link.
+HOST_SETTINGS = [
+    ("hosts_1", 1, 0.8, None, ()),
+    ("hosts_2", 2, 0.8, None, ()),
+    ("hosts_2_sync", 2, 0.8, None, ("--sync_replicas",)),
+    ("hosts_1_gbit", 1, 0.8, 1000, ()),
+    ("hosts_2_gbit", 2, 0.8, 1000, ()),
+    ("hosts_2_sync_gbit", 2, 0.8, 1000, ("--sync_replicas",)),
+    ("hosts_1_small", 1, 0.55, None, ()),
+    ("hosts_3_small", 3, 0.55, None, ()),
+    ("hosts_3_small_sync", 3, 0.55, None, ("--sync_replicas",)),
+]
+HOST_NAMES = {
+    "hosts_1": "1 worker",
+    "hosts_2": "2 workers",
+    "hosts_2_sync": "2 workers, sync",
+    "hosts_1_gbit": "1 worker, 1 Gbit/s",
+    "hosts_2_gbit": "2 workers, 1 Gbit/s",
+    "hosts_2_sync_gbit": "2 workers, sync, 1 Gbit/s",
+    "hosts_1_small": "1 worker at 0.55 core",
+    "hosts_3_small": "3 workers at 0.55 core",
+    "hosts_3_small_sync": "3 workers at 0.55 core, sync",
+}
+for _key, _name in HOST_NAMES.items():
+    ROWS += [
+        ("(n) hosts: " + _name, _key, "%.0f examples/sec"),
+        ("    vs 1 worker (same core, link)", _key + "_speedup", "%.2f"),
+        ("    bytes per worker step / weights", _key + "_bytes_ratio", "%.2f"),
+        ("    a worker's sec/batch", _key + "_sec_per_batch", "%.3f"),
+        ("    ps waiting for its CPU quota", _key + "_ps_throttled_ms", "%.0f ms/step"),
+    ]
+ROWS += [
+    ("(n) 1 Gbit/s vs unlimited, 1 worker", "hosts_gbit_ratio", "%.2f"),
 ]
 
 
@@ -573,6 +621,102 @@ def measure_scaling(work_dir, train_steps):
     return figures
 
 
+def measure_hosts(work_dir, train_steps):
+    """(n): the settings of HOST_SETTINGS, one after another."""
+    from harness import hosts  # noqa: PLC0415  (the other groups run without root)
+
+    why_not = hosts.usable()
+    if why_not:
+        print("(n) skipped: %s." % why_not, flush=True)
+        return {}
+    # The weights' size, from the model itself.
+    with tf.Graph().as_default():
+        cifar10.inference(tf.zeros([1, 24, 24, 3]))
+        weights = sum(
+            v.shape.num_elements() * v.dtype.size
+            for v in tf.compat.v1.trainable_variables()
+        )
+    figures = {"weights_bytes": weights}
+    first = {}
+    for key, num_workers, cores, rate_mbit, flags_ in HOST_SETTINGS:
+        print("(n) hosts: %s ..." % HOST_NAMES[key], flush=True)
+        figures.update(
+            on_hosts(work_dir, key, num_workers, cores, rate_mbit, train_steps, *flags_)
+        )
+        figures[key + "_bytes_ratio"] = figures[key + "_bytes_per_step"] / weights
+        base = first.setdefault((cores, rate_mbit), figures[key])
+        figures[key + "_speedup"] = figures[key] / base
+    figures["hosts_gbit_ratio"] = figures["hosts_1_gbit"] / figures["hosts_1"]
+    return figures
+
+
+def on_hosts(work_dir, name, num_workers, cores, rate_mbit, steps, *flags_):
+    """One setting of (n): 1 ps (0.3 core) and num_workers workers.
+
+    Returns:
+      Figures under keys that begin with name: the sum over the workers of
+      the median of each one's logged rates after its first two lines; the
+      mean of their median sec/batch; the mean bytes over a worker's link per
+      step of that worker; the parameter server's wait for its CPU quota per
+      global step.
+    """
+    from harness import hosts  # noqa: PLC0415
+
+    log_dir = tempfile.mkdtemp(prefix=name + "-", dir=work_dir)
+    with hosts.Hosts() as lab:
+        cluster = hosts.TrainingCluster(
+            lab,
+            num_workers,
+            [
+                "--data_dir=%s" % os.path.join(work_dir, "data"),
+                "--train_dir=%s" % os.path.join(log_dir, "train"),
+                "--max_steps=%d" % steps,
+                "--log_frequency=20",
+                "--batch_size=%d" % FLAGS.batch_size,
+                *flags_,
+            ],
+            log_dir,
+            ps_cpus=0.3,
+            worker_cpus=cores,
+            rate_mbit=rate_mbit,
+        )
+        try:
+            cluster.start("ps", 0)
+            workers = [cluster.start("worker", i) for i in range(num_workers)]
+            before = [host.traffic() for host in cluster.workers]
+            throttled = cluster.ps.throttled_secs()
+            outputs = []
+            for worker in workers:
+                code, out = worker.finish(patience=3600)
+                if code:
+                    sys.exit("%s: a worker failed:\n%s" % (name, out[-3000:]))
+                outputs.append(out)
+            moved = [
+                h.traffic() - b for h, b in zip(cluster.workers, before, strict=True)
+            ]
+            throttled = cluster.ps.throttled_secs() - throttled
+        finally:
+            cluster.stop_all()
+    total, per_step, sec_per_batch = 0.0, [], []
+    for out, moved_bytes in zip(outputs, moved, strict=True):
+        total += statistics.median(
+            [float(m.group(2)) for m in LOG_RATE.finditer(out)][2:]
+        )
+        sec_per_batch.append(
+            statistics.median([float(t) for t in SEC_PER_BATCH.findall(out)][2:])
+        )
+        own_steps = int(re.search(r"This worker ran (\d+) steps", out).group(1))
+        per_step.append(moved_bytes / own_steps)
+    last_step = int(re.search(r"Done: step (\d+)", outputs[0]).group(1))
+    return {
+        name: total,
+        name + "_bytes_per_step": statistics.mean(per_step),
+        name + "_sec_per_batch": statistics.mean(sec_per_batch),
+        # How long the parameter server waited for its CPU quota, per step.
+        name + "_ps_throttled_ms": 1000 * throttled / last_step,
+    }
+
+
 def measure_packing(work_dir, windows):
     """(k)."""
     print("(k) writing 60,000 JPEG files, then packing them ...", flush=True)
@@ -751,6 +895,8 @@ def measure(work_dir, windows, steps, train_steps):
         results.update(measure_startup(windows))
     if "lrn" in FLAGS.only:
         results.update(measure_lrn(windows, steps))
+    if "hosts" in FLAGS.only:
+        results.update(measure_hosts(work_dir, train_steps))
     results["children_peak_rss_mb"] = (
         resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     )

@@ -207,11 +207,11 @@ class Process:
     """A binary running in the background, its stdout and stderr going to a
     file that the waits below read."""
 
-    def __init__(self, script, *args, log_path, folder=ROOT, env=None):
+    def __init__(self, script, *args, log_path, folder=ROOT, env=None, prefix=()):
         self.log_path = log_path
         with open(log_path, "w") as log:
             self.proc = subprocess.Popen(
-                command(script, *args, folder=folder),
+                [*prefix, *command(script, *args, folder=folder)],
                 cwd=folder,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -287,6 +287,7 @@ class Cluster:
         the cluster has none.
       chief: the chief's name in messages, "worker 0" or "chief 0".
       num_workers: how many tasks train: the chief and the workers.
+      trainers: the tasks that train, as messages name them, in order.
       apply_fn: for cifar10.train(): None for asynchronous updates, or the
         synchronous updates' (see _SyncReplicasHook).
       timeout_secs: --cluster_timeout_secs.
@@ -304,13 +305,19 @@ class Cluster:
         self.is_chief = "%s %d" % (job_name, task_index) == self.chief
         self.num_workers = len(jobs.get("chief", [])) + len(jobs.get("worker", []))
         self.address = jobs[job_name][task_index] if job_name in jobs else None
+        # The tasks that train, in the order of their replica numbers.
+        self.trainers = [
+            "%s %d (%s)" % (job, index, address)
+            for job in ("chief", "worker")
+            for index, address in enumerate(jobs.get(job, []))
+        ]
         self.timeout_secs = FLAGS.cluster_timeout_secs
         self.spec = tf.train.ClusterSpec(jobs)
         self._hooks = [_SameHostsHook(self)]
         self.apply_fn = None
         if FLAGS.sync_replicas:
             replicas = FLAGS.replicas_to_aggregate or self.num_workers
-            sync = _SyncReplicasHook(replicas, self.num_workers, self.is_chief)
+            sync = _SyncReplicasHook(replicas, self)
             self.apply_fn = sync.apply_gradients
             self._hooks.append(sync)
 
@@ -454,6 +461,23 @@ def _wait_for_ps(cluster):
                 time.sleep(1)
 
 
+def _wait_for_chief(session, is_set, what, cluster):
+    """Returns once the chief has set a variable on parameter server 0.
+
+    Raises:
+      ClusterError: it has not within --cluster_timeout_secs.
+    """
+    deadline = time.time() + cluster.timeout_secs
+    while not session.run(is_set):
+        if time.time() > deadline:
+            raise ClusterError(
+                "The chief (%s) did not leave %s on parameter server 0 within "
+                "%d s (--cluster_timeout_secs). Is it running?"
+                % (cluster.chief, what, cluster.timeout_secs)
+            )
+        time.sleep(0.5)
+
+
 class _SameHostsHook(tf.compat.v1.train.SessionRunHook):
     """Stops a worker whose host lists differ from the chief's.
 
@@ -482,16 +506,7 @@ class _SameHostsHook(tf.compat.v1.train.SessionRunHook):
             session.run(self._chief_hosts.initializer)
             return
         # The chief sets it right after initializing the model.
-        timeout_secs = self._cluster.timeout_secs
-        deadline = time.time() + timeout_secs
-        while not session.run(self._is_set):
-            if time.time() > deadline:
-                raise ClusterError(
-                    "The chief (%s) did not leave its host lists on parameter "
-                    "server 0 within %d s (--cluster_timeout_secs). Is it running?"
-                    % (self._cluster.chief, timeout_secs)
-                )
-            time.sleep(0.5)
+        _wait_for_chief(session, self._is_set, "its host lists", self._cluster)
         chief_hosts = session.run(self._chief_hosts).decode()
         if chief_hosts != self._own_hosts:
             raise ClusterError(
@@ -519,12 +534,21 @@ class _SyncReplicasHook(tf.compat.v1.train.SessionRunHook):
     When a worker stops, it also hands each other worker a token: one may be
     waiting for a step that now never comes, and with the token it finishes
     its run, sees the final global step and stops too.
+
+    A step waits for every worker's gradients (or --replicas_to_aggregate of
+    them), so one worker that is gone stops them all. Each worker leaves on
+    parameter server 0 the step of the last gradients it computed; when the
+    global step has not moved for WAITING_REPORT_SECS, the chief says which
+    workers it is waiting for, and again after each such interval.
     """
 
-    def __init__(self, replicas_to_aggregate, num_workers, is_chief):
+    WAITING_REPORT_SECS = 15
+
+    def __init__(self, replicas_to_aggregate, cluster):
         self._replicas_to_aggregate = replicas_to_aggregate
-        self._num_workers = num_workers
-        self._is_chief = is_chief
+        self._cluster = cluster
+        self._num_workers = cluster.num_workers
+        self._is_chief = cluster.is_chief
         self._optimizer = None
         self._ending = False
 
@@ -537,6 +561,24 @@ class _SyncReplicasHook(tf.compat.v1.train.SessionRunHook):
             variable_averages=averages,
             variables_to_average=tf.compat.v1.trainable_variables(),
         )
+        with tf.device("/job:ps/task:0"):
+            # Not in any collection: neither saved nor initialized with the
+            # model. -1: none yet.
+            self._sent = tf.compat.v1.Variable(
+                tf.fill([self._num_workers], tf.constant(-1, tf.int64)),
+                trainable=False,
+                collections=[],
+                name="sync_gradients_sent",
+            )
+        # The step this run computes gradients for: the global step as it
+        # starts. Recorded once they are computed (and so being sent).
+        step = tf.cast(global_step.read_value(), tf.int64)
+        replica = self._cluster.trainers.index(
+            "%s %d (%s)" % (self._cluster.job_name, self._cluster.task_index,
+                            self._cluster.address)
+        )  # fmt: skip
+        with tf.control_dependencies([g for g, _ in grads_and_vars if g is not None]):
+            self._record_op = tf.compat.v1.scatter_update(self._sent, [replica], [step])
         return self._optimizer.apply_gradients(grads_and_vars, global_step)
 
     def begin(self):
@@ -551,14 +593,59 @@ class _SyncReplicasHook(tf.compat.v1.train.SessionRunHook):
             (self._update_op,) = opt.get_chief_queue_runner().enqueue_ops
         else:
             self._local_init_op = opt.local_step_init_op
+        self._global_step = tf.compat.v1.train.get_global_step()
+        self._sent_is_set = tf.compat.v1.is_variable_initialized(self._sent)
 
     def after_create_session(self, session, coord):
         session.run(self._local_init_op)
         if self._is_chief:
+            session.run(self._sent.initializer)
             session.run(self._init_tokens_op)
-            threading.Thread(
-                target=self._apply_updates, args=(session, coord), daemon=True
-            ).start()
+            for loop in (self._apply_updates, self._report_waiting):
+                threading.Thread(
+                    target=loop, args=(session, coord), daemon=True
+                ).start()
+        else:
+            _wait_for_chief(
+                session, self._sent_is_set, "its gradients' record", self._cluster
+            )
+
+    def before_run(self, run_context):
+        return tf.compat.v1.train.SessionRunArgs(self._record_op)
+
+    def _report_waiting(self, session, coord):
+        step, since, reports = None, time.time(), 0
+        while not self._ending and not coord.should_stop():
+            time.sleep(1)
+            try:
+                now_step, sent = session.run([self._global_step, self._sent])
+            except (tf.errors.OpError, RuntimeError):
+                return  # the session ended, or the cluster is lost
+            waited = time.time() - since
+            if now_step != step:
+                step, since, reports = now_step, time.time(), 0
+            elif waited >= (reports + 1) * self.WAITING_REPORT_SECS:
+                print(self._waiting_for(step, sent, waited), flush=True)
+                reports += 1
+
+    def _waiting_for(self, step, sent, secs):
+        """The line that says which workers step waits for."""
+        late = [
+            "%s, %s"
+            % (
+                task,
+                "whose last were for step %d" % last
+                if last >= 0
+                else "which has sent none",
+            )
+            for task, last in zip(self._cluster.trainers, sent, strict=True)
+            if last < step
+        ]
+        return "Step %d has waited %d s for the gradients of %s." % (
+            step,
+            secs,
+            "; ".join(late) or "the workers",
+        )
 
     def _apply_updates(self, session, coord):
         try:

@@ -33,6 +33,7 @@ def pytest_configure(config):
 # the long files first and the short ones last keep the processes busy
 # together to the end.
 LONGEST_FIRST = [
+    "test_hosts.py",
     "test_cluster.py",
     "test_eval.py",
     "test_train.py",

@@ -60,6 +60,11 @@ FORMS = {
     ),
     "skipped": re.compile(r"^Skipped \d+ (file|image|link|folder)\(s\) .+\.$"),
     "listed": re.compile(r"^Each file skipped is listed in .+\.skipped\.txt\.$"),
+    "waiting": re.compile(
+        r"^Step \d+ has waited \d+ s for the gradients of \w+ \d+ \(\S+\), "
+        r"(whose last were for step \d+|which has sent none)(; \w+ \d+ \(\S+\), "
+        r"(whose last were for step \d+|which has sent none))*\.$"
+    ),
     "ignored": re.compile(
         r"^Ignored \d+ file\(s\) not named as images \(.+\): \d+ .+\.( Images in "
         r".+ are not read: convert them to JPEG or PNG to pack them\.)?$"

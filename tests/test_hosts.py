@@ -1,0 +1,264 @@
+"""The cluster on hosts of its own (harness/hosts.py: network namespaces on a
+bridge), where a link can go down and a host can die: what training does
+then. And the harness itself: nothing it made outlives it.
+
+They need root; elsewhere they skip, and under CI=true they fail.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness import hosts, procs
+from helpers import FAST_FLAGS, LOG_LINE, checkpoint_step, finish_cleanly, form
+from support import checkpoints
+
+
+@pytest.fixture(autouse=True)
+def _needs_hosts():
+    why_not = hosts.usable()
+    if why_not:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must run the hosts tests: " + why_not)
+        pytest.skip(why_not)
+
+
+def made_by(pid):
+    """The namespaces, links and cgroups named after process pid."""
+    listed = subprocess.run(
+        "ip netns list; ip -o link; ls %s" % hosts._cgroup_root()[0],
+        shell=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return re.findall(
+        r"(?:%s|%s)%d-\S*" % (hosts.NETNS_PREFIX, hosts.LINK_PREFIX, pid), listed
+    )
+
+
+# Makes two hosts, each running a process, and waits to be stopped.
+MAKER = """
+import subprocess, sys, time
+sys.path.insert(0, %r)
+from harness import hosts
+with hosts.Hosts() as lab:
+    for name in ("a", "b"):
+        host = lab.add(name, cpus=0.5, rate_mbit=100)
+        subprocess.Popen([*host.prefix, "sleep", "1000"])
+    print("ready", flush=True)
+    time.sleep(1000)
+"""
+
+
+def start_maker():
+    maker = subprocess.Popen(
+        [sys.executable, "-c", MAKER % procs.ROOT], stdout=subprocess.PIPE, text=True
+    )
+    assert maker.stdout.readline() == "ready\n"
+    return maker
+
+
+def test_nothing_the_harness_made_outlives_it():
+    # SIGTERM: it removes everything as it ends.
+    maker = start_maker()
+    assert len(made_by(maker.pid)) >= 7  # 2 namespaces, 4 links, 2 cgroups
+    maker.send_signal(signal.SIGTERM)
+    maker.wait(timeout=60)
+    assert made_by(maker.pid) == []
+
+    # kill -9: what it left, and the processes on its hosts, go at the
+    # harness's next start.
+    maker = start_maker()
+    deadline = time.time() + procs.PATIENCE_SECS
+    while len(on_hosts := running_on_hosts(maker.pid)) < 2:  # both joined
+        assert time.time() < deadline, on_hosts
+        time.sleep(0.1)
+    maker.kill()
+    maker.wait()
+    assert made_by(maker.pid)
+    with hosts.Hosts():
+        assert made_by(maker.pid) == []
+    assert not [pid for pid in on_hosts if running(pid)]
+
+
+def running(pid):
+    """Whether process pid runs (a killed one that nobody has waited for
+    yet does not)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def running_on_hosts(pid):
+    """The processes in the cgroups that process pid made."""
+    folder = hosts._cgroup_root()[0]
+    found = []
+    for name in os.listdir(folder):
+        if name.startswith("%s%d-" % (hosts.NETNS_PREFIX, pid)):
+            with open(os.path.join(folder, name, "cgroup.procs")) as f:
+                found += [int(p) for p in f.read().split()]
+    return found
+
+
+def steps_after(proc, step, patience=procs.PATIENCE_SECS):
+    """Waits for a log line of proc beyond step; returns its step."""
+    return proc.wait_until(
+        lambda out: max([s for s in logged(out) if s > step], default=None),
+        "a log line beyond step %d" % step,
+        patience,
+    )
+
+
+def logged(output):
+    return [int(m[1]) for m in map(LOG_LINE.match, output.splitlines()) if m]
+
+
+@pytest.mark.slow
+def test_a_lost_link_and_a_lost_parameter_server(dataset, tmp_path):
+    with hosts.Hosts() as lab:
+        cluster = hosts.TrainingCluster(
+            lab,
+            2,
+            [
+                "--data_dir=%s" % dataset["root"],
+                "--train_dir=%s" % (tmp_path / "train"),
+                *FAST_FLAGS,
+                "--max_steps=1000000",  # never reached: the test stops it
+                "--log_frequency=5",
+                "--save_checkpoint_steps=10",
+            ],
+            str(tmp_path),
+        )
+        try:
+            cluster.start("ps", 0)
+            chief = cluster.start("worker", 0)
+            worker = cluster.start("worker", 1)
+            step = steps_after(worker, 0)
+
+            # Worker 1's link down for 30 s: the chief trains on meanwhile,
+            # and worker 1 carries on when it is back.
+            cluster.workers[1].link_down()
+            cut_at = time.time()
+            chief.wait_until(
+                lambda _: (checkpoint_step(tmp_path / "train") or 0) > step + 10,
+                "a checkpoint while worker 1 is cut off",
+            )
+            time.sleep(max(0, 30 - (time.time() - cut_at)))
+            saved = checkpoint_step(tmp_path / "train")
+            cluster.workers[1].link_up()
+            assert steps_after(worker, saved) > saved  # no checkpointed step lost
+
+            # The parameter server's host dies, and is started again: the
+            # chief goes on from its last checkpoint.
+            cluster.ps.kill()
+            last = checkpoint_step(tmp_path / "train")
+            cluster.start("ps", 0)
+            lost = chief.wait_for("^Lost the connection to the cluster; reconnecting.")
+            resumed = chief.wait_until(
+                lambda out: logged(out[out.index(lost[0]) :])[:1],
+                "a step after the restart",
+            )[0]
+            assert 0 < resumed - last <= 6, (last, resumed)
+            steps_after(worker, resumed)
+
+            for task in (chief, worker):
+                task.send_signal(signal.SIGTERM)
+                code, out = finish_cleanly(task)
+                assert code == 0, out
+        finally:
+            cluster.stop_all()
+
+
+@pytest.mark.slow
+def test_the_chiefs_link_cut_while_it_saves(dataset, tmp_path):
+    # A slow link, so that the cut comes while the chief saves: a save moves
+    # the weights and their averages, 8.5 MB (about 2 s at 32 Mbit/s), and
+    # starts right after the log line of a step that saves.
+    train_dir = tmp_path / "train"
+    with hosts.Hosts() as lab:
+        cluster = hosts.TrainingCluster(
+            lab,
+            1,
+            [
+                "--data_dir=%s" % dataset["root"],
+                "--train_dir=%s" % train_dir,
+                *FAST_FLAGS,
+                "--max_steps=1000000",
+                "--log_frequency=1",
+                "--save_checkpoint_steps=2",
+            ],
+            str(tmp_path),
+            rate_mbit=32,
+        )
+        try:
+            cluster.start("ps", 0)
+            chief = cluster.start("worker", 0)
+            chief.wait_until(lambda _: checkpoint_step(train_dir) == 2, "checkpoint 2")
+            chief.wait_for(LOG_LINE.pattern.replace(r"(\d+)", "4", 1))
+            cluster.workers[0].link_down()
+            time.sleep(2)  # whatever the save does without its link
+            cluster.workers[0].kill()  # and then the chief's host dies
+            chief.finish()
+            cluster.workers[0].link_up()
+
+            # The checkpoints on disk are whole, and the next start resumes
+            # from the newest, leaving nothing of the cut save behind.
+            on_disk = checkpoints.candidates(str(train_dir))
+            assert on_disk and not any(map(checkpoints.damage, on_disk)), on_disk
+            newest = checkpoint_step(train_dir)
+            assert newest in (2, 4)
+            chief = cluster.start("worker", 0)
+            chief.wait_for(
+                r"^Resuming from .*model\.ckpt-%d at step %d\.$" % (newest, newest)
+            )
+            steps_after(chief, newest)
+            assert not [p for p in os.listdir(train_dir) if "temp" in p]
+            chief.send_signal(signal.SIGTERM)
+            code, out = finish_cleanly(chief)
+            assert code == 0, out
+        finally:
+            cluster.stop_all()
+
+
+@pytest.mark.slow
+def test_sync_chief_says_which_worker_it_waits_for(dataset, tmp_path):
+    with hosts.Hosts() as lab:
+        cluster = hosts.TrainingCluster(
+            lab,
+            2,
+            [
+                "--data_dir=%s" % dataset["root"],
+                "--train_dir=%s" % (tmp_path / "train"),
+                *FAST_FLAGS,
+                "--max_steps=1000000",
+                "--log_frequency=5",
+                "--sync_replicas",
+            ],
+            str(tmp_path),
+        )
+        try:
+            cluster.start("ps", 0)
+            chief = cluster.start("worker", 0)
+            worker = cluster.start("worker", 1)
+            steps_after(worker, 0)
+            cluster.workers[1].kill()  # it never comes back
+            waiting = chief.wait_for(
+                r"^Step (\d+) has waited \d+ s for the gradients of worker 1 "
+                r"\(%s:2222\), whose last were for step (\d+)\.$"
+                % re.escape(cluster.workers[1].address)
+            )
+            assert int(waiting[2]) < int(waiting[1])
+            assert form(waiting[0]) == "waiting"
+            # And again, at an interval, while it waits.
+            chief.wait_until(
+                lambda out: len(re.findall("has waited", out)) >= 2, "a second report"
+            )
+        finally:
+            cluster.stop_all()
