@@ -535,6 +535,13 @@ class _SyncReplicasHook(tf.compat.v1.train.SessionRunHook):
     waiting for a step that now never comes, and with the token it finishes
     its run, sees the final global step and stops too.
 
+    Unlike SyncReplicasOptimizer's own hook, the chief hands out no tokens
+    to start with: every worker's first gradients then wait for the first
+    step, as all later ones wait for theirs, and each step takes one gradient
+    from each worker. With tokens to spare, one worker could fill a step with
+    two gradients of its own, and then a worker that was gone would go
+    unnoticed, or a stale gradient would use up a token and stop them all.
+
     A step waits for every worker's gradients (or --replicas_to_aggregate of
     them), so one worker that is gone stops them all. Each worker leaves on
     parameter server 0 the step of the last gradients it computed; when the
@@ -589,18 +596,17 @@ class _SyncReplicasHook(tf.compat.v1.train.SessionRunHook):
         opt.ready_for_local_init_op.mark_used()
         if self._is_chief:
             self._local_init_op = opt.chief_init_op
-            self._init_tokens_op = opt.get_init_tokens_op()
             (self._update_op,) = opt.get_chief_queue_runner().enqueue_ops
         else:
             self._local_init_op = opt.local_step_init_op
         self._global_step = tf.compat.v1.train.get_global_step()
-        self._sent_is_set = tf.compat.v1.is_variable_initialized(self._sent)
+        if not self._is_chief:
+            self._sent_is_set = tf.compat.v1.is_variable_initialized(self._sent)
 
     def after_create_session(self, session, coord):
         session.run(self._local_init_op)
         if self._is_chief:
             session.run(self._sent.initializer)
-            session.run(self._init_tokens_op)
             for loop in (self._apply_updates, self._report_waiting):
                 threading.Thread(
                     target=loop, args=(session, coord), daemon=True
