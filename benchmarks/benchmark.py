@@ -37,7 +37,9 @@ measures, in this one run:
       the same with TensorFlow's fast JPEG decoding (in turns); then its peak
       memory on a folder of 2 GB files and a 16000x16000 PNG.
 
-  (n) the cluster on hosts (harness/hosts.py; needs root): each task a
+  (n) the cluster on hosts (harness/hosts.py; needs root), on images of
+      noise (the same speed; learnable ones can make three asynchronous
+      workers diverge early): each task a
       network namespace of its own on a bridge, with a CPU quota (every
       worker 0.8 of a core, the parameter server 0.3; for 3 workers 0.55
       each, beside 1 worker at 0.55) and, in some settings, 1 Gbit/s links:
@@ -637,6 +639,14 @@ def measure_hosts(work_dir, train_steps):
             for v in tf.compat.v1.trainable_variables()
         )
     figures = {"weights_bytes": weights}
+    # Noise rather than the learnable data: speed is the same, and three
+    # asynchronous workers at the tutorial's learning rate can diverge on the
+    # learnable colours within their first 100 steps (a run did, at step 53).
+    noise = os.path.join(work_dir, "noise")
+    if not os.path.exists(noise):
+        fake_cifar.write_dataset(
+            noise, records_per_file=10000, test_records=10000, learnable=False
+        )
     first = {}
     for key, num_workers, cores, rate_mbit, flags_ in HOST_SETTINGS:
         print("(n) hosts: %s ..." % HOST_NAMES[key], flush=True)
@@ -668,7 +678,7 @@ def on_hosts(work_dir, name, num_workers, cores, rate_mbit, steps, *flags_):
             lab,
             num_workers,
             [
-                "--data_dir=%s" % os.path.join(work_dir, "data"),
+                "--data_dir=%s" % os.path.join(work_dir, "noise"),
                 "--train_dir=%s" % os.path.join(log_dir, "train"),
                 "--max_steps=%d" % steps,
                 "--log_frequency=20",
@@ -863,7 +873,7 @@ def main(argv):
 
 def measure(work_dir, windows, steps, train_steps):
     """The groups of --only, measured in work_dir."""
-    if set(FLAGS.only) - {"packing", "startup", "lrn"}:
+    if set(FLAGS.only) - {"packing", "startup", "lrn", "hosts"}:
         print("Writing a full-size fake data set to %s ..." % work_dir, flush=True)
         fake_cifar.write_dataset(
             os.path.join(work_dir, "data"), records_per_file=10000, test_records=10000

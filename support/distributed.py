@@ -313,7 +313,7 @@ class Cluster:
         ]
         self.timeout_secs = FLAGS.cluster_timeout_secs
         self.spec = tf.train.ClusterSpec(jobs)
-        self._hooks = [_SameHostsHook(self)]
+        self._hooks = [_SameHostsHook(self), _UnansweredHook(self)]
         self.apply_fn = None
         if FLAGS.sync_replicas:
             replicas = FLAGS.replicas_to_aggregate or self.num_workers
@@ -426,6 +426,16 @@ def session_config(cluster, config):
     return config
 
 
+def _unanswered(address):
+    """None if something accepts connections at host:port; else the OSError."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), 5).close()
+    except OSError as e:
+        return e
+    return None
+
+
 def _wait_for_ps(cluster):
     """Returns once every parameter server accepts connections.
 
@@ -434,31 +444,26 @@ def _wait_for_ps(cluster):
     """
     deadline = time.time() + cluster.timeout_secs
     for task, address in enumerate(cluster.jobs["ps"]):
-        host, _, port = address.rpartition(":")
         waiting = False
-        while True:
-            try:
-                socket.create_connection((host.strip("[]"), int(port)), 5).close()
-                break
-            except OSError as e:
-                if time.time() > deadline:
-                    raise ClusterError(
-                        "Cannot reach parameter server %d at %s (%s) after %d s. %s."
-                        % (
-                            task,
-                            address,
-                            e.strerror or e,
-                            cluster.timeout_secs,
-                            cluster.how_to_start("ps", task),
-                        )
-                    ) from None
-                if not waiting:
-                    print(
-                        "Waiting for parameter server %d at %s ..." % (task, address),
-                        flush=True,
+        while (e := _unanswered(address)) is not None:
+            if time.time() > deadline:
+                raise ClusterError(
+                    "Cannot reach parameter server %d at %s (%s) after %d s. %s."
+                    % (
+                        task,
+                        address,
+                        e.strerror or e,
+                        cluster.timeout_secs,
+                        cluster.how_to_start("ps", task),
                     )
-                    waiting = True
-                time.sleep(1)
+                ) from None
+            if not waiting:
+                print(
+                    "Waiting for parameter server %d at %s ..." % (task, address),
+                    flush=True,
+                )
+                waiting = True
+            time.sleep(1)
 
 
 def _wait_for_chief(session, is_set, what, cluster):
@@ -476,6 +481,60 @@ def _wait_for_chief(session, is_set, what, cluster):
                 % (cluster.chief, what, cluster.timeout_secs)
             )
         time.sleep(0.5)
+
+
+class _UnansweredHook(tf.compat.v1.train.SessionRunHook):
+    """Names the parameter servers that do not answer while a step waits.
+
+    A step whose parameter server has died waits inside TensorFlow until it
+    is back (the chief then restores its last checkpoint onto it), which
+    looks like a hang. When a step has taken STALL_SECS, this looks whether
+    each parameter server accepts connections, and names those that do not,
+    once until a step ends again.
+    """
+
+    STALL_SECS = 10
+
+    def __init__(self, cluster):
+        self._cluster = cluster
+        self._step_started = None
+        self._thread = None
+
+    def after_create_session(self, session, coord):
+        if self._thread is None:  # one for the process, across reconnections
+            self._thread = threading.Thread(target=self._watch, daemon=True)
+            self._thread.start()
+
+    def before_run(self, run_context):
+        self._step_started = time.time()
+
+    def after_run(self, run_context, run_values):
+        self._step_started = None
+
+    def _watch(self):
+        reported = None
+        while True:
+            time.sleep(1)
+            started = self._step_started
+            if started is None or time.time() - started < self.STALL_SECS:
+                continue
+            if reported == started:
+                continue
+            reported = started
+            for task, address in enumerate(self._cluster.jobs["ps"]):
+                e = _unanswered(address)
+                if e is not None:
+                    print(
+                        "Parameter server %d at %s does not answer (%s); this step "
+                        "waits for it. %s."
+                        % (
+                            task,
+                            address,
+                            e.strerror or e,
+                            self._cluster.how_to_start("ps", task),
+                        ),
+                        flush=True,
+                    )
 
 
 class _SameHostsHook(tf.compat.v1.train.SessionRunHook):

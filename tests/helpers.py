@@ -65,6 +65,10 @@ FORMS = {
         r"(whose last were for step \d+|which has sent none)(; \w+ \d+ \(\S+\), "
         r"(whose last were for step \d+|which has sent none))*\.$"
     ),
+    "unanswered": re.compile(
+        r"^Parameter server \d+ at \S+ does not answer \(.+\); this step waits for "
+        r"it\. Start it with .+\.$"
+    ),
     "ignored": re.compile(
         r"^Ignored \d+ file\(s\) not named as images \(.+\): \d+ .+\.( Images in "
         r".+ are not read: convert them to JPEG or PNG to pack them\.)?$"

@@ -5,6 +5,7 @@ then. And the harness itself: nothing it made outlives it.
 They need root; elsewhere they skip, and under CI=true they fail.
 """
 
+import contextlib
 import os
 import re
 import signal
@@ -107,6 +108,36 @@ def running_on_hosts(pid):
     return found
 
 
+@pytest.fixture
+def on_hosts(dataset, tmp_path):
+    """on_hosts(num_workers, *flags, rate_mbit=None): a hosts.TrainingCluster
+    of the training binary on the fake data set, its output in tmp_path, its
+    parameter server started. Every run has a --max_steps it cannot reach:
+    the tests stop them. What it made is removed at the end of the test."""
+    with contextlib.ExitStack() as stack:
+
+        def make(num_workers, *flags, rate_mbit=None):
+            lab = stack.enter_context(hosts.Hosts())
+            cluster = hosts.TrainingCluster(
+                lab,
+                num_workers,
+                [
+                    "--data_dir=%s" % dataset["root"],
+                    "--train_dir=%s" % (tmp_path / "train"),
+                    *FAST_FLAGS,
+                    "--max_steps=1000000",
+                    *flags,
+                ],
+                str(tmp_path),
+                rate_mbit=rate_mbit,
+            )
+            stack.callback(cluster.stop_all)
+            cluster.start("ps", 0)
+            return cluster
+
+        yield make
+
+
 def steps_after(proc, step, patience=procs.PATIENCE_SECS):
     """Waits for a log line of proc beyond step; returns its step."""
     return proc.wait_until(
@@ -121,144 +152,102 @@ def logged(output):
 
 
 @pytest.mark.slow
-def test_a_lost_link_and_a_lost_parameter_server(dataset, tmp_path):
-    with hosts.Hosts() as lab:
-        cluster = hosts.TrainingCluster(
-            lab,
-            2,
-            [
-                "--data_dir=%s" % dataset["root"],
-                "--train_dir=%s" % (tmp_path / "train"),
-                *FAST_FLAGS,
-                "--max_steps=1000000",  # never reached: the test stops it
-                "--log_frequency=5",
-                "--save_checkpoint_steps=10",
-            ],
-            str(tmp_path),
-        )
-        try:
-            cluster.start("ps", 0)
-            chief = cluster.start("worker", 0)
-            worker = cluster.start("worker", 1)
-            step = steps_after(worker, 0)
+def test_a_lost_link_and_a_lost_parameter_server(on_hosts, tmp_path):
+    cluster = on_hosts(2, "--log_frequency=5", "--save_checkpoint_steps=10")
+    chief = cluster.start("worker", 0)
+    worker = cluster.start("worker", 1)
+    step = steps_after(worker, 0)
 
-            # Worker 1's link down for 30 s: the chief trains on meanwhile,
-            # and worker 1 carries on when it is back.
-            cluster.workers[1].link_down()
-            cut_at = time.time()
-            chief.wait_until(
-                lambda _: (checkpoint_step(tmp_path / "train") or 0) > step + 10,
-                "a checkpoint while worker 1 is cut off",
-            )
-            time.sleep(max(0, 30 - (time.time() - cut_at)))
-            saved = checkpoint_step(tmp_path / "train")
-            cluster.workers[1].link_up()
-            assert steps_after(worker, saved) > saved  # no checkpointed step lost
+    # Worker 1's link down for 30 s: the chief trains on meanwhile,
+    # and worker 1 carries on when it is back.
+    cluster.workers[1].link_down()
+    cut_at = time.time()
+    chief.wait_until(
+        lambda _: (checkpoint_step(tmp_path / "train") or 0) > step + 10,
+        "a checkpoint while worker 1 is cut off",
+    )
+    time.sleep(max(0, 30 - (time.time() - cut_at)))
+    saved = checkpoint_step(tmp_path / "train")
+    cluster.workers[1].link_up()
+    assert steps_after(worker, saved) > saved  # no checkpointed step lost
 
-            # The parameter server's host dies, and is started again: the
-            # chief goes on from its last checkpoint.
-            cluster.ps.kill()
-            last = checkpoint_step(tmp_path / "train")
-            cluster.start("ps", 0)
-            lost = chief.wait_for("^Lost the connection to the cluster; reconnecting.")
-            resumed = chief.wait_until(
-                lambda out: logged(out[out.index(lost[0]) :])[:1],
-                "a step after the restart",
-            )[0]
-            assert 0 < resumed - last <= 6, (last, resumed)
-            steps_after(worker, resumed)
+    # The parameter server's host dies, and is started again: the
+    # chief goes on from its last checkpoint.
+    cluster.ps.kill()
+    last = checkpoint_step(tmp_path / "train")
+    # Meanwhile the workers say what their steps wait for.
+    chief.wait_for(
+        r"^Parameter server 0 at %s:2222 does not answer \(Connection "
+        r"refused\); this step waits for it\. Start it with --job_name=ps "
+        r"--task_index=0 and the same host lists, or correct --ps_hosts\.$"
+        % re.escape(cluster.ps.address)
+    )
+    cluster.start("ps", 0)
+    lost = chief.wait_for("^Lost the connection to the cluster; reconnecting.")
+    resumed = chief.wait_until(
+        lambda out: logged(out[out.index(lost[0]) :])[:1],
+        "a step after the restart",
+    )[0]
+    assert 0 < resumed - last <= 6, (last, resumed)
+    steps_after(worker, resumed)
 
-            for task in (chief, worker):
-                task.send_signal(signal.SIGTERM)
-                code, out = finish_cleanly(task)
-                assert code == 0, out
-        finally:
-            cluster.stop_all()
+    for task in (chief, worker):
+        task.send_signal(signal.SIGTERM)
+        code, out = finish_cleanly(task)
+        assert code == 0, out
 
 
 @pytest.mark.slow
-def test_the_chiefs_link_cut_while_it_saves(dataset, tmp_path):
+def test_the_chiefs_link_cut_while_it_saves(on_hosts, tmp_path):
     # A slow link, so that the cut comes while the chief saves: a save moves
     # the weights and their averages, 8.5 MB (about 2 s at 32 Mbit/s), and
     # starts right after the log line of a step that saves.
     train_dir = tmp_path / "train"
-    with hosts.Hosts() as lab:
-        cluster = hosts.TrainingCluster(
-            lab,
-            1,
-            [
-                "--data_dir=%s" % dataset["root"],
-                "--train_dir=%s" % train_dir,
-                *FAST_FLAGS,
-                "--max_steps=1000000",
-                "--log_frequency=1",
-                "--save_checkpoint_steps=2",
-            ],
-            str(tmp_path),
-            rate_mbit=32,
-        )
-        try:
-            cluster.start("ps", 0)
-            chief = cluster.start("worker", 0)
-            chief.wait_until(lambda _: checkpoint_step(train_dir) == 2, "checkpoint 2")
-            chief.wait_for(LOG_LINE.pattern.replace(r"(\d+)", "4", 1))
-            cluster.workers[0].link_down()
-            time.sleep(2)  # whatever the save does without its link
-            cluster.workers[0].kill()  # and then the chief's host dies
-            chief.finish()
-            cluster.workers[0].link_up()
+    cluster = on_hosts(
+        1,
+        "--log_frequency=1",
+        "--save_checkpoint_steps=2",
+        rate_mbit=32,
+    )
+    chief = cluster.start("worker", 0)
+    chief.wait_until(lambda _: checkpoint_step(train_dir) == 2, "checkpoint 2")
+    chief.wait_for(LOG_LINE.pattern.replace(r"(\d+)", "4", 1))
+    cluster.workers[0].link_down()
+    time.sleep(2)  # whatever the save does without its link
+    cluster.workers[0].kill()  # and then the chief's host dies
+    chief.finish()
+    cluster.workers[0].link_up()
 
-            # The checkpoints on disk are whole, and the next start resumes
-            # from the newest, leaving nothing of the cut save behind.
-            on_disk = checkpoints.candidates(str(train_dir))
-            assert on_disk and not any(map(checkpoints.damage, on_disk)), on_disk
-            newest = checkpoint_step(train_dir)
-            assert newest in (2, 4)
-            chief = cluster.start("worker", 0)
-            chief.wait_for(
-                r"^Resuming from .*model\.ckpt-%d at step %d\.$" % (newest, newest)
-            )
-            steps_after(chief, newest)
-            assert not [p for p in os.listdir(train_dir) if "temp" in p]
-            chief.send_signal(signal.SIGTERM)
-            code, out = finish_cleanly(chief)
-            assert code == 0, out
-        finally:
-            cluster.stop_all()
+    # The checkpoints on disk are whole, and the next start resumes
+    # from the newest, leaving nothing of the cut save behind.
+    on_disk = checkpoints.candidates(str(train_dir))
+    assert on_disk and not any(map(checkpoints.damage, on_disk)), on_disk
+    newest = checkpoint_step(train_dir)
+    assert newest in (2, 4)
+    chief = cluster.start("worker", 0)
+    chief.wait_for(r"^Resuming from .*model\.ckpt-%d at step %d\.$" % (newest, newest))
+    steps_after(chief, newest)
+    assert not [p for p in os.listdir(train_dir) if "temp" in p]
+    chief.send_signal(signal.SIGTERM)
+    code, out = finish_cleanly(chief)
+    assert code == 0, out
 
 
 @pytest.mark.slow
-def test_sync_chief_says_which_worker_it_waits_for(dataset, tmp_path):
-    with hosts.Hosts() as lab:
-        cluster = hosts.TrainingCluster(
-            lab,
-            2,
-            [
-                "--data_dir=%s" % dataset["root"],
-                "--train_dir=%s" % (tmp_path / "train"),
-                *FAST_FLAGS,
-                "--max_steps=1000000",
-                "--log_frequency=5",
-                "--sync_replicas",
-            ],
-            str(tmp_path),
-        )
-        try:
-            cluster.start("ps", 0)
-            chief = cluster.start("worker", 0)
-            worker = cluster.start("worker", 1)
-            steps_after(worker, 0)
-            cluster.workers[1].kill()  # it never comes back
-            waiting = chief.wait_for(
-                r"^Step (\d+) has waited \d+ s for the gradients of worker 1 "
-                r"\(%s:2222\), whose last were for step (\d+)\.$"
-                % re.escape(cluster.workers[1].address)
-            )
-            assert int(waiting[2]) < int(waiting[1])
-            assert form(waiting[0]) == "waiting"
-            # And again, at an interval, while it waits.
-            chief.wait_until(
-                lambda out: len(re.findall("has waited", out)) >= 2, "a second report"
-            )
-        finally:
-            cluster.stop_all()
+def test_sync_chief_says_which_worker_it_waits_for(on_hosts, tmp_path):
+    cluster = on_hosts(2, "--log_frequency=5", "--sync_replicas")
+    chief = cluster.start("worker", 0)
+    worker = cluster.start("worker", 1)
+    steps_after(worker, 0)
+    cluster.workers[1].kill()  # it never comes back
+    waiting = chief.wait_for(
+        r"^Step (\d+) has waited \d+ s for the gradients of worker 1 "
+        r"\(%s:2222\), whose last were for step (\d+)\.$"
+        % re.escape(cluster.workers[1].address)
+    )
+    assert int(waiting[2]) < int(waiting[1])
+    assert form(waiting[0]) == "waiting"
+    # And again, at an interval, while it waits.
+    chief.wait_until(
+        lambda out: len(re.findall("has waited", out)) >= 2, "a second report"
+    )

@@ -79,14 +79,16 @@ SHORTER = {
 
 
 def code_blocks():
-    """[(language, text)] of the README's fenced blocks, in order."""
+    """[(language, text)] of the README's fenced blocks, in order (those
+    indented in a list item too, without the indentation)."""
     blocks, language, lines = [], None, []
     for line in README.read_text().splitlines():
-        if line.startswith("```"):
+        if line.lstrip().startswith("```"):
             if language is None:
-                language, lines = line[3:].strip(), []
+                indent = len(line) - len(line.lstrip())
+                language, lines = line.strip()[3:].strip(), []
             else:
-                blocks.append((language, "".join(x + "\n" for x in lines)))
+                blocks.append((language, "".join(x[indent:] + "\n" for x in lines)))
                 language = None
         elif language is not None:
             lines.append(line)
@@ -176,6 +178,7 @@ def test_the_log_lines_it_quotes_have_the_binaries_forms():
     assert [line for line in lines if not form(line)] == []
     forms = {form(line) for line in lines}
     assert {"step", "precision", "signal", "stopped", "classified", "packed"} <= forms
+    assert {"waiting", "unanswered"} <= forms
 
 
 @pytest.mark.slow
