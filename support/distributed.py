@@ -601,11 +601,12 @@ class _SyncReplicasHook(tf.compat.v1.train.SessionRunHook):
     two gradients of its own, and then a worker that was gone would go
     unnoticed, or a stale gradient would use up a token and stop them all.
 
-    A step waits for every worker's gradients (or --replicas_to_aggregate of
-    them), so one worker that is gone stops them all. Each worker leaves on
-    parameter server 0 the step of the last gradients it computed; when the
-    global step has not moved for WAITING_REPORT_SECS, the chief says which
-    workers it is waiting for, and again after each such interval.
+    A step waits for --replicas_to_aggregate gradients: a worker that is
+    gone stops them all, or, when its token is left over, the others fill
+    the steps with two gradients each at half the speed. Each worker leaves
+    on parameter server 0 the step of the last gradients it computed; one
+    that has sent none for WAITING_REPORT_SECS while the global step is past
+    them is named by the chief, and again after each such interval.
     """
 
     WAITING_REPORT_SECS = 15
@@ -679,38 +680,37 @@ class _SyncReplicasHook(tf.compat.v1.train.SessionRunHook):
         return tf.compat.v1.train.SessionRunArgs(self._record_op)
 
     def _report_waiting(self, session, coord):
-        step, since, reports = None, time.time(), 0
+        changed = {}  # worker -> (its last step sent, when that changed)
+        reports = {}  # worker -> lines printed since
         while not self._ending and not coord.should_stop():
             time.sleep(1)
             try:
-                now_step, sent = session.run([self._global_step, self._sent])
+                step, sent = session.run([self._global_step, self._sent])
             except (tf.errors.OpError, RuntimeError):
                 return  # the session ended, or the cluster is lost
-            waited = time.time() - since
-            if now_step != step:
-                step, since, reports = now_step, time.time(), 0
-            elif waited >= (reports + 1) * self.WAITING_REPORT_SECS:
-                print(self._waiting_for(step, sent, waited), flush=True)
-                reports += 1
-
-    def _waiting_for(self, step, sent, secs):
-        """The line that says which workers step waits for."""
-        late = [
-            "%s, %s"
-            % (
-                task,
-                "whose last were for step %d" % last
-                if last >= 0
-                else "which has sent none",
-            )
-            for task, last in zip(self._cluster.trainers, sent, strict=True)
-            if last < step
-        ]
-        return "Step %d has waited %d s for the gradients of %s." % (
-            step,
-            secs,
-            "; ".join(late) or "the workers",
-        )
+            now = time.time()
+            for task, last in zip(self._cluster.trainers, sent, strict=True):
+                if changed.get(task, (None,))[0] != last:
+                    changed[task], reports[task] = (last, now), 0
+                    continue
+                quiet = now - changed[task][1]
+                if last < step and quiet >= (reports[task] + 1) * (
+                    self.WAITING_REPORT_SECS
+                ):
+                    print(
+                        "No gradients from %s for %d s: %s, and the global step "
+                        "is %d."
+                        % (
+                            task,
+                            quiet,
+                            "its last were for step %d" % last
+                            if last >= 0
+                            else "it has sent none yet",
+                            step,
+                        ),
+                        flush=True,
+                    )
+                    reports[task] += 1
 
     def _apply_updates(self, session, coord):
         try:
@@ -782,14 +782,20 @@ class SessionCreator(tf.compat.v1.train.SessionCreator):
 
     def _create(self):
         if self._cluster.is_chief:
-            return tf.compat.v1.train.ChiefSessionCreator(
+            checkpoint = checkpoints.newest(self._checkpoint_dir)[0]
+            session = tf.compat.v1.train.ChiefSessionCreator(
                 scaffold=self._scaffold,
                 master=self._server.target,
                 config=self._config,
-                checkpoint_filename_with_path=checkpoints.newest(self._checkpoint_dir)[
-                    0
-                ],
+                checkpoint_filename_with_path=checkpoint,
             ).create_session()
+            if self._connected and checkpoint:  # as at start-up
+                print(
+                    "Resuming from %s at step %d."
+                    % (checkpoint, checkpoints.step(checkpoint)),
+                    flush=True,
+                )
+            return session
         self._scaffold.finalize()
         manager = tf.compat.v1.train.SessionManager(
             local_init_op=self._scaffold.local_init_op,

@@ -61,9 +61,8 @@ FORMS = {
     "skipped": re.compile(r"^Skipped \d+ (file|image|link|folder)\(s\) .+\.$"),
     "listed": re.compile(r"^Each file skipped is listed in .+\.skipped\.txt\.$"),
     "waiting": re.compile(
-        r"^Step \d+ has waited \d+ s for the gradients of \w+ \d+ \(\S+\), "
-        r"(whose last were for step \d+|which has sent none)(; \w+ \d+ \(\S+\), "
-        r"(whose last were for step \d+|which has sent none))*\.$"
+        r"^No gradients from \w+ \d+ \(\S+\) for \d+ s: (its last were for step "
+        r"\d+|it has sent none yet), and the global step is \d+\.$"
     ),
     "unanswered": re.compile(
         r"^Parameter server \d+ at \S+ does not answer \(.+\); this step waits for "

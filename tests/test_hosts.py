@@ -112,7 +112,8 @@ def running_on_hosts(pid):
 def on_hosts(dataset, tmp_path):
     """on_hosts(num_workers, *flags, rate_mbit=None): a hosts.TrainingCluster
     of the training binary on the fake data set, its output in tmp_path, its
-    parameter server started. Every run has a --max_steps it cannot reach:
+    parameter server started: each task on a host with 0.2 (the parameter
+    server) or 0.3 (a worker) of a core. Every run has a --max_steps it cannot reach:
     the tests stop them. What it made is removed at the end of the test."""
     with contextlib.ExitStack() as stack:
 
@@ -129,6 +130,10 @@ def on_hosts(dataset, tmp_path):
                     *flags,
                 ],
                 str(tmp_path),
+                # Small hosts, which leave the tests beside them most of the
+                # machine; the waits below are for events, not for time.
+                ps_cpus=0.2,
+                worker_cpus=0.3,
                 rate_mbit=rate_mbit,
             )
             stack.callback(cluster.stop_all)
@@ -153,7 +158,11 @@ def logged(output):
 
 @pytest.mark.slow
 def test_a_lost_link_and_a_lost_parameter_server(on_hosts, tmp_path):
-    cluster = on_hosts(2, "--log_frequency=5", "--save_checkpoint_steps=10")
+    # The tutorial's batch of 128: at 32, two asynchronous workers with its
+    # learning rate can diverge within the steps this test takes.
+    cluster = on_hosts(
+        2, "--log_frequency=5", "--save_checkpoint_steps=10", "--batch_size=128"
+    )
     chief = cluster.start("worker", 0)
     worker = cluster.start("worker", 1)
     step = steps_after(worker, 0)
@@ -183,13 +192,9 @@ def test_a_lost_link_and_a_lost_parameter_server(on_hosts, tmp_path):
         % re.escape(cluster.ps.address)
     )
     cluster.start("ps", 0)
-    lost = chief.wait_for("^Lost the connection to the cluster; reconnecting.")
-    resumed = chief.wait_until(
-        lambda out: logged(out[out.index(lost[0]) :])[:1],
-        "a step after the restart",
-    )[0]
-    assert 0 < resumed - last <= 6, (last, resumed)
-    steps_after(worker, resumed)
+    chief.wait_for("^Lost the connection to the cluster; reconnecting.")
+    chief.wait_for(r"^Resuming from .*model\.ckpt-%d at step %d\.$" % (last, last))
+    steps_after(worker, last)
 
     for task in (chief, worker):
         task.send_signal(signal.SIGTERM)
@@ -241,13 +246,21 @@ def test_sync_chief_says_which_worker_it_waits_for(on_hosts, tmp_path):
     steps_after(worker, 0)
     cluster.workers[1].kill()  # it never comes back
     waiting = chief.wait_for(
-        r"^Step (\d+) has waited \d+ s for the gradients of worker 1 "
-        r"\(%s:2222\), whose last were for step (\d+)\.$"
+        r"^No gradients from worker 1 \(%s:2222\) for (\d+) s: its last were for "
+        r"step (\d+), and the global step is (\d+)\.$"
         % re.escape(cluster.workers[1].address)
     )
-    assert int(waiting[2]) < int(waiting[1])
+    assert int(waiting[2]) < int(waiting[3])
     assert form(waiting[0]) == "waiting"
-    # And again, at an interval, while it waits.
-    chief.wait_until(
-        lambda out: len(re.findall("has waited", out)) >= 2, "a second report"
+    # And again, at an interval.
+    again = chief.wait_until(
+        lambda out: [
+            int(quiet)
+            for quiet in re.findall(
+                r"^No gradients from worker 1 .* for (\d+) s", out, re.M
+            )
+            if int(quiet) > int(waiting[1])
+        ],
+        "a second report",
     )
+    assert again[0] >= 2 * int(waiting[1]) - 2
