@@ -646,7 +646,15 @@ class _SyncReplicasHook(tf.compat.v1.train.SessionRunHook):
         )  # fmt: skip
         with tf.control_dependencies([g for g, _ in grads_and_vars if g is not None]):
             self._record_op = tf.compat.v1.scatter_update(self._sent, [replica], [step])
-        return self._optimizer.apply_gradients(grads_and_vars, global_step)
+        # cifar10.train() calls this under control dependencies on the step's
+        # loss. Left on the chief's update ops, they would make each update
+        # compute a forward pass of its own, reading every weight from the
+        # parameter servers, while the workers wait. The workers' runs keep
+        # them, through an op made here, where they apply.
+        step_dependencies = tf.no_op(name="step_dependencies")
+        with tf.control_dependencies(None):
+            train_op = self._optimizer.apply_gradients(grads_and_vars, global_step)
+        return tf.group(train_op, step_dependencies)
 
     def begin(self):
         opt = self._optimizer

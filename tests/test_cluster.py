@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import socket
+import threading
 
 import pytest
 import tensorflow as tf
@@ -330,3 +331,49 @@ def test_a_worker_step_moves_the_weights_once_each_way(dataset):
     # Each way, the weights' size and a few scalars (the step, the loss).
     assert weights <= sent["job:ps", "job:worker"] < 1.01 * weights, largest
     assert weights <= sent["job:worker", "job:ps"] < 1.01 * weights, largest
+
+
+def test_the_chiefs_synchronous_update_moves_no_weights(dataset):
+    """Under --sync_replicas the chief applies each step's averaged gradients
+    on the parameter server: its update run computes nothing of the model and
+    brings no weight over (it once ran a forward pass of its own each step)."""
+    ps_port, worker_port = free_ports(2)
+    with flagsaver.flagsaver(
+        ps_hosts="127.0.0.1:%d" % ps_port,
+        worker_hosts="127.0.0.1:%d" % worker_port,
+        job_name="worker",
+        sync_replicas=True,
+        data_dir=dataset["root"],
+        batch_size=32,
+        min_queue_examples=100,
+    ):
+        task = distributed.from_flags()
+        servers = [tf.distribute.Server(task.spec, job, 0) for job in ("ps", "worker")]
+        data = cifar10.data_set()
+        with tf.Graph().as_default() as graph:
+            with task.device():
+                global_step = tf.compat.v1.train.get_or_create_global_step()
+                with tf.device("/cpu:0"):
+                    images, labels = cifar10.distorted_inputs()
+                logits = cifar10.inference(images, data.num_classes)
+                loss = cifar10.loss(logits, labels)
+                train_op = cifar10.train(
+                    loss, global_step, data.num_train, apply_fn=task.apply_fn
+                )
+            (sync,) = [h for h in task.hooks() if hasattr(h, "apply_gradients")]
+            sync.begin()
+            with queue_session(servers[1].target) as sess:
+                sess.run([sync._local_init_op, sync._sent.initializer])
+                # The worker's step waits for the chief's update, run here.
+                step = threading.Thread(target=sess.run, args=(train_op,))
+                step.start()
+                metadata = tf.compat.v1.RunMetadata()
+                sess.run(
+                    sync._update_op,
+                    options=tf.compat.v1.RunOptions(output_partition_graphs=True),
+                    run_metadata=metadata,
+                )
+                step.join()
+                assert sess.run(global_step) == 1
+    sent, tensors = crossing_bytes(metadata.partition_graphs, graph)
+    assert sum(sent.values()) < 1000, tensors[:8]
