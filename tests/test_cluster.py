@@ -3,6 +3,7 @@
 restarted) and synchronous (told by TF_CONFIG); and the cluster flags'
 errors."""
 
+import contextlib
 import os
 import re
 import signal
@@ -287,10 +288,15 @@ def crossing_bytes(partition_graphs, graph):
     return sent, sorted(tensors, reverse=True)
 
 
-def test_a_worker_step_moves_the_weights_once_each_way(dataset):
-    """Between a worker and the parameter server, a step carries the weights
-    to the worker and their gradients back, and little else: no weight read
-    twice, no moving average computed on the worker's side of the wire."""
+@contextlib.contextmanager
+def training_graph_on_servers(dataset, **flags):
+    """The graph of cifar10_train.train() for worker 0 of a cluster of one
+    parameter server and that worker, both servers in this process.
+
+    Yields:
+      (its cluster task, the worker server's target, global step, train op),
+      with the graph the default one.
+    """
     ps_port, worker_port = free_ports(2)
     with flagsaver.flagsaver(
         ps_hosts="127.0.0.1:%d" % ps_port,
@@ -299,12 +305,12 @@ def test_a_worker_step_moves_the_weights_once_each_way(dataset):
         data_dir=dataset["root"],
         batch_size=32,
         min_queue_examples=100,
+        **flags,
     ):
         task = distributed.from_flags()
         servers = [tf.distribute.Server(task.spec, job, 0) for job in ("ps", "worker")]
         data = cifar10.data_set()
-        with tf.Graph().as_default() as graph:
-            # The graph of cifar10_train.train().
+        with tf.Graph().as_default():
             with task.device():
                 global_step = tf.compat.v1.train.get_or_create_global_step()
                 with tf.device("/cpu:0"):
@@ -314,18 +320,27 @@ def test_a_worker_step_moves_the_weights_once_each_way(dataset):
                 train_op = cifar10.train(
                     loss, global_step, data.num_train, apply_fn=task.apply_fn
                 )
-            weights = sum(
-                v.shape.num_elements() * v.dtype.size
-                for v in tf.compat.v1.trainable_variables()
+            yield task, servers[1].target, global_step, train_op
+
+
+def test_a_worker_step_moves_the_weights_once_each_way(dataset):
+    """Between a worker and the parameter server, a step carries the weights
+    to the worker and their gradients back, and little else: no weight read
+    twice, no moving average computed on the worker's side of the wire."""
+    with training_graph_on_servers(dataset) as (_, target, _, train_op):
+        graph = tf.compat.v1.get_default_graph()
+        weights = sum(
+            v.shape.num_elements() * v.dtype.size
+            for v in tf.compat.v1.trainable_variables()
+        )
+        with queue_session(target) as sess:
+            sess.run(train_op)
+            metadata = tf.compat.v1.RunMetadata()
+            sess.run(
+                train_op,
+                options=tf.compat.v1.RunOptions(output_partition_graphs=True),
+                run_metadata=metadata,
             )
-            with queue_session(servers[1].target) as sess:
-                sess.run(train_op)
-                metadata = tf.compat.v1.RunMetadata()
-                sess.run(
-                    train_op,
-                    options=tf.compat.v1.RunOptions(output_partition_graphs=True),
-                    run_metadata=metadata,
-                )
     sent, tensors = crossing_bytes(metadata.partition_graphs, graph)
     largest = tensors[:12]
     # Each way, the weights' size and a few scalars (the step, the loss).
@@ -337,43 +352,27 @@ def test_the_chiefs_synchronous_update_moves_no_weights(dataset):
     """Under --sync_replicas the chief applies each step's averaged gradients
     on the parameter server: its update run computes nothing of the model and
     brings no weight over (it once ran a forward pass of its own each step)."""
-    ps_port, worker_port = free_ports(2)
-    with flagsaver.flagsaver(
-        ps_hosts="127.0.0.1:%d" % ps_port,
-        worker_hosts="127.0.0.1:%d" % worker_port,
-        job_name="worker",
-        sync_replicas=True,
-        data_dir=dataset["root"],
-        batch_size=32,
-        min_queue_examples=100,
+    with training_graph_on_servers(dataset, sync_replicas=True) as (
+        task,
+        target,
+        global_step,
+        train_op,
     ):
-        task = distributed.from_flags()
-        servers = [tf.distribute.Server(task.spec, job, 0) for job in ("ps", "worker")]
-        data = cifar10.data_set()
-        with tf.Graph().as_default() as graph:
-            with task.device():
-                global_step = tf.compat.v1.train.get_or_create_global_step()
-                with tf.device("/cpu:0"):
-                    images, labels = cifar10.distorted_inputs()
-                logits = cifar10.inference(images, data.num_classes)
-                loss = cifar10.loss(logits, labels)
-                train_op = cifar10.train(
-                    loss, global_step, data.num_train, apply_fn=task.apply_fn
-                )
-            (sync,) = [h for h in task.hooks() if hasattr(h, "apply_gradients")]
-            sync.begin()
-            with queue_session(servers[1].target) as sess:
-                sess.run([sync._local_init_op, sync._sent.initializer])
-                # The worker's step waits for the chief's update, run here.
-                step = threading.Thread(target=sess.run, args=(train_op,))
-                step.start()
-                metadata = tf.compat.v1.RunMetadata()
-                sess.run(
-                    sync._update_op,
-                    options=tf.compat.v1.RunOptions(output_partition_graphs=True),
-                    run_metadata=metadata,
-                )
-                step.join()
-                assert sess.run(global_step) == 1
+        graph = tf.compat.v1.get_default_graph()
+        (sync,) = [h for h in task.hooks() if hasattr(h, "apply_gradients")]
+        sync.begin()
+        with queue_session(target) as sess:
+            sess.run([sync._local_init_op, sync._sent.initializer])
+            # The worker's step waits for the chief's update, run here.
+            step = threading.Thread(target=sess.run, args=(train_op,))
+            step.start()
+            metadata = tf.compat.v1.RunMetadata()
+            sess.run(
+                sync._update_op,
+                options=tf.compat.v1.RunOptions(output_partition_graphs=True),
+                run_metadata=metadata,
+            )
+            step.join()
+            assert sess.run(global_step) == 1
     sent, tensors = crossing_bytes(metadata.partition_graphs, graph)
     assert sum(sent.values()) < 1000, tensors[:8]
