@@ -183,7 +183,6 @@ def test_a_lost_link_and_a_lost_parameter_server(on_hosts, tmp_path):
     # The parameter server's host dies, and is started again: the
     # chief goes on from its last checkpoint.
     cluster.ps.kill()
-    last = checkpoint_step(tmp_path / "train")
     # Meanwhile the workers say what their steps wait for.
     chief.wait_for(
         r"^Parameter server 0 at %s:2222 does not answer \(Connection "
@@ -191,6 +190,9 @@ def test_a_lost_link_and_a_lost_parameter_server(on_hosts, tmp_path):
         r"--task_index=0 and the same host lists, or correct --ps_hosts\.$"
         % re.escape(cluster.ps.address)
     )
+    # Read only now: a save that the parameter server finished as it died
+    # is recorded by the chief after it.
+    last = checkpoint_step(tmp_path / "train")
     cluster.start("ps", 0)
     chief.wait_for("^Lost the connection to the cluster; reconnecting.")
     chief.wait_for(r"^Resuming from .*model\.ckpt-%d at step %d\.$" % (last, last))
