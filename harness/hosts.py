@@ -294,7 +294,8 @@ def _interrupt(signum, frame):
 
 class TrainingCluster:
     """cifar10_train.py as a cluster of hosts: a parameter server and
-    workers, each on a host of its own, all listening on port 2222.
+    workers, each on a host of its own, all listening on port 2222. Several
+    clusters can share a lab, each under a name of its own.
 
     Attributes:
       ps: the parameter server's Host.
@@ -303,10 +304,12 @@ class TrainingCluster:
     """
 
     def __init__(self, lab, num_workers, flags, log_dir, ps_cpus=None,
-                 worker_cpus=None, rate_mbit=None):  # fmt: skip
-        self.ps = lab.add("ps", ps_cpus, rate_mbit)
+                 worker_cpus=None, rate_mbit=None, name=""):  # fmt: skip
+        self.name = name
+        self.ps = lab.add(name + "ps", ps_cpus, rate_mbit)
         self.workers = [
-            lab.add("worker%d" % i, worker_cpus, rate_mbit) for i in range(num_workers)
+            lab.add("%sworker%d" % (name, i), worker_cpus, rate_mbit)
+            for i in range(num_workers)
         ]
         self.flags = [
             "--ps_hosts=%s:2222" % self.ps.address,
@@ -324,7 +327,8 @@ class TrainingCluster:
         """
         host = self.ps if job_name == "ps" else self.workers[task_index]
         log_path = os.path.join(
-            self._log_dir, "%s%d-%d.log" % (job_name, task_index, len(self.started))
+            self._log_dir,
+            "%s%s%d-%d.log" % (self.name, job_name, task_index, len(self.started)),
         )
         self.started.append(
             procs.Process(

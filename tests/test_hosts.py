@@ -110,32 +110,40 @@ def running_on_hosts(pid):
 
 @pytest.fixture
 def on_hosts(dataset, tmp_path):
-    """on_hosts(num_workers, *flags, rate_mbit=None): a hosts.TrainingCluster
-    of the training binary on the fake data set, its output in tmp_path, its
-    parameter server started: each task on a host with 0.3 (the parameter
-    server) or 0.5 (a worker) of a core. Every run has a --max_steps it cannot reach:
-    the tests stop them. What it made is removed at the end of the test."""
+    """on_hosts(num_workers, *flags, rate_mbit=30, name=""): a
+    hosts.TrainingCluster of the training binary on the fake data set, its
+    parameter server started, its output in tmp_path and its checkpoints in
+    its train_dir, tmp_path / (name + "train"). Each task has a host of a
+    core, on a link of rate_mbit: at 30 Mbit/s a step waits seconds on the
+    network (it moves 8.6 MB) and computes for a fraction of one, which
+    leaves most of the machine to the tests beside these. The clusters of a
+    test share its lab, under names of their own. Every run has a
+    --max_steps it cannot reach: the tests stop them. What it made is
+    removed at the end of the test."""
     with contextlib.ExitStack() as stack:
+        labs = []
 
-        def make(num_workers, *flags, rate_mbit=None):
-            lab = stack.enter_context(hosts.Hosts())
+        def make(num_workers, *flags, rate_mbit=30, name=""):
+            if not labs:
+                labs.append(stack.enter_context(hosts.Hosts()))
+            train_dir = tmp_path / (name + "train")
             cluster = hosts.TrainingCluster(
-                lab,
+                labs[0],
                 num_workers,
                 [
                     "--data_dir=%s" % dataset["root"],
-                    "--train_dir=%s" % (tmp_path / "train"),
+                    "--train_dir=%s" % train_dir,
                     *FAST_FLAGS,
                     "--max_steps=1000000",
                     *flags,
                 ],
                 str(tmp_path),
-                # Small hosts, which leave the tests beside them most of the
-                # machine; the waits below are for events, not for time.
-                ps_cpus=0.3,
-                worker_cpus=0.5,
+                ps_cpus=1,
+                worker_cpus=1,
                 rate_mbit=rate_mbit,
+                name=name,
             )
+            cluster.train_dir = train_dir
             stack.callback(cluster.stop_all)
             cluster.start("ps", 0)
             return cluster
@@ -157,68 +165,70 @@ def logged(output):
 
 
 @pytest.mark.slow
-def test_a_lost_link_and_a_lost_parameter_server(on_hosts, tmp_path):
-    # The tutorial's batch of 128: at 32, two asynchronous workers with its
-    # learning rate can diverge within the steps this test takes.
-    cluster = on_hosts(
-        2, "--log_frequency=5", "--save_checkpoint_steps=10", "--batch_size=128"
-    )
-    chief = cluster.start("worker", 0)
-    worker = cluster.start("worker", 1)
+def test_a_lost_link_and_a_lost_parameter_server(on_hosts):
+    # Two clusters side by side, one fault each. The tutorial's batch of
+    # 128: at 32, two asynchronous workers with its learning rate can diverge
+    # within the steps this test takes.
+    flags = ("--log_frequency=1", "--save_checkpoint_steps=5", "--batch_size=128")
+    cut = on_hosts(2, *flags)  # where worker 1's link goes down
+    lost = on_hosts(2, *flags, name="b")  # where the parameter server dies
+    chief, worker = cut.start("worker", 0), cut.start("worker", 1)
+    lost_chief, lost_worker = lost.start("worker", 0), lost.start("worker", 1)
     step = steps_after(worker, 0)
+    steps_after(lost_worker, 0)
 
-    # Worker 1's link down for 30 s: the chief trains on meanwhile,
-    # and worker 1 carries on when it is back.
-    cluster.workers[1].link_down()
+    # Worker 1's link down for 30 s (or longer, if what happens meanwhile
+    # on the other cluster takes longer): the chief trains on, and worker 1
+    # carries on when its link is back.
+    cut.workers[1].link_down()
     cut_at = time.time()
-    chief.wait_until(
-        lambda _: (checkpoint_step(tmp_path / "train") or 0) > step + 10,
-        "a checkpoint while worker 1 is cut off",
-    )
-    time.sleep(max(0, 30 - (time.time() - cut_at)))
-    saved = checkpoint_step(tmp_path / "train")
-    cluster.workers[1].link_up()
-    assert steps_after(worker, saved) > saved  # no checkpointed step lost
 
-    # The parameter server's host dies, and is started again: the
-    # chief goes on from its last checkpoint.
-    cluster.ps.kill()
-    # Meanwhile the workers say what their steps wait for.
-    chief.wait_for(
+    # Meanwhile the other parameter server's host dies, and is started
+    # again: its chief goes on from its last checkpoint, and says what its
+    # steps wait for in between.
+    lost.ps.kill()
+    lost_chief.wait_for(
         r"^Parameter server 0 at %s:2222 does not answer \(Connection "
         r"refused\); this step waits for it\. Start it with --job_name=ps "
         r"--task_index=0 and the same host lists, or correct --ps_hosts\.$"
-        % re.escape(cluster.ps.address)
+        % re.escape(lost.ps.address)
     )
     # Read only now: a save that the parameter server finished as it died
     # is recorded by the chief after it.
-    last = checkpoint_step(tmp_path / "train")
-    cluster.start("ps", 0)
-    chief.wait_for("^Lost the connection to the cluster; reconnecting.")
-    chief.wait_for(r"^Resuming from .*model\.ckpt-%d at step %d\.$" % (last, last))
-    steps_after(worker, last)
+    last = checkpoint_step(lost.train_dir)
+    lost.start("ps", 0)
+    lost_chief.wait_for("^Lost the connection to the cluster; reconnecting.")
+    lost_chief.wait_for(r"^Resuming from .*model\.ckpt-%d at step %d\.$" % (last, last))
+    steps_after(lost_worker, last)
 
-    chief.send_signal(signal.SIGTERM)
-    code, out = finish_cleanly(chief)
-    assert code == 0, out
-    # Worker 1 has TensorFlow's own line about its lost link besides.
-    worker.send_signal(signal.SIGTERM)
-    code, out = worker.finish()
-    assert code == 0 and "Stopped by SIGTERM at global step" in out, out
+    chief.wait_until(
+        lambda _: (checkpoint_step(cut.train_dir) or 0) > step + 5,
+        "a checkpoint while worker 1 is cut off",
+    )
+    time.sleep(max(0, 30 - (time.time() - cut_at)))
+    saved = checkpoint_step(cut.train_dir)
+    cut.workers[1].link_up()
+    assert steps_after(worker, saved) > saved  # no checkpointed step lost
+
+    for task in (chief, lost_chief):
+        task.send_signal(signal.SIGTERM)
+        code, out = finish_cleanly(task)
+        assert code == 0, out
+    # The other workers have TensorFlow's own lines about their lost peers
+    # besides.
+    for task in (worker, lost_worker):
+        task.send_signal(signal.SIGTERM)
+        code, out = task.finish()
+        assert code == 0 and "Stopped by SIGTERM at global step" in out, out
 
 
 @pytest.mark.slow
-def test_the_chiefs_link_cut_while_it_saves(on_hosts, tmp_path):
-    # A slow link, so that the cut comes while the chief saves: a save moves
-    # the weights and their averages, 8.5 MB (about 2 s at 32 Mbit/s), and
+def test_the_chiefs_link_cut_while_it_saves(on_hosts):
+    # The slow link makes the cut come while the chief saves: a save moves
+    # the weights and their averages, 8.5 MB (about 2 s at 30 Mbit/s), and
     # starts right after the log line of a step that saves.
-    train_dir = tmp_path / "train"
-    cluster = on_hosts(
-        1,
-        "--log_frequency=1",
-        "--save_checkpoint_steps=2",
-        rate_mbit=32,
-    )
+    cluster = on_hosts(1, "--log_frequency=1", "--save_checkpoint_steps=2")
+    train_dir = cluster.train_dir
     chief = cluster.start("worker", 0)
     chief.wait_until(lambda _: checkpoint_step(train_dir) == 2, "checkpoint 2")
     chief.wait_for(LOG_LINE.pattern.replace(r"(\d+)", "4", 1))
@@ -244,8 +254,8 @@ def test_the_chiefs_link_cut_while_it_saves(on_hosts, tmp_path):
 
 
 @pytest.mark.slow
-def test_sync_chief_says_which_worker_it_waits_for(on_hosts, tmp_path):
-    cluster = on_hosts(2, "--log_frequency=5", "--sync_replicas")
+def test_sync_chief_says_which_worker_it_waits_for(on_hosts):
+    cluster = on_hosts(2, "--log_frequency=1", "--sync_replicas")
     chief = cluster.start("worker", 0)
     worker = cluster.start("worker", 1)
     steps_after(worker, 0)
