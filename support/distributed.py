@@ -488,9 +488,11 @@ class _UnansweredHook(tf.compat.v1.train.SessionRunHook):
 
     A step whose parameter server has died waits inside TensorFlow until it
     is back (the chief then restores its last checkpoint onto it), which
-    looks like a hang. When a step has taken STALL_SECS, this looks whether
-    each parameter server accepts connections, and names those that do not,
-    once until a step ends again.
+    looks like a hang; so may what follows a step, such as a checkpoint's
+    save or the closing of the session that a lost parameter server broke.
+    When STALL_SECS have passed since a step began and no other has, this
+    looks whether each parameter server accepts connections, and names those
+    that do not, once until the next step begins.
     """
 
     STALL_SECS = 10
@@ -506,10 +508,9 @@ class _UnansweredHook(tf.compat.v1.train.SessionRunHook):
             self._thread.start()
 
     def before_run(self, run_context):
+        # Not cleared in after_run: the hooks after this one (the saver's)
+        # and a reconnection run after it, and can wait as long.
         self._step_started = time.time()
-
-    def after_run(self, run_context, run_values):
-        self._step_started = None
 
     def _watch(self):
         reported = None

@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 import threading
+import time
 
 import pytest
 import tensorflow as tf
@@ -245,6 +246,34 @@ def test_cluster_flags_describe_this_task():
     with flagsaver.flagsaver(**HOSTS, job_name="worker"):
         assert support.cluster.this_task().is_chief
     assert support.cluster.this_task() is support.cluster.LOCAL
+
+
+def test_a_wait_after_the_step_names_the_parameter_server_that_does_not_answer(
+    capsys, monkeypatch
+):
+    # What runs after a step's own hooks can wait on a parameter server that
+    # died as long as a step: a checkpoint's save (the saver's hook comes
+    # after the cluster's), then the closing of the session it broke.
+    address = "127.0.0.1:%d" % free_ports(1)[0]  # nothing listens there
+    cluster = distributed.Cluster(
+        {"ps": [address], "worker": ["127.0.0.1:1"]}, "worker", 0
+    )
+    monkeypatch.setattr(distributed._UnansweredHook, "STALL_SECS", 1)
+    hook = distributed._UnansweredHook(cluster)
+    hook.after_create_session(None, None)
+    hook.before_run(None)
+    hook.after_run(None, None)  # the step is done; what follows it waits
+    expected = (
+        "Parameter server 0 at %s does not answer (Connection refused); this "
+        "step waits for it. Start it with --job_name=ps --task_index=0 and the "
+        "same host lists, or correct --ps_hosts.\n" % address
+    )
+    printed = ""
+    deadline = time.time() + 30
+    while expected not in printed and time.time() < deadline:
+        time.sleep(0.2)
+        printed += capsys.readouterr().out
+    assert printed == expected
 
 
 def test_binary_reports_a_bad_job_name(dataset, tmp_path):

@@ -16,7 +16,14 @@ import time
 import pytest
 
 from harness import hosts, procs
-from helpers import FAST_FLAGS, LOG_LINE, checkpoint_step, finish_cleanly, form
+from helpers import (
+    FAST_FLAGS,
+    LOG_LINE,
+    TENSORFLOW_ERROR,
+    checkpoint_step,
+    finish_cleanly,
+    form,
+)
 from support import checkpoints
 
 
@@ -110,20 +117,21 @@ def running_on_hosts(pid):
 
 @pytest.fixture
 def on_hosts(dataset, tmp_path):
-    """on_hosts(num_workers, *flags, rate_mbit=30, name=""): a
+    """on_hosts(num_workers, *flags, rate_mbit=30, worker_cpus=1, name=""): a
     hosts.TrainingCluster of the training binary on the fake data set, its
     parameter server started, its output in tmp_path and its checkpoints in
     its train_dir, tmp_path / (name + "train"). Each task has a host of a
-    core, on a link of rate_mbit: at 30 Mbit/s a step waits seconds on the
-    network (it moves 8.6 MB) and computes for a fraction of one, which
-    leaves most of the machine to the tests beside these. The clusters of a
+    core (a worker, of worker_cpus), on a link of rate_mbit (None: no
+    limit): at 30 Mbit/s a step waits seconds on the network (it moves 8.6
+    MB) and computes for a fraction of one, which leaves most of the machine
+    to the tests beside these. The clusters of a
     test share its lab, under names of their own. Every run has a
     --max_steps it cannot reach: the tests stop them. What it made is
     removed at the end of the test."""
     with contextlib.ExitStack() as stack:
         labs = []
 
-        def make(num_workers, *flags, rate_mbit=30, name=""):
+        def make(num_workers, *flags, rate_mbit=30, worker_cpus=1, name=""):
             if not labs:
                 labs.append(stack.enter_context(hosts.Hosts()))
             train_dir = tmp_path / (name + "train")
@@ -139,7 +147,7 @@ def on_hosts(dataset, tmp_path):
                 ],
                 str(tmp_path),
                 ps_cpus=1,
-                worker_cpus=1,
+                worker_cpus=worker_cpus,
                 rate_mbit=rate_mbit,
                 name=name,
             )
@@ -170,12 +178,18 @@ def test_a_lost_link_and_a_lost_parameter_server(on_hosts):
     # 128: at 32, two asynchronous workers with its learning rate can diverge
     # within the steps this test takes.
     flags = ("--log_frequency=1", "--save_checkpoint_steps=5", "--batch_size=128")
-    cut = on_hosts(2, *flags)  # where worker 1's link goes down
+    # Where worker 1's link goes down: links without a limit, so that the
+    # cut comes while it computes. (A cut while a step's tensors cross the
+    # link can leave that step waiting after the link is back; on 30 Mbit/s
+    # links, where most of a step is that, it did once in three.) Workers of
+    # a quarter of a core, which leave the machine to the tests beside these.
+    cut = on_hosts(2, *flags, rate_mbit=None, worker_cpus=0.25)
     lost = on_hosts(2, *flags, name="b")  # where the parameter server dies
     chief, worker = cut.start("worker", 0), cut.start("worker", 1)
     lost_chief, lost_worker = lost.start("worker", 0), lost.start("worker", 1)
     step = steps_after(worker, 0)
-    steps_after(lost_worker, 0)
+    for task in (chief, lost_chief, lost_worker):
+        steps_after(task, 0)
 
     # Worker 1's link down for 30 s (or longer, if what happens meanwhile
     # on the other cluster takes longer): the chief trains on, and worker 1
@@ -210,12 +224,16 @@ def test_a_lost_link_and_a_lost_parameter_server(on_hosts):
     cut.workers[1].link_up()
     assert steps_after(worker, saved) > saved  # no checkpointed step lost
 
-    for task in (chief, lost_chief):
-        task.send_signal(signal.SIGTERM)
-        code, out = finish_cleanly(task)
-        assert code == 0, out
-    # The other workers have TensorFlow's own lines about their lost peers
-    # besides.
+    chief.send_signal(signal.SIGTERM)
+    code, out = finish_cleanly(chief)
+    assert code == 0, out
+    # The other chief may have TensorFlow's own line about the graph it could
+    # not clean up on the parameter server that died; the other workers,
+    # such lines about their lost peers.
+    lost_chief.send_signal(signal.SIGTERM)
+    code, out = lost_chief.finish()
+    assert code == 0 and "Traceback" not in out, out
+    assert all("Cleanup partition error" in e for e in TENSORFLOW_ERROR.findall(out))
     for task in (worker, lost_worker):
         task.send_signal(signal.SIGTERM)
         code, out = task.finish()
