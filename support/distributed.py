@@ -517,9 +517,7 @@ class _UnansweredHook(tf.compat.v1.train.SessionRunHook):
         while True:
             time.sleep(1)
             started = self._step_started
-            if started is None or time.time() - started < self.STALL_SECS:
-                continue
-            if reported == started:
+            if started in (None, reported) or time.time() - started < self.STALL_SECS:
                 continue
             reported = started
             for task, address in enumerate(self._cluster.jobs["ps"]):

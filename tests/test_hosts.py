@@ -124,19 +124,16 @@ def on_hosts(dataset, tmp_path):
     core (a worker, of worker_cpus), on a link of rate_mbit (None: no
     limit): at 30 Mbit/s a step waits seconds on the network (it moves 8.6
     MB) and computes for a fraction of one, which leaves most of the machine
-    to the tests beside these. The clusters of a
-    test share its lab, under names of their own. Every run has a
-    --max_steps it cannot reach: the tests stop them. What it made is
-    removed at the end of the test."""
+    to the tests beside these. The clusters of a test share its lab, under
+    names of their own. Every run has a --max_steps it cannot reach: the
+    tests stop them. What it made is removed at the end of the test."""
     with contextlib.ExitStack() as stack:
-        labs = []
+        lab = stack.enter_context(hosts.Hosts())
 
         def make(num_workers, *flags, rate_mbit=30, worker_cpus=1, name=""):
-            if not labs:
-                labs.append(stack.enter_context(hosts.Hosts()))
             train_dir = tmp_path / (name + "train")
             cluster = hosts.TrainingCluster(
-                labs[0],
+                lab,
                 num_workers,
                 [
                     "--data_dir=%s" % dataset["root"],
