@@ -382,12 +382,46 @@ class Cluster:
         return "%s %d (%s)" % (self.job_name, self.task_index, self.address)
 
 
+# gRPC's keepalive pings, on every connection a task opens to another: a
+# connection whose other end is gone without a word (its process restarted,
+# or dropped it, while the link between them was down) then fails, and the
+# step waiting on it ends in a reconnection, instead of waiting for an answer
+# that never comes. A ping goes out after KEEPALIVE_MS without one, on a
+# connection with a call open; one unanswered for KEEPALIVE_TIMEOUT_MS closes
+# it. (gRPC itself sends fewer on a connection that carries nothing else: a
+# worker waiting for its next synchronous step learns within about a minute.)
+KEEPALIVE_MS = 10000
+KEEPALIVE_TIMEOUT_MS = 20000
+
+
+def _keepalive_options():
+    """TF_GRPC_DEFAULT_OPTIONS with the keepalive options added.
+
+    TensorFlow reads that variable once, as it opens its first connection;
+    options already in it are the user's, and stay.
+    """
+    given = os.environ.get("TF_GRPC_DEFAULT_OPTIONS", "").strip(", ")
+    names = {option.partition("=")[0].strip() for option in given.split(",")}
+    options = [given] if given else []
+    for name, value in (
+        ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ):
+        if name not in names:
+            options.append("%s=%d" % (name, value))
+    return ",".join(options)
+
+
 def start_server(cluster, config=None):
     """Starts this task's server and returns it.
+
+    Before it, it turns on gRPC's keepalive pings for the process (see
+    KEEPALIVE_MS).
 
     Raises:
       ClusterError: the server cannot listen on its address.
     """
+    os.environ["TF_GRPC_DEFAULT_OPTIONS"] = _keepalive_options()
     try:
         return tf.distribute.Server(
             cluster.spec, cluster.job_name, cluster.task_index, config=config

@@ -248,6 +248,23 @@ def test_cluster_flags_describe_this_task():
     assert support.cluster.this_task() is support.cluster.LOCAL
 
 
+def test_each_task_turns_on_keepalive_pings_and_keeps_the_users_grpc_options(
+    monkeypatch,
+):
+    ours = "grpc.keepalive_time_ms=%d,grpc.keepalive_timeout_ms=%d" % (
+        distributed.KEEPALIVE_MS,
+        distributed.KEEPALIVE_TIMEOUT_MS,
+    )
+    monkeypatch.delenv("TF_GRPC_DEFAULT_OPTIONS", raising=False)
+    assert distributed._keepalive_options() == ours
+    # The user's own options stay, their keepalive time too.
+    users = "grpc.keepalive_time_ms=60000,grpc.max_reconnect_backoff_ms=500"
+    monkeypatch.setenv("TF_GRPC_DEFAULT_OPTIONS", users)
+    assert distributed._keepalive_options() == users + (
+        ",grpc.keepalive_timeout_ms=%d" % distributed.KEEPALIVE_TIMEOUT_MS
+    )
+
+
 def test_a_wait_after_the_step_names_the_parameter_server_that_does_not_answer(
     capsys, monkeypatch
 ):
