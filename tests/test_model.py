@@ -2,6 +2,7 @@
 
 import json
 import os
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -113,18 +114,18 @@ def relative_difference(a, b):
     return np.abs(a - b).max() / np.abs(b).max()
 
 
-# Under the bf16 rewrite, the window sums of cifar10.lrn()'s gradient are
-# matrix products in bfloat16, while TensorFlow's LRNGrad stays float32: the
-# two agree to bfloat16's rounding, here within two of its steps at the
-# largest value (8 significant bits: a step is 2**-7 of the value). Measured:
-# 7.7e-3 for the LRN alone, 2.2e-3 for the whole model.
+# Under the bf16 rewrite, cifar10.lrn() computes in bfloat16, while
+# TensorFlow's LRN and LRNGrad stay float32: the two agree to bfloat16's
+# rounding, within two of its steps at the largest value (8 significant
+# bits: a step is 2**-7 of the value). Measured: 1.5 steps for the values,
+# 1.0 for the gradient.
 BFLOAT16_ROUNDING = 2 * 2.0**-7
 
 
 @pytest.mark.parametrize(
     "mixed_precision, tolerance", [("off", 1e-5), ("bf16", BFLOAT16_ROUNDING)]
 )
-def test_the_lrn_gradient_is_tensorflows(mixed_precision, tolerance):
+def test_the_lrn_values_and_gradient_are_tensorflows(mixed_precision, tolerance):
     rng = np.random.default_rng(1)
     with (
         flagsaver.flagsaver(mixed_precision=mixed_precision),
@@ -148,40 +149,50 @@ def test_the_lrn_gradient_is_tensorflows(mixed_precision, tolerance):
                 [tf.gradients(ours, x, dy), tf.gradients(theirs, x, dy), ours, theirs],
                 feed,
             )
-            assert (y == y_reference).all()
+            assert relative_difference(y, y_reference) < tolerance
             # The second term, which the normalization adds, is not small here.
             assert relative_difference(values["dy"], reference) > 0.05
             assert relative_difference(mine, reference) < tolerance, (radius, beta)
 
 
-@pytest.mark.parametrize(
-    "mixed_precision, tolerance", [("off", 1e-5), ("bf16", BFLOAT16_ROUNDING)]
-)
-def test_the_models_gradients_are_those_of_tensorflows_lrn(
-    trained, dataset, monkeypatch, mixed_precision, tolerance
-):
-    labels, images = (a[:64] for a in dataset["test"])
-    gradients = []
-    for normalize in (cifar10.lrn, tensorflows_lrn):
-        monkeypatch.setattr(cifar10, "lrn", normalize)
-        with (
-            flagsaver.flagsaver(mixed_precision=mixed_precision),
-            tf.Graph().as_default(),
-            tf.compat.v1.Session(config=cifar10.session_config()) as sess,
-        ):
-            batch = cifar10_input.eval_images(tf.constant(images))
-            logits = cifar10.inference(batch)
-            loss = tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(
-                    labels=tf.constant(labels, tf.int32), logits=logits
-                )
+def loss_and_gradients(normalize, mixed_precision, checkpoint, labels, images):
+    """The trained model's loss on a batch and the gradient of each variable,
+    with normalize as its LRN."""
+    with (
+        mock.patch.object(cifar10, "lrn", normalize),
+        flagsaver.flagsaver(mixed_precision=mixed_precision),
+        tf.Graph().as_default(),
+        tf.compat.v1.Session(config=cifar10.session_config()) as sess,
+    ):
+        logits = cifar10.inference(cifar10_input.eval_images(tf.constant(images)))
+        loss = tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=tf.constant(labels, tf.int32), logits=logits
             )
-            variables = tf.compat.v1.trainable_variables()
-            tf.compat.v1.train.Saver().restore(
-                sess, tf.train.latest_checkpoint(trained)
-            )
-            gradients.append(sess.run([loss, *tf.gradients(loss, variables)]))
-    ours, theirs = gradients
-    assert ours[0] == theirs[0]  # the same forward pass, the same loss
-    for mine, reference in zip(ours[1:], theirs[1:], strict=True):
-        assert relative_difference(mine, reference) < tolerance
+        )
+        variables = tf.compat.v1.trainable_variables()
+        tf.compat.v1.train.Saver().restore(sess, checkpoint)
+        return sess.run([loss, *tf.gradients(loss, variables)])
+
+
+def test_the_models_loss_and_gradients_are_those_of_tensorflows_lrn(trained, dataset):
+    batch = (tf.train.latest_checkpoint(trained), *(a[:64] for a in dataset["test"]))
+    ours = loss_and_gradients(cifar10.lrn, "off", *batch)
+    theirs = loss_and_gradients(tensorflows_lrn, "off", *batch)
+    for mine, reference in zip(ours, theirs, strict=True):
+        assert relative_difference(mine, reference) < 1e-5
+
+
+def test_the_models_loss_and_gradients_under_the_bf16_rewrite(trained, dataset):
+    # cifar10.lrn() then computes in bfloat16 forward and back, TensorFlow's
+    # LRN and LRNGrad in float32: one rounding more, so the model's loss and
+    # gradients lie farther from float32's than with TensorFlow's LRN under
+    # the rewrite (here at most 1.7 times as far), but not twice as far.
+    batch = (tf.train.latest_checkpoint(trained), *(a[:64] for a in dataset["test"]))
+    ours = loss_and_gradients(cifar10.lrn, "bf16", *batch)
+    theirs = loss_and_gradients(tensorflows_lrn, "bf16", *batch)
+    exact = loss_and_gradients(tensorflows_lrn, "off", *batch)
+    for mine, reference, float32 in zip(ours, theirs, exact, strict=True):
+        rewrite = relative_difference(reference, float32)
+        assert 0 < rewrite < 0.2  # the rewrite computes otherwise, not wildly
+        assert relative_difference(mine, float32) < 2 * rewrite
