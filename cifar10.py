@@ -233,11 +233,12 @@ def lrn(x, depth_radius, bias, alpha, beta, name):
         dx = dy * n**-beta - 2 * alpha * beta * x * window(dy * y / n).
 
     A sum over a window of channels is a product with a band matrix of ones:
-    a small matrix product, which oneDNN runs fast (in bfloat16 under
-    --mixed_precision=bf16). TensorFlow's own gradient kernel loops over the
-    window for every value and took a fifth of the training step (a quarter
-    in bfloat16); here the gradient also reuses n and n**-beta from the
-    forward pass. Values and gradient equal TensorFlow's to float32 rounding.
+    a small matrix product, which oneDNN runs fast. TensorFlow's own gradient
+    kernel loops over the window for every value and took a fifth of the
+    training step (a quarter in bfloat16); here the gradient also reuses n
+    and n**-beta from the forward pass. Values and gradient equal
+    TensorFlow's to float32 rounding; under --mixed_precision=bf16 all of it
+    runs in bfloat16, where TensorFlow's LRN stays float32.
     """
     depth = x.shape[-1]
     near = np.abs(np.arange(depth)[:, None] - np.arange(depth)) <= depth_radius
