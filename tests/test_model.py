@@ -134,13 +134,9 @@ def test_the_lrn_values_and_gradient_are_tensorflows(mixed_precision, tolerance)
     ):
         # Values as large as the trained network's: the normalization bites.
         # Fed, not constants, which TensorFlow would fold in float32.
-        values = {
-            "x": rng.normal(0, 30, (8, 6, 6, 64)),
-            "dy": rng.normal(size=(8, 6, 6, 64)),
-        }
         x = tf.compat.v1.placeholder(tf.float32, [8, 6, 6, 64])
         dy = tf.compat.v1.placeholder(tf.float32, [8, 6, 6, 64])
-        feed = {x: values["x"], dy: values["dy"]}
+        feed = {x: rng.normal(0, 30, (8, 6, 6, 64)), dy: rng.normal(size=(8, 6, 6, 64))}
         for radius, beta in ((4, 0.75), (2, 0.5)):
             settings = dict(depth_radius=radius, bias=1.0, alpha=0.001 / 9, beta=beta)
             ours = cifar10.lrn(x, name="ours", **settings)
@@ -151,7 +147,7 @@ def test_the_lrn_values_and_gradient_are_tensorflows(mixed_precision, tolerance)
             )
             assert relative_difference(y, y_reference) < tolerance
             # The second term, which the normalization adds, is not small here.
-            assert relative_difference(values["dy"], reference) > 0.05
+            assert relative_difference(feed[dy], reference) > 0.05
             assert relative_difference(mine, reference) < tolerance, (radius, beta)
 
 
