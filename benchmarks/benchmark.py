@@ -9,14 +9,17 @@ measures, in this one run:
   (a) ceiling: the training graph (model, SGD, moving averages) fed from a
       batch held in memory;
   (b) cifar10_train.py end to end, from its own log lines, after the queue
-      has filled;
+      has filled, in turns with (a): the binary stopped (SIGSTOP) while the
+      ceiling runs here, resumed while this waits; (b)/(a) is the median of
+      the turns' ratios;
   (c) the input pipeline alone: distorted_inputs() batches with no model;
   (d) eval: the forward pass fed by cifar10_eval.py's input pipeline vs fed
       from memory (interleaved windows in one session), the pipeline with and
       without its confusion matrix, and the rate that cifar10_eval.py
       --run_once itself reports;
   (e) the time the training queue takes to fill;
-  (f) the peak resident memory of the training process;
+  (f) the peak resident memory of the training process (a run of its own,
+      from its start);
   (g) cifar10_multi_gpu_train.py with 1 and 2 towers;
   (h) cifar10_train.py on a cluster on this machine: 1 parameter server and
       1 worker, then 2 workers, asynchronous and --sync_replicas; the rate
@@ -66,6 +69,7 @@ A table goes to stdout, everything to --json.
 
 import concurrent.futures
 import contextlib
+import datetime
 import json
 import os
 import pathlib
@@ -73,6 +77,7 @@ import platform
 import re
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -116,6 +121,7 @@ flags.DEFINE_list(
 )
 
 LOG_RATE = re.compile(r": step (\d+), loss = \S+ \(([\d.]+) examples/sec")
+LOG_STEP = re.compile(r"^(.+): step (\d+), loss = ", re.M)
 SEC_PER_BATCH = re.compile(r"; ([\d.]+) sec/batch\)")
 QUEUE_FILLED = re.compile(r"first step took ([\d.]+) s")
 EVAL_RATE = re.compile(
@@ -576,27 +582,97 @@ def measure_bf16(work_dir, windows, steps, train_steps):
 
 
 def measure_training(work_dir, windows, steps, train_steps):
-    """(a), (b), (c), (e), (f). Returns (figures, the train_dir of (b))."""
-    # The machine's speed drifts by 10% or more over minutes, so each
-    # end-to-end figure is set against ceilings measured right beside it.
-    print("(a) training ceiling ...", flush=True)
-    ceiling_before = training_ceiling(windows, steps)
-    print("(b) cifar10_train.py ...", flush=True)
-    rate, fill, rss, train_dir = end_to_end(
+    """(a), (b), (c), (e), (f). Returns (figures, the train_dir of (e))."""
+    print("(a), (b) training ceiling and cifar10_train.py, in turns ...", flush=True)
+    ceiling, rate, ratio = train_in_turns(work_dir, turns=2 * windows, seconds=6)
+    print("(e), (f) cifar10_train.py from its start ...", flush=True)
+    _, fill, rss, train_dir = end_to_end(
         "cifar10_train.py", work_dir, "train", train_steps, skip=2
     )
-    print("(a) training ceiling again ...", flush=True)
-    ceiling = (ceiling_before + training_ceiling(windows, steps)) / 2
     print("(c) input pipeline alone ...", flush=True)
     figures = dict(
         train_ceiling=ceiling,
         train_end_to_end=rate,
-        train_ratio=rate / ceiling,
+        train_ratio=ratio,
         queue_fill_secs=fill,
         train_peak_rss_mb=rss,
         input_pipeline=input_pipeline(windows, steps),
     )
     return figures, train_dir
+
+
+def train_in_turns(work_dir, turns, seconds):
+    """(a) and (b) in turns: cifar10_train.py runs, stopped (SIGSTOP) while
+    the ceiling runs in this process for some seconds, then resumed
+    (SIGCONT) for as long while this process waits. The machine's speed
+    drifts by a fifth within minutes; in turns, a slow spell falls on both.
+
+    The binary's rate in a turn comes from its own log lines within the turn
+    (their times and steps), so the pauses never count.
+
+    Returns:
+      (median ceiling, median end-to-end rate, median of the turns' ratios).
+    """
+    train_dir = tempfile.mkdtemp(prefix="turns-", dir=work_dir)
+    binary = procs.Process(
+        "cifar10_train.py",
+        "--data_dir=%s" % os.path.join(work_dir, "data"),
+        "--train_dir=%s" % train_dir,
+        "--max_steps=100000",  # more than the turns reach; stopped when done
+        "--log_frequency=5",
+        "--batch_size=%d" % FLAGS.batch_size,
+        log_path=os.path.join(work_dir, "turns.log"),
+        # Killed with this process, even stopped, whatever ends it.
+        prefix=("setpriv", "--pdeathsig", "KILL") if shutil.which("setpriv") else (),
+    )
+
+    ceilings, rates = [], []
+    try:
+        with training_step() as step:
+            step()  # its warm-up, while the binary fills its queue
+            # Past its first steps: its queue filled, the graph warm.
+            binary.wait_until(lambda out: len(LOG_STEP.findall(out)) >= 4)
+            for _ in range(turns):
+                binary.send_signal(signal.SIGSTOP)
+                step()  # the caches the binary had
+                ceilings.append(rate_for(step, seconds))
+                binary.send_signal(signal.SIGCONT)
+                start = datetime.datetime.now()
+                time.sleep(seconds)
+                (t0, n0), *_, (t1, n1) = binary.wait_until(
+                    lambda out, start=start: _two_or_more_lines(out, start)
+                )
+                seconds_between = (
+                    datetime.datetime.fromisoformat(t1)
+                    - datetime.datetime.fromisoformat(t0)
+                ).total_seconds()
+                rates.append((n1 - n0) * FLAGS.batch_size / seconds_between)
+    finally:
+        binary.stop()  # SIGKILL, stopped or not
+    ratios = [rate / ceiling for rate, ceiling in zip(rates, ceilings, strict=True)]
+    print("    turns' (b)/(a): " + " ".join("%.3f" % r for r in ratios), flush=True)
+    median = statistics.median
+    return median(ceilings), median(rates), median(ratios)
+
+
+def _two_or_more_lines(out, start):
+    """(time, step) of the log lines in out logged after start, if two or
+    more; None if fewer."""
+    lines = [
+        (when, int(step))
+        for when, step in LOG_STEP.findall(out)
+        if datetime.datetime.fromisoformat(when) > start
+    ]
+    return lines if len(lines) >= 2 else None
+
+
+def rate_for(step, seconds):
+    """Examples/sec of step() run for about this many seconds."""
+    start, runs = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        step()
+        runs += 1
+    return runs * FLAGS.batch_size / (time.perf_counter() - start)
 
 
 def measure_eval(work_dir, train_dir, windows, steps):
