@@ -642,11 +642,7 @@ def train_in_turns(work_dir, turns, seconds):
                 (t0, n0), *_, (t1, n1) = binary.wait_until(
                     lambda out, start=start: _two_or_more_lines(out, start)
                 )
-                seconds_between = (
-                    datetime.datetime.fromisoformat(t1)
-                    - datetime.datetime.fromisoformat(t0)
-                ).total_seconds()
-                rates.append((n1 - n0) * FLAGS.batch_size / seconds_between)
+                rates.append((n1 - n0) * FLAGS.batch_size / (t1 - t0).total_seconds())
     finally:
         binary.stop()  # SIGKILL, stopped or not
     ratios = [rate / ceiling for rate, ceiling in zip(rates, ceilings, strict=True)]
@@ -659,10 +655,10 @@ def _two_or_more_lines(out, start):
     """(time, step) of the log lines in out logged after start, if two or
     more; None if fewer."""
     lines = [
-        (when, int(step))
+        (datetime.datetime.fromisoformat(when), int(step))
         for when, step in LOG_STEP.findall(out)
-        if datetime.datetime.fromisoformat(when) > start
     ]
+    lines = [(when, step) for when, step in lines if when > start]
     return lines if len(lines) >= 2 else None
 
 
