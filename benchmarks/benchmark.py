@@ -28,11 +28,11 @@ measures, in this one run:
       run, and its rate once its start-up, timed on one file, is left out),
       and the exported SavedModel's two signatures fed batches in memory,
       each beside cifar10_eval.py's rate measured right before;
-  (j) --mixed_precision=bf16: the training ceiling, cifar10_train.py end
-      to end and cifar10_eval.py, each as a ratio to float32 measured in a
-      row; it says whether the processor has native
-      bfloat16 (where it has not, bf16 is emulated, and fewer steps make the
-      point);
+  (j) --mixed_precision=bf16: the training ceiling and cifar10_train.py
+      end to end, each in turns with float32 (the median of the turns'
+      ratios), and cifar10_eval.py against float32 one after the other; it
+      says whether the processor has native bfloat16 (where it has not,
+      bf16 is emulated, and its turns are longer);
   (k) cifar10_pack.py on 60,000 small JPEG files in 10 class folders (the
       rate it reports, the rate of its whole run, and its peak memory),
       beside the rate of decoding and fitting the same files alone, from
@@ -537,39 +537,59 @@ def saved_model_rates(path, images, encoded, windows, steps):
     return rates
 
 
-def measure_bf16(work_dir, windows, steps, train_steps):
-    """(j): --mixed_precision=bf16 against float32, each pair in a row."""
+def measure_bf16(work_dir, turns):
+    """(j): --mixed_precision=bf16 against float32: the ceilings in turns in
+    this process, then cifar10_train.py in turns with itself in float32,
+    then cifar10_eval.py in each, one after the other."""
     native = cifar10.native_bfloat16()
     print(
         "(j) bfloat16: this processor %s native bfloat16 (avx512_bf16, amx_bf16) ..."
         % {True: "has", False: "has no", None: "may or may not have"}[native],
         flush=True,
     )
-    if not native:
-        # Emulated, a step takes several times longer; fewer make the point.
-        steps, train_steps = max(steps // 4, 3), max(train_steps // 4, 50)
-    # At least four rate lines after the first, which includes warming up.
-    log_frequency = min(20, train_steps // 5)
-    figures = {
-        "native_bf16": {True: "yes", False: "no: emulated", None: "unknown"}[native]
-    }
-    ceilings = {}
-    for mixed_precision in ("off", "bf16", "off"):
-        ceilings.setdefault(mixed_precision, []).append(
-            training_ceiling(windows, steps, mixed_precision)
+    # Emulated, a step takes several times longer: a line every step, and
+    # turns long enough for a few.
+    seconds, log_frequency = (6, 5) if native else (12, 1)
+    ceilings = {"off": [], "bf16": []}
+    with (
+        training_step("off") as float32,
+        training_step("bf16") as bf16,
+    ):
+        for _ in range(turns):
+            for mixed_precision, step in (("off", float32), ("bf16", bf16)):
+                step()  # the caches the other one had
+                ceilings[mixed_precision].append(rate_for(step, seconds))
+    rates = {"off": [], "bf16": []}
+    train_dir = tempfile.mkdtemp(prefix="train-bf16-", dir=work_dir)
+    with (
+        stopped_binary(
+            work_dir, tempfile.mkdtemp(dir=work_dir), "--mixed_precision=off",
+            log_frequency=log_frequency,
+        ) as float32,
+        stopped_binary(
+            work_dir, train_dir, "--mixed_precision=bf16", log_frequency=log_frequency
+        ) as bf16,
+    ):  # fmt: skip
+        for _ in range(turns):
+            rates["off"].append(float32(seconds))
+            rates["bf16"].append(bf16(seconds))
+    ratios = {}
+    for name, pairs in (("ceiling", ceilings), ("end to end", rates)):
+        ratios[name] = [b / f for b, f in zip(pairs["bf16"], pairs["off"], strict=True)]
+        print(
+            "    turns' bf16/float32, %s: %s"
+            % (name, " ".join("%.3f" % r for r in ratios[name])),
+            flush=True,
         )
-    figures["bf16_ceiling"] = ceilings["bf16"][0]
-    figures["bf16_ceiling_ratio"] = ceilings["bf16"][0] / statistics.mean(
-        ceilings["off"]
-    )
-    rates = {}
-    for mixed_precision in ("off", "bf16"):
-        rates[mixed_precision], _, _, train_dir = end_to_end(
-            "cifar10_train.py", work_dir, "train-" + mixed_precision, train_steps, 1,
-            "--mixed_precision=" + mixed_precision, log_frequency=log_frequency,
-        )  # fmt: skip
-    figures["bf16_end_to_end"] = rates["bf16"]
-    figures["bf16_end_to_end_ratio"] = rates["bf16"] / rates["off"]
+    median = statistics.median
+    figures = {
+        "native_bf16": {True: "yes", False: "no: emulated", None: "unknown"}[native],
+        "bf16_ceiling": median(ceilings["bf16"]),
+        "bf16_ceiling_ratio": median(ratios["ceiling"]),
+        "bf16_end_to_end": median(rates["bf16"]),
+        "bf16_end_to_end_ratio": median(ratios["end to end"]),
+    }
+    # Its first checkpoint, which the killed bf16 run left.
     evals = {
         mixed_precision: evaluation(
             work_dir, train_dir, "--mixed_precision=" + mixed_precision
@@ -602,53 +622,67 @@ def measure_training(work_dir, windows, steps, train_steps):
 
 
 def train_in_turns(work_dir, turns, seconds):
-    """(a) and (b) in turns: cifar10_train.py runs, stopped (SIGSTOP) while
-    the ceiling runs in this process for some seconds, then resumed
-    (SIGCONT) for as long while this process waits. The machine's speed
-    drifts by a fifth within minutes; in turns, a slow spell falls on both.
-
-    The binary's rate in a turn comes from its own log lines within the turn
-    (their times and steps), so the pauses never count.
+    """(a) and (b) in turns: cifar10_train.py runs for some seconds, then is
+    stopped (SIGSTOP) while the ceiling runs in this process for as long.
+    The machine's speed drifts by a fifth within minutes; in turns, a slow
+    spell falls on both.
 
     Returns:
       (median ceiling, median end-to-end rate, median of the turns' ratios).
     """
-    train_dir = tempfile.mkdtemp(prefix="turns-", dir=work_dir)
-    binary = procs.Process(
-        "cifar10_train.py",
-        "--data_dir=%s" % os.path.join(work_dir, "data"),
-        "--train_dir=%s" % train_dir,
-        "--max_steps=100000",  # more than the turns reach; stopped when done
-        "--log_frequency=5",
-        "--batch_size=%d" % FLAGS.batch_size,
-        log_path=os.path.join(work_dir, "turns.log"),
-        # Killed with this process, even stopped, whatever ends it.
-        prefix=("setpriv", "--pdeathsig", "KILL") if shutil.which("setpriv") else (),
-    )
-
     ceilings, rates = [], []
-    try:
-        with training_step() as step:
-            step()  # its warm-up, while the binary fills its queue
-            # Past its first steps: its queue filled, the graph warm.
-            binary.wait_until(lambda out: len(LOG_STEP.findall(out)) >= 4)
+    with training_step() as step:
+        step()  # its warm-up
+        with stopped_binary(work_dir, tempfile.mkdtemp(dir=work_dir)) as binary:
             for _ in range(turns):
-                binary.send_signal(signal.SIGSTOP)
+                rates.append(binary(seconds))
                 step()  # the caches the binary had
                 ceilings.append(rate_for(step, seconds))
-                binary.send_signal(signal.SIGCONT)
-                start = datetime.datetime.now()
-                time.sleep(seconds)
-                (t0, n0), *_, (t1, n1) = binary.wait_until(
-                    lambda out, start=start: _two_or_more_lines(out, start)
-                )
-                rates.append((n1 - n0) * FLAGS.batch_size / (t1 - t0).total_seconds())
-    finally:
-        binary.stop()  # SIGKILL, stopped or not
     ratios = [rate / ceiling for rate, ceiling in zip(rates, ceilings, strict=True)]
     print("    turns' (b)/(a): " + " ".join("%.3f" % r for r in ratios), flush=True)
     median = statistics.median
     return median(ceilings), median(rates), median(ratios)
+
+
+@contextlib.contextmanager
+def stopped_binary(work_dir, train_dir, *flags_, log_frequency=5):
+    """cifar10_train.py in a child process, run past its first steps (its
+    queue filled, its graph warm) and stopped (SIGSTOP).
+
+    Yields:
+      A function that resumes it (SIGCONT) for about this many seconds,
+      stops it again, and returns its examples/sec within that turn, from
+      its own log lines (their times and steps): the pauses never count.
+    """
+    binary = procs.Process(
+        "cifar10_train.py",
+        "--data_dir=%s" % os.path.join(work_dir, "data"),
+        "--train_dir=%s" % train_dir,
+        "--max_steps=100000",  # more than the turns reach; killed when done
+        "--log_frequency=%d" % log_frequency,
+        "--batch_size=%d" % FLAGS.batch_size,
+        *flags_,
+        log_path=train_dir + ".log",
+        # Killed with this process, even stopped, whatever ends it.
+        prefix=("setpriv", "--pdeathsig", "KILL") if shutil.which("setpriv") else (),
+    )
+
+    def turn(seconds):
+        binary.send_signal(signal.SIGCONT)
+        start = datetime.datetime.now()
+        time.sleep(seconds)
+        (t0, n0), *_, (t1, n1) = binary.wait_until(
+            lambda out: _two_or_more_lines(out, start)
+        )
+        binary.send_signal(signal.SIGSTOP)
+        return (n1 - n0) * FLAGS.batch_size / (t1 - t0).total_seconds()
+
+    try:
+        binary.wait_until(lambda out: len(LOG_STEP.findall(out)) >= 4)
+        binary.send_signal(signal.SIGSTOP)
+        yield turn
+    finally:
+        binary.stop()  # SIGKILL, stopped or not
 
 
 def _two_or_more_lines(out, start):
@@ -974,7 +1008,7 @@ def measure(work_dir, windows, steps, train_steps):
     if "using" in FLAGS.only:
         results.update(measure_using(work_dir, train_dir, windows, steps))
     if "bf16" in FLAGS.only:
-        results.update(measure_bf16(work_dir, windows, steps, train_steps))
+        results.update(measure_bf16(work_dir, turns=windows))
     if "packing" in FLAGS.only:
         results.update(measure_packing(work_dir, windows))
     if "startup" in FLAGS.only:
