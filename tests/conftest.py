@@ -1,6 +1,7 @@
 """Fixtures: graph mode and parsed flags for in-process tests, and the fake
 data set. What the tests share besides fixtures is in helpers.py."""
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -33,6 +34,7 @@ def pytest_configure(config):
 # the long files first and the short ones last keep the processes busy
 # together to the end.
 LONGEST_FIRST = [
+    "test_hosts_sync.py",
     "test_hosts.py",
     "test_cluster.py",
     "test_eval.py",
@@ -121,3 +123,60 @@ def clusters(dataset, tmp_path):
     yield make
     for cluster in made:
         cluster.stop_all()
+
+
+@pytest.fixture
+def needs_hosts():
+    """Skips a test of the cluster on hosts (harness/hosts.py) where they
+    cannot be made (they need root), saying why; under CI=true it fails."""
+    from harness import hosts
+
+    why_not = hosts.usable()
+    if why_not:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must run the hosts tests: " + why_not)
+        pytest.skip(why_not)
+
+
+@pytest.fixture
+def on_hosts(dataset, tmp_path):
+    """on_hosts(num_workers, *flags, rate_mbit=30, worker_cpus=1, name=""): a
+    hosts.TrainingCluster of the training binary on the fake data set, its
+    parameter server started, its output in tmp_path and its checkpoints in
+    its train_dir, tmp_path / (name + "train"). Each task has a host of a
+    core (a worker, of worker_cpus), on a link of rate_mbit (None: no
+    limit): at 30 Mbit/s a step waits seconds on the network (it moves 8.6
+    MB) and computes for a fraction of one, which leaves most of the machine
+    to the tests beside these. The clusters of a test share its lab, under
+    names of their own. Every run has a --max_steps it cannot reach: the
+    tests stop them. What it made is removed at the end of the test."""
+    from harness import hosts
+    from helpers import FAST_FLAGS
+
+    with contextlib.ExitStack() as stack:
+        lab = stack.enter_context(hosts.Hosts())
+
+        def make(num_workers, *flags, rate_mbit=30, worker_cpus=1, name=""):
+            train_dir = tmp_path / (name + "train")
+            cluster = hosts.TrainingCluster(
+                lab,
+                num_workers,
+                [
+                    "--data_dir=%s" % dataset["root"],
+                    "--train_dir=%s" % train_dir,
+                    *FAST_FLAGS,
+                    "--max_steps=1000000",
+                    *flags,
+                ],
+                str(tmp_path),
+                ps_cpus=1,
+                worker_cpus=worker_cpus,
+                rate_mbit=rate_mbit,
+                name=name,
+            )
+            cluster.train_dir = train_dir
+            stack.callback(cluster.stop_all)
+            cluster.start("ps", 0)
+            return cluster
+
+        yield make

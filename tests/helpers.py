@@ -16,7 +16,7 @@ from absl.testing import flagsaver
 import cifar10
 import cifar10_input
 from harness import fake_cifar
-from harness.procs import Process, free_ports, run_here
+from harness.procs import PATIENCE_SECS, Process, free_ports, run_here
 from support import checkpoints, startup
 
 LOG_LINE = re.compile(
@@ -87,6 +87,15 @@ FAST_FLAGS = ["--batch_size=32", "--min_queue_examples=300"]
 def logged_steps(output):
     """The steps of the training log lines in output."""
     return [int(m.group(1)) for m in map(LOG_LINE.match, output.splitlines()) if m]
+
+
+def steps_after(proc, step, patience=PATIENCE_SECS):
+    """Waits for a training log line of proc beyond step; returns its step."""
+    return proc.wait_until(
+        lambda out: max([s for s in logged_steps(out) if s > step], default=None),
+        "a log line beyond step %d" % step,
+        patience,
+    )
 
 
 def checkpoint_step(train_dir):

@@ -1,11 +1,11 @@
 """The cluster on hosts of its own (harness/hosts.py: network namespaces on a
 bridge), where a link can go down and a host can die: what training does
-then. And the harness itself: nothing it made outlives it.
+then (test_hosts_sync.py: the same under --sync_replicas). And the harness
+itself: nothing it made outlives it.
 
 They need root; elsewhere they skip, and under CI=true they fail.
 """
 
-import contextlib
 import os
 import re
 import signal
@@ -17,23 +17,15 @@ import pytest
 
 from harness import hosts, procs
 from helpers import (
-    FAST_FLAGS,
     LOG_LINE,
     TENSORFLOW_ERROR,
     checkpoint_step,
     finish_cleanly,
-    form,
+    steps_after,
 )
 from support import checkpoints
 
-
-@pytest.fixture(autouse=True)
-def _needs_hosts():
-    why_not = hosts.usable()
-    if why_not:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must run the hosts tests: " + why_not)
-        pytest.skip(why_not)
+pytestmark = pytest.mark.usefixtures("needs_hosts")
 
 
 def made_by(pid):
@@ -113,60 +105,6 @@ def running_on_hosts(pid):
             with open(os.path.join(folder, name, "cgroup.procs")) as f:
                 found += [int(p) for p in f.read().split()]
     return found
-
-
-@pytest.fixture
-def on_hosts(dataset, tmp_path):
-    """on_hosts(num_workers, *flags, rate_mbit=30, worker_cpus=1, name=""): a
-    hosts.TrainingCluster of the training binary on the fake data set, its
-    parameter server started, its output in tmp_path and its checkpoints in
-    its train_dir, tmp_path / (name + "train"). Each task has a host of a
-    core (a worker, of worker_cpus), on a link of rate_mbit (None: no
-    limit): at 30 Mbit/s a step waits seconds on the network (it moves 8.6
-    MB) and computes for a fraction of one, which leaves most of the machine
-    to the tests beside these. The clusters of a test share its lab, under
-    names of their own. Every run has a --max_steps it cannot reach: the
-    tests stop them. What it made is removed at the end of the test."""
-    with contextlib.ExitStack() as stack:
-        lab = stack.enter_context(hosts.Hosts())
-
-        def make(num_workers, *flags, rate_mbit=30, worker_cpus=1, name=""):
-            train_dir = tmp_path / (name + "train")
-            cluster = hosts.TrainingCluster(
-                lab,
-                num_workers,
-                [
-                    "--data_dir=%s" % dataset["root"],
-                    "--train_dir=%s" % train_dir,
-                    *FAST_FLAGS,
-                    "--max_steps=1000000",
-                    *flags,
-                ],
-                str(tmp_path),
-                ps_cpus=1,
-                worker_cpus=worker_cpus,
-                rate_mbit=rate_mbit,
-                name=name,
-            )
-            cluster.train_dir = train_dir
-            stack.callback(cluster.stop_all)
-            cluster.start("ps", 0)
-            return cluster
-
-        yield make
-
-
-def steps_after(proc, step, patience=procs.PATIENCE_SECS):
-    """Waits for a log line of proc beyond step; returns its step."""
-    return proc.wait_until(
-        lambda out: max([s for s in logged(out) if s > step], default=None),
-        "a log line beyond step %d" % step,
-        patience,
-    )
-
-
-def logged(output):
-    return [int(m[1]) for m in map(LOG_LINE.match, output.splitlines()) if m]
 
 
 @pytest.mark.slow
@@ -267,70 +205,3 @@ def test_the_chiefs_link_cut_while_it_saves(on_hosts):
     chief.send_signal(signal.SIGTERM)
     code, out = finish_cleanly(chief)
     assert code == 0, out
-
-
-@pytest.mark.slow
-def test_sync_chief_says_which_worker_it_waits_for(on_hosts):
-    cluster = on_hosts(2, "--log_frequency=1", "--sync_replicas")
-    chief = cluster.start("worker", 0)
-    worker = cluster.start("worker", 1)
-    steps_after(worker, 0)
-    cluster.workers[1].kill()  # it never comes back
-    waiting = chief.wait_for(
-        r"^No gradients from worker 1 \(%s:2222\) for (\d+) s: its last were for "
-        r"step (\d+), and the global step is (\d+)\.$"
-        % re.escape(cluster.workers[1].address)
-    )
-    assert int(waiting[2]) < int(waiting[3])
-    assert form(waiting[0]) == "waiting"
-    # And again, at an interval.
-    again = chief.wait_until(
-        lambda out: [
-            int(quiet)
-            for quiet in re.findall(
-                r"^No gradients from worker 1 .* for (\d+) s", out, re.M
-            )
-            if int(quiet) > int(waiting[1])
-        ],
-        "a second report",
-    )
-    assert again[0] >= 2 * int(waiting[1]) - 2
-
-
-@pytest.mark.slow
-def test_the_parameter_server_restarts_while_a_waiting_workers_link_is_down(
-    on_hosts,
-):
-    # Under --sync_replicas a worker whose chief is gone waits for its next
-    # step, with nothing to send. If meanwhile its link goes down and the
-    # parameter server restarts, the connection it waits on is dead without
-    # a word: the old server's goodbye was lost, and the new one knows
-    # nothing of it. Only the keepalive pings that each task turns on find
-    # that out; without them it waits for good.
-    cluster = on_hosts(2, "--log_frequency=1", "--sync_replicas")
-    chief, worker = cluster.start("worker", 0), cluster.start("worker", 1)
-    steps_after(chief, 0)
-    step = steps_after(worker, 0)
-    cluster.workers[0].kill()
-    worker_host = cluster.workers[1]
-
-    def quiet(_):
-        carried = worker_host.traffic()
-        time.sleep(2)
-        return worker_host.traffic() == carried
-
-    worker.wait_until(quiet, "worker 1 waiting with nothing to send")
-    worker_host.link_down()
-    cluster.ps.kill()
-    cluster.start("ps", 0).wait_for("^Parameter server 0 listening")
-    chief = cluster.start("worker", 0)
-    chief.wait_for("^Resuming from|^Filling queue")
-    worker_host.link_up()
-
-    worker.wait_for("^Lost the connection to the cluster; reconnecting.")
-    steps_after(worker, step)
-    steps_after(chief, step)
-    for task in (chief, worker):
-        task.send_signal(signal.SIGTERM)
-        code, out = task.finish()
-        assert code == 0 and "Traceback" not in out, out
