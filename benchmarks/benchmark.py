@@ -250,12 +250,6 @@ def median_rate(run_once, examples_per_run, windows, runs_per_window, warmup):
     return statistics.median(rates)
 
 
-def training_ceiling(windows, steps, mixed_precision="off"):
-    """(a): the training step on one constant batch, no input pipeline."""
-    with training_step(mixed_precision) as step:
-        return median_rate(step, FLAGS.batch_size, windows, steps, warmup=5)
-
-
 @contextlib.contextmanager
 def training_step(mixed_precision="off", lrn=None):
     """A function that runs one training step on one constant batch, in a
