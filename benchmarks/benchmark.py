@@ -296,18 +296,18 @@ def measure_lrn(windows, steps):
             training_step(mixed_precision, tensorflows_lrn) as theirs,
             training_step(mixed_precision) as ours,
         ):
-            rates = {"theirs": [], "ours": []}
-            for _ in range(8 * windows):
-                for name, step in (("theirs", theirs), ("ours", ours)):
-                    rate = median_rate(
-                        step, FLAGS.batch_size, 1, max(steps // 2, 5), warmup=1
-                    )
-                    rates[name].append(rate)
+            rates = steps_in_turns(
+                {"theirs": theirs, "ours": ours},
+                8 * windows,
+                lambda step: median_rate(
+                    step, FLAGS.batch_size, 1, max(steps // 2, 5), warmup=0
+                ),
+            )
         key = "lrn_" + ("float32" if mixed_precision == "off" else "bf16")
         figures[key + "_tensorflow"] = statistics.median(rates["theirs"])
         figures[key + "_ours"] = statistics.median(rates["ours"])
-        figures[key + "_ratio"] = statistics.median(
-            a / b for a, b in zip(rates["ours"], rates["theirs"], strict=True)
+        figures[key + "_ratio"] = median_of_ratios(
+            "ours/TensorFlow's", rates["ours"], rates["theirs"]
         )
     return figures
 
@@ -344,17 +344,16 @@ def eval_pipeline_and_ceiling(windows, steps):
             "forward_ceiling": lambda: sess.run(fixed),
         }
         with queue_session() as sess:
-            rates = {key: [] for key in runs}
-            for _ in range(windows):
-                for key, run_once in runs.items():
-                    rates[key].append(median_rate(run_once, batch, 1, steps, 2))
+            rates = steps_in_turns(
+                runs, windows, lambda run: median_rate(run, batch, 1, steps, 1)
+            )
     figures = {key: statistics.median(values) for key, values in rates.items()}
     for key, over in (
         ("eval_ratio", "forward_ceiling"),
         ("matrix_ratio", "eval_without_matrix"),
     ):
-        figures[key] = statistics.median(
-            p / m for p, m in zip(rates["eval_pipeline"], rates[over], strict=True)
+        figures[key] = median_of_ratios(
+            "eval pipeline / " + over, rates["eval_pipeline"], rates[over]
         )
     return figures
 
@@ -544,15 +543,15 @@ def measure_bf16(work_dir, turns):
     # Emulated, a step takes several times longer: a line every step, and
     # turns long enough for a few.
     seconds, log_frequency = (6, 5) if native else (12, 1)
-    ceilings = {"off": [], "bf16": []}
     with (
         training_step("off") as float32,
         training_step("bf16") as bf16,
     ):
-        for _ in range(turns):
-            for mixed_precision, step in (("off", float32), ("bf16", bf16)):
-                step()  # the caches the other one had
-                ceilings[mixed_precision].append(rate_for(step, seconds))
+        ceilings = steps_in_turns(
+            {"off": float32, "bf16": bf16},
+            turns,
+            lambda step: rate_for(step, seconds),
+        )
     rates = {"off": [], "bf16": []}
     train_dir = tempfile.mkdtemp(prefix="train-bf16-", dir=work_dir)
     with (
@@ -567,21 +566,16 @@ def measure_bf16(work_dir, turns):
         for _ in range(turns):
             rates["off"].append(float32(seconds))
             rates["bf16"].append(bf16(seconds))
-    ratios = {}
-    for name, pairs in (("ceiling", ceilings), ("end to end", rates)):
-        ratios[name] = [b / f for b, f in zip(pairs["bf16"], pairs["off"], strict=True)]
-        print(
-            "    turns' bf16/float32, %s: %s"
-            % (name, " ".join("%.3f" % r for r in ratios[name])),
-            flush=True,
-        )
-    median = statistics.median
     figures = {
         "native_bf16": {True: "yes", False: "no: emulated", None: "unknown"}[native],
-        "bf16_ceiling": median(ceilings["bf16"]),
-        "bf16_ceiling_ratio": median(ratios["ceiling"]),
-        "bf16_end_to_end": median(rates["bf16"]),
-        "bf16_end_to_end_ratio": median(ratios["end to end"]),
+        "bf16_ceiling": statistics.median(ceilings["bf16"]),
+        "bf16_ceiling_ratio": median_of_ratios(
+            "bf16/float32, ceiling", ceilings["bf16"], ceilings["off"]
+        ),
+        "bf16_end_to_end": statistics.median(rates["bf16"]),
+        "bf16_end_to_end_ratio": median_of_ratios(
+            "bf16/float32, end to end", rates["bf16"], rates["off"]
+        ),
     }
     # Its first checkpoint, which the killed bf16 run left.
     evals = {
@@ -632,10 +626,8 @@ def train_in_turns(work_dir, turns, seconds):
                 rates.append(binary(seconds))
                 step()  # the caches the binary had
                 ceilings.append(rate_for(step, seconds))
-    ratios = [rate / ceiling for rate, ceiling in zip(rates, ceilings, strict=True)]
-    print("    turns' (b)/(a): " + " ".join("%.3f" % r for r in ratios), flush=True)
     median = statistics.median
-    return median(ceilings), median(rates), median(ratios)
+    return median(ceilings), median(rates), median_of_ratios("(b)/(a)", rates, ceilings)
 
 
 @contextlib.contextmanager
@@ -688,6 +680,30 @@ def _two_or_more_lines(out, start):
     ]
     lines = [(when, step) for when, step in lines if when > start]
     return lines if len(lines) >= 2 else None
+
+
+def steps_in_turns(steps, turns, rate):
+    """Each named step function measured by rate(step) (examples/sec), in
+    turns: a slow spell of a shared machine falls on all of them.
+
+    Returns:
+      {name: [its rate in each turn]}.
+    """
+    rates = {name: [] for name in steps}
+    for _ in range(turns):
+        for name, step in steps.items():
+            step()  # the caches the one before had
+            rates[name].append(rate(step))
+    return rates
+
+
+def median_of_ratios(name, numerators, denominators):
+    """The median of the turns' ratios, which it prints."""
+    ratios = [a / b for a, b in zip(numerators, denominators, strict=True)]
+    print(
+        "    turns' %s: %s" % (name, " ".join("%.3f" % r for r in ratios)), flush=True
+    )
+    return statistics.median(ratios)
 
 
 def rate_for(step, seconds):
