@@ -1,5 +1,6 @@
 """The machinery that keeps the binaries' runs safe, one module per concern.
 
+errors      Error: what a user can put right, printed as one line
 startup     what a binary does first and around its main(): TensorFlow's
             environment, flags, --help, one line for an error, Ctrl+C
 folders     the folders the binaries write to: writable, locked, cleaned

@@ -23,7 +23,7 @@ import os
 
 import tensorflow as tf
 
-from support.startup import Error
+from support.errors import Error
 
 FLAGS = tf.compat.v1.flags.FLAGS
 

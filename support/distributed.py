@@ -34,7 +34,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
 from support import checkpoints
-from support.startup import Error
+from support.errors import Error
 
 FLAGS = tf.compat.v1.flags.FLAGS
 

@@ -27,7 +27,7 @@ import urllib.request
 import tensorflow as tf
 
 from support import folders, progress
-from support.startup import Error
+from support.errors import Error
 
 FLAGS = tf.compat.v1.flags.FLAGS
 

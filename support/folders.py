@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 
-from support.startup import Error
+from support.errors import Error
 
 
 class Taken(Exception):

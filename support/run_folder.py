@@ -30,7 +30,7 @@ import time
 import tensorflow as tf
 
 from support import checkpoints, folders
-from support.startup import Error
+from support.errors import Error
 
 FLAGS = tf.compat.v1.flags.FLAGS
 

@@ -31,6 +31,7 @@ import signal
 import sys
 
 from support import loading
+from support.errors import Error  # the binaries' startup.Error
 
 # TensorFlow's environment defaults; a value the user set wins.
 TENSORFLOW_DEFAULTS = {
@@ -51,11 +52,6 @@ HELP = {"h", "?", "help", "helpshort"}
 HELP_FULL = "helpfull"
 
 _received = []
-
-
-class Error(Exception):
-    """Something the user can put right (a flag, a folder, a file); the
-    binary prints its message, which says what to do, as one line."""
 
 
 def set_tensorflow_defaults():

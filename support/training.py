@@ -17,7 +17,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from support.startup import Error
+from support.errors import Error
 
 FLAGS = tf.compat.v1.flags.FLAGS
 

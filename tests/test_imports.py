@@ -22,6 +22,7 @@ MODULES = [
     "cifar10_eval",
     "cifar10_classify",
     "cifar10_pack",
+    "support.errors",
     "support.startup",
     "support.folders",
     "support.memory",
