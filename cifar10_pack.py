@@ -133,8 +133,9 @@ def main(argv):
         )
     image_dir = FLAGS.image_dir.rstrip("/") or "/"
     _check_flags(image_dir)
-    found = find_images(image_dir)
     output = os.path.join(FLAGS.data_dir, cifar10_input.DATA_FOLDER)
+    _check_output(output)
+    found = find_images(image_dir)
     folders.writable(FLAGS.data_dir, "data_dir")
     log = output + ".skipped.txt"
     with _locked(FLAGS.data_dir):
@@ -198,6 +199,25 @@ def _check_flags(image_dir):
             "take it for a class. Pack into a folder outside it."
             % (images.shown(FLAGS.data_dir), images.shown(image_dir))
         )
+
+
+def _check_output(output):
+    """Raises PackError, before anything is read or written, when the folder
+    the data goes to is there but is not a plain folder: the packed folder
+    is renamed onto it at the end, which a file, a link or a mount point
+    refuses."""
+    if os.path.islink(output):
+        what = "a link to %s" % images.shown(os.readlink(output))
+    elif os.path.lexists(output) and not os.path.isdir(output):
+        what = "a file"
+    elif os.path.ismount(output):
+        what = "a mount point"
+    else:
+        return
+    raise PackError(
+        "%s is %s, where the packed data goes; move it away or pack into another "
+        "--data_dir. Nothing was written." % (images.shown(output), what)
+    )
 
 
 @contextlib.contextmanager

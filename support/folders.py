@@ -75,7 +75,8 @@ def locked(path, wait_message=None):
         os.close(fd)
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, _holder().encode(), 0)
+        # The command line as its bytes were given, UTF-8 or not.
+        os.pwrite(fd, os.fsencode(_holder()), 0)
         yield
     finally:
         with contextlib.suppress(OSError):
