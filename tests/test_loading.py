@@ -4,8 +4,11 @@ Python writes meanwhile reaches the user unchanged, even from a process
 that dies."""
 
 import os
+import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -98,6 +101,123 @@ def test_a_traceback_while_loading_is_passed_on(tmp_path):
     assert done.returncode == 1
     assert lines[:2] == [KEPT[0], "Traceback (most recent call last):"]
     assert lines[-1] == "RuntimeError: a library is missing"
+
+
+# A script's start: the binary's start-up, as support/startup.py makes it.
+PROLOGUE = (
+    """
+import os, signal, subprocess, sys
+sys.path.insert(0, %r)
+from support import loading, startup
+startup.before_tensorflow()
+"""
+    % ROOT
+)
+
+
+def run_script(body, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-c", PROLOGUE + body],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        timeout=60,
+        **kwargs,
+    )
+
+
+def test_ctrl_c_while_the_loading_lines_are_shown_ends_as_interrupted():
+    # More kept lines than the pipe to the test holds: until the test reads
+    # them, showing them waits, and Ctrl+C comes then.
+    kept = ["a kept line %05d %s" % (i, "x" * 80) for i in range(1000)]
+    body = (
+        """
+for line in %r:
+    os.write(2, line.encode() + b"\\n")
+print("releasing", flush=True)
+loading.release()
+sys.stderr.write("after the loading\\n")
+"""
+        % kept
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", PROLOGUE + body],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    try:
+        assert process.stdout.readline() == "releasing\n"
+        # Asleep from now on means waiting inside release().
+        stat = pathlib.Path("/proc/%d/stat" % process.pid)
+        while stat.read_text().rpartition(")")[2].split()[0] != "S":
+            time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert (process.returncode, err.splitlines()) == (130, [*kept, "Interrupted."])
+
+
+def test_a_line_cut_short_before_the_end_of_the_loading_is_kept_as_it_is():
+    result = run_script(
+        """
+os.write(2, b"no end of line")
+loading.release()
+sys.stderr.write("after the loading\\n")
+"""
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "no end of lineafter the loading\n"
+
+
+def test_a_process_started_while_loading_writes_after_it_and_is_heard():
+    result = run_script(
+        """
+late = subprocess.Popen(
+    [sys.executable, "-c", "import sys; sys.stdin.readline(); "
+     "sys.stderr.write('from a process started while loading\\\\n')"],
+    stdin=subprocess.PIPE,
+)
+loading.release()
+late.communicate(b"go\\n")
+print(late.returncode)
+sys.stderr.write("after the loading\\n")
+"""
+    )
+    assert (result.returncode, result.stdout) == (0, "0\n"), result.stderr
+    assert result.stderr.splitlines() == [
+        "after the loading",
+        "from a process started while loading",
+    ]
+
+
+def test_the_binarys_stderr_works_whatever_runs_beside_it_while_loading():
+    # Every other process of its session killed while TensorFlow loads.
+    result = run_script(
+        """
+os.write(2, %r)
+for name in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        with open("/proc/%%s/stat" %% name) as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        continue
+    if int(fields[3]) == os.getsid(0) and int(name) != os.getpid():
+        os.kill(int(name), signal.SIGKILL)
+os.write(2, %r)
+loading.release()
+sys.stderr.write("after the loading\\n")
+"""
+        % (
+            ("\n".join([*NOISE, KEPT[0]]) + "\n").encode(),
+            (KEPT[1] + "\n").encode(),
+        ),
+        start_new_session=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [KEPT[0], KEPT[1], "after the loading"]
 
 
 @pytest.mark.slow
