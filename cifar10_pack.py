@@ -57,9 +57,6 @@ import cifar10_input
 from support import folders, images, progress
 
 FLAGS = tf.compat.v1.flags.FLAGS
-# --help lists the one shared flag the packer uses beside its own.
-tf.compat.v1.flags.declare_key_flag("data_dir")
-
 tf.compat.v1.flags.DEFINE_string(
     "image_dir",
     None,
@@ -86,6 +83,10 @@ DATA_DIR_HELP = (
     "Folder to pack into: the records go to <data_dir>/%s/, which must not "
     "hold data already." % cifar10_input.DATA_FOLDER
 )
+# --help lists the one flag of the model the packer uses beside its own,
+# with what it means here.
+startup.use_flags(__name__, data_dir=DATA_DIR_HELP)
+
 # Training records a file, as the official archive has them.
 RECORDS_PER_FILE = 10000
 # Files decoded at a time, and the most bytes of them (as listed).
@@ -125,6 +126,7 @@ class Found(collections.namedtuple("Found", "class_names splits skips ignored"))
     """
 
 
+@startup.user_errors(cifar10_input.DataError)
 def main(argv):
     del argv
     if not FLAGS.image_dir:
@@ -136,37 +138,25 @@ def main(argv):
     output = os.path.join(FLAGS.data_dir, cifar10_input.DATA_FOLDER)
     _check_output(output)
     found = find_images(image_dir)
-    folders.writable(FLAGS.data_dir, "data_dir")
     log = output + ".skipped.txt"
-    with _locked(FLAGS.data_dir):
-        folders.remove_leftovers(FLAGS.data_dir, STAGING)
-        if os.path.exists(output) and os.listdir(output):
-            raise PackError(
-                "--data_dir=%s holds data already (%s); pack into another "
-                "--data_dir. Nothing was written."
-                % (images.shown(FLAGS.data_dir), images.shown(output))
-            )
-        staging = tempfile.mkdtemp(dir=FLAGS.data_dir, prefix=".packing-")
-        # mkdtemp() makes a folder only its owner can read; the data gets the
-        # modes of any other new folder.
-        os.chmod(staging, 0o777 & ~folders.umask())
-        try:
-            started = time.time()
-            counts, skips = pack(image_dir, found, staging, log)
-            seconds = time.time() - started
-            with contextlib.suppress(FileNotFoundError):
-                os.rmdir(output)  # an empty folder of that name
-            os.rename(staging, output)
-        except OSError as e:
-            if e.errno != errno.ENOSPC:
-                raise
-            raise PackError(
-                "No space left on the device of --data_dir=%s while packing; "
-                "nothing was kept. Free some space, or choose another --data_dir."
-                % images.shown(FLAGS.data_dir)
-            ) from None
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    made = _missing_folders(FLAGS.data_dir)
+    try:
+        folders.writable(FLAGS.data_dir, "data_dir")
+        with _no_space_to_start(FLAGS.data_dir), _locked(FLAGS.data_dir):
+            folders.remove_leftovers(FLAGS.data_dir, STAGING)
+            if os.path.exists(output) and os.listdir(output):
+                raise PackError(
+                    "--data_dir=%s holds data already (%s); pack into another "
+                    "--data_dir. Nothing was written."
+                    % (images.shown(FLAGS.data_dir), images.shown(output))
+                )
+            staging = tempfile.mkdtemp(dir=FLAGS.data_dir, prefix=".packing-")
+            counts, skips, seconds = _pack_into(output, staging, image_dir, found, log)
+    except startup.Error:
+        for folder in made:  # made here, and still empty
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+        raise
     files = sum(len(files) for files in found.splits.values())
     print(
         "Packed %d training and %d test images of %d classes into %s (%.1f s, %.0f "
@@ -199,6 +189,57 @@ def _check_flags(image_dir):
             "take it for a class. Pack into a folder outside it."
             % (images.shown(FLAGS.data_dir), images.shown(image_dir))
         )
+
+
+def _pack_into(output, staging, image_dir, found, log):
+    """Packs into staging, which it renames to output when complete, and
+    removes otherwise.
+
+    Returns:
+      (pack()'s records and skips, the seconds it took).
+    """
+    # mkdtemp() makes a folder only its owner can read; the data gets the
+    # modes of any other new folder.
+    os.chmod(staging, 0o777 & ~folders.umask())
+    try:
+        started = time.time()
+        counts, skips = pack(image_dir, found, staging, log)
+        seconds = time.time() - started
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(output)  # an empty folder of that name
+        os.rename(staging, output)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        raise PackError(
+            "No space left on the device of --data_dir=%s while packing; "
+            "nothing was kept. Free some space, or choose another --data_dir."
+            % images.shown(FLAGS.data_dir)
+        ) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return counts, skips, seconds
+
+
+def _missing_folders(path):
+    """The folders of path that are not there yet, deepest first."""
+    missing = []
+    while path and not os.path.lexists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
+@contextlib.contextmanager
+def _no_space_to_start(data_dir):
+    """Turns a full disk (no room, or no inode) as packing starts into
+    PackError."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        raise PackError(folders.no_space(images.shown(data_dir), "data_dir")) from None
 
 
 def _check_output(output):
@@ -714,6 +755,4 @@ def _check_classes(labels_seen, class_names):
 
 
 if __name__ == "__main__":
-    # Here --data_dir is where the packed data goes.
-    FLAGS["data_dir"].help = DATA_DIR_HELP
-    startup.run(main, cifar10_input.DataError)
+    startup.run(main)

@@ -7,6 +7,7 @@ cleaned.
 """
 
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
@@ -34,10 +35,21 @@ def writable(path, flag_name):
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise Error(no_space(path, flag_name)) from None
         raise Error(
             "Cannot write to --%s=%s (%s). Choose a folder you can write to."
             % (flag_name, path, e.strerror or e)
         ) from None
+
+
+def no_space(path, flag_name):
+    """What to say when the device of the folder a flag names is full (no
+    room, or no inode for another file)."""
+    return (
+        "No space left on the device of --%s=%s. Free some space, or choose "
+        "another --%s." % (flag_name, path, flag_name)
+    )
 
 
 @contextlib.contextmanager
