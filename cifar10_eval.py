@@ -7,7 +7,12 @@ Started beside cifar10_train.py, it scores each new checkpoint once, every
 --eval_interval_secs, with the weights' moving averages (which score better
 than the raw weights), and prints
 
-    <date time>: precision @ 1 = 0.NNN (step S, N images)
+    <date time>: precision @ 1 = 0.NNN (step S, N images, R images/sec)
+    Next look for a new checkpoint at HH:MM:SS.
+
+A look that finds nothing new says "No new checkpoint; next look at
+HH:MM:SS." The first checkpoint of a new training is step 0, the untrained
+model, which scores about chance.
 
 Each of the first --num_examples images is counted exactly once. With
 --run_once (which scores the newest checkpoint and exits) or --per_class, a
@@ -111,6 +116,12 @@ def eval_once(restore, summary_writer, outcome, summary_op, checkpoint, scope):
         % (datetime.datetime.now(), precision, global_step, counted, rate),
         flush=True,
     )
+    if global_step == 0:  # the first checkpoint of a new training
+        print(
+            "Step 0 is the untrained model: chance alone gets about 1 in %d right."
+            % len(class_names),
+            flush=True,
+        )
     if FLAGS.run_once or FLAGS.per_class:
         print(per_class_table(matrix, class_names), flush=True)
     summary = tf.compat.v1.Summary()
@@ -371,20 +382,37 @@ def _each_new_checkpoint(score):
                 "--checkpoint_dir at the training binary's --train_dir."
                 % FLAGS.checkpoint_dir
             )
-        if checkpoint is None and not waiting:
-            print(
-                "No checkpoint file found at %s; looking again every %d s."
-                % (FLAGS.checkpoint_dir, FLAGS.eval_interval_secs),
-                flush=True,
-            )
+        found, again = None, False  # None: a new checkpoint, scored
+        if checkpoint is None:
+            found = "No checkpoint file found at %s" % FLAGS.checkpoint_dir
+            if waiting:
+                found, again = "No checkpoint yet", True
             waiting = True
-        elif checkpoint is not None and checkpoint != last:
+        elif checkpoint == last:
+            found, again = "No new checkpoint", True
+        else:
             last = checkpoint
             if not score(checkpoint):
                 continue
         if FLAGS.run_once:
             return
+        # Looks without a pause between them would say "nothing new" without
+        # end.
+        if FLAGS.eval_interval_secs or not again:
+            _say_when_it_looks_next(found)
         time.sleep(FLAGS.eval_interval_secs)
+
+
+def _say_when_it_looks_next(found):
+    """The line that ends a look: what it found (None after a score) and the
+    time of the next look."""
+    at = time.strftime(
+        "%H:%M:%S", time.localtime(time.time() + FLAGS.eval_interval_secs)
+    )
+    if found:
+        print("%s; next look at %s." % (found, at), flush=True)
+    else:
+        print("Next look for a new checkpoint at %s." % at, flush=True)
 
 
 def _warn_or_raise(message):

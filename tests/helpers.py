@@ -21,7 +21,9 @@ from support import checkpoints, startup
 
 LOG_LINE = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: step (\d+), loss = (\d+\.\d\d) "
-    r"\((\d+\.\d) examples/sec; (\d+\.\d{3}) sec/batch\)$"
+    r"\((\d+\.\d) examples/sec; (\d+\.\d{3}) sec/batch\)"
+    # Where training stands, when --max_steps is less than a day away.
+    r"(?:, (\d+:\d\d:\d\d) left to step (\d+))?$"
 )
 PRECISION = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: precision @ 1 = (\d\.\d{3}) "
@@ -47,6 +49,13 @@ FORMS = {
     "stopped": re.compile(
         r"^Stopped by SIG(INT|TERM) at step \d+; checkpoint saved "
         r"in .+\.$"
+    ),
+    "untrained": re.compile(
+        r"^Step 0 is the untrained model: chance alone gets about 1 in \d+ right\.$"
+    ),
+    "next look": re.compile(
+        r"^(Next look for a new checkpoint at|(No checkpoint file found at .+|No "
+        r"checkpoint yet|No new checkpoint); next look at) \d\d:\d\d:\d\d\.$"
     ),
     "table head": re.compile(r"^  class +images +recall$"),
     "table row": re.compile(r"^  [\w ]+? +\d+ +[01]\.\d{3}$"),

@@ -4,8 +4,10 @@ second trainer, kill -9 and SIGTERM interrupt), errors."""
 import glob
 import io
 import re
+import shutil
 import signal
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -23,6 +25,7 @@ from helpers import (
     evaluate,
     exit_line,
     finish_cleanly,
+    form,
     independent_logits,
     start_evaluation,
     start_training,
@@ -243,6 +246,9 @@ def test_polling_beside_training_scores_each_checkpoint_once_through_kill_and_si
     assert code == 130 and log.endswith("Interrupted.\n"), log
     steps = [int(m[1]) for m in PRECISION.findall(log)]
     assert steps == sorted(set(steps)) and steps[-1] == stopped, log
+    # The first checkpoint of the new training, if it came in time to be
+    # scored, is called what it is.
+    assert ("(step 0," in log) == ("Step 0 is the untrained model" in log), log
     # --per_class, in the polling mode too: a table with each score.
     assert log.count("  Most confused: ") == len(steps)
     assert log.count("No checkpoint file found") == 1
@@ -274,6 +280,60 @@ def test_a_warning_while_polling_reaches_a_piped_output_before_the_wait(
         with pytest.raises(KeyboardInterrupt):
             cifar10_eval._each_new_checkpoint(lambda checkpoint: True)
     assert "Warning: skipping %s, which cannot be read" % damaged in shown[1]
+
+
+def test_polling_says_when_it_looks_next(tmp_path, monkeypatch):
+    # Each look ends with one line that says when the next one is.
+    monkeypatch.setattr(cifar10_eval.time, "time", lambda: 1e9)
+    next_look = time.strftime("%H:%M:%S", time.localtime(1e9 + 60))
+    printed = []
+    monkeypatch.setattr(
+        cifar10_eval, "print", lambda line, **_: printed.append(line), raising=False
+    )
+
+    def wait(secs):
+        assert secs == 60
+        looks.append(printed[-1])
+        if len(looks) == 2:  # a checkpoint comes, to score
+            with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+                tf.Variable(1.0, name="v")
+                sess.run(tf.compat.v1.global_variables_initializer())
+                tf.compat.v1.train.Saver().save(sess, str(tmp_path / "model.ckpt"), 5)
+        if len(looks) == 4:
+            raise KeyboardInterrupt
+
+    looks = []
+    monkeypatch.setattr(cifar10_eval.time, "sleep", wait)
+    with flagsaver.flagsaver(checkpoint_dir=str(tmp_path), eval_interval_secs=60):
+        with pytest.raises(KeyboardInterrupt):
+            cifar10_eval._each_new_checkpoint(lambda checkpoint: True)
+    assert looks == [
+        "No checkpoint file found at %s; next look at %s." % (tmp_path, next_look),
+        "No checkpoint yet; next look at %s." % next_look,
+        "Next look for a new checkpoint at %s." % next_look,
+        "No new checkpoint; next look at %s." % next_look,
+    ]
+    assert all(form(line) == "next look" for line in looks)
+
+
+def test_step_0_is_called_the_untrained_model(trained, dataset, tmp_path, capsys):
+    # Evaluation started beside a new training scores its first checkpoint,
+    # of step 0, at once.
+    (tmp_path / "ckpt").mkdir()
+    newest = tf.train.latest_checkpoint(trained)
+    for path in glob.glob(newest + ".*"):
+        shutil.copy(path, tmp_path / "ckpt" / ("model.ckpt-0" + path[len(newest) :]))
+    with flagsaver.flagsaver(
+        data_dir=dataset["root"], checkpoint_dir=str(tmp_path / "ckpt"),
+        eval_dir=str(tmp_path / "eval"), run_once=True, num_examples=100,
+    ):  # fmt: skip
+        cifar10_eval.main(["binary"])
+    lines = capsys.readouterr().out.splitlines()
+    assert PRECISION.match(lines[0])
+    assert lines[1] == (
+        "Step 0 is the untrained model: chance alone gets about 1 in 10 right."
+    )
+    assert form(lines[1]) == "untrained"
 
 
 def test_no_checkpoint_and_too_many_examples_are_clear_errors(dataset, tmp_path):
