@@ -421,7 +421,7 @@ def train(
         gradients of total_loss; cifar10_multi_gpu_train.py passes the
         average of its towers' gradients.
       apply_fn: a function to use instead of apply_gradients() below, with
-        the same arguments and result; support/distributed.py passes one that
+        the same arguments and result; support/cluster_hooks.py passes one that
         synchronizes the update across the workers of a cluster.
 
     Returns:

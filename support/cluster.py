@@ -13,9 +13,10 @@ On one machine this_task() is LOCAL: the graph stays where it is placed,
 there is nothing to add to the step or the hooks, and the session is the
 chief's, restored from the checkpoint training resumes from. Given the
 cluster flags below, or the TF_CONFIG environment variable that schedulers
-set, it is this process's task of a cluster, from distributed.py, which
-does the work; a copy of the project for one machine runs without that
-file.
+set, it is this process's task of a cluster: cluster_config.py reads the
+cluster from the values of these flags, or from TF_CONFIG, and
+cluster_task.py and cluster_hooks.py train it. A copy of the project for
+one machine runs without those three files.
 """
 
 import contextlib
@@ -114,14 +115,19 @@ def this_task():
       Error: the cluster flags or TF_CONFIG are wrong; the message quotes
         them.
     """
-    given = any(not FLAGS[name].using_default_value for name in CLUSTER_FLAGS)
-    if not given and not os.environ.get("TF_CONFIG", "").strip():
+    given = [name for name in CLUSTER_FLAGS if not FLAGS[name].using_default_value]
+    tf_config = os.environ.get("TF_CONFIG", "")
+    if not given and not tf_config.strip():
         return LOCAL
-    try:
-        from support import distributed  # noqa: PLC0415  (a cluster's alone)
-    except ImportError:
+    try:  # a cluster's alone
+        from support import cluster_config, cluster_task  # noqa: PLC0415
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("support.cluster_"):
+            raise
         raise Error(
             "Training on a cluster (the cluster flags, or TF_CONFIG) needs "
-            "support/distributed.py."
+            "support/%s.py." % e.name.rpartition(".")[2]
         ) from None
-    return distributed.this_task() or LOCAL
+    flags = {name: FLAGS[name].value for name in CLUSTER_FLAGS}
+    config = cluster_config.describe(flags, given, tf_config)
+    return cluster_task.Task(config) if config else LOCAL

@@ -16,7 +16,7 @@ import tensorflow as tf
 from absl.testing import flagsaver
 
 import cifar10
-import support.cluster  # where the cluster flags that distributed reads are
+import support.cluster
 from harness.procs import free_ports
 from harness.sessions import queue_session
 from helpers import (
@@ -33,7 +33,8 @@ from helpers import (
     run_here,
     train_flags,
 )
-from support import distributed
+from support import cluster_hooks, cluster_task
+from support.cluster_config import ClusterConfig, ClusterError
 
 
 def precision_of(dataset, cluster):
@@ -233,16 +234,16 @@ HOSTS = dict(ps_hosts="127.0.0.1:2222", worker_hosts="127.0.0.1:2223,127.0.0.1:2
 )
 def test_inconsistent_cluster_flags_are_one_clear_error(flags, expected):
     with flagsaver.flagsaver(**flags):
-        with pytest.raises(distributed.ClusterError) as e:
-            distributed.from_flags()
+        with pytest.raises(ClusterError) as e:
+            support.cluster.this_task()
     assert expected in str(e.value)
 
 
 def test_cluster_flags_describe_this_task():
     with flagsaver.flagsaver(**HOSTS, job_name="worker", task_index=1):
         task = support.cluster.this_task()
-    assert (task.is_chief, task.num_workers) == (False, 2)
-    assert task.address == "127.0.0.1:2224"
+    assert (task.is_chief, task.config.num_workers) == (False, 2)
+    assert task.config.address == "127.0.0.1:2224"
     with flagsaver.flagsaver(**HOSTS, job_name="worker"):
         assert support.cluster.this_task().is_chief
     assert support.cluster.this_task() is support.cluster.LOCAL
@@ -252,16 +253,16 @@ def test_each_task_turns_on_keepalive_pings_and_keeps_the_users_grpc_options(
     monkeypatch,
 ):
     ours = "grpc.keepalive_time_ms=%d,grpc.keepalive_timeout_ms=%d" % (
-        distributed.KEEPALIVE_MS,
-        distributed.KEEPALIVE_TIMEOUT_MS,
+        cluster_task.KEEPALIVE_MS,
+        cluster_task.KEEPALIVE_TIMEOUT_MS,
     )
     monkeypatch.delenv("TF_GRPC_DEFAULT_OPTIONS", raising=False)
-    assert distributed._keepalive_options() == ours
+    assert cluster_task._keepalive_options() == ours
     # The user's own options stay, their keepalive time too.
     users = "grpc.keepalive_time_ms=60000,grpc.max_reconnect_backoff_ms=500"
     monkeypatch.setenv("TF_GRPC_DEFAULT_OPTIONS", users)
-    assert distributed._keepalive_options() == users + (
-        ",grpc.keepalive_timeout_ms=%d" % distributed.KEEPALIVE_TIMEOUT_MS
+    assert cluster_task._keepalive_options() == users + (
+        ",grpc.keepalive_timeout_ms=%d" % cluster_task.KEEPALIVE_TIMEOUT_MS
     )
 
 
@@ -272,11 +273,9 @@ def test_a_wait_after_the_step_names_the_parameter_server_that_does_not_answer(
     # died as long as a step: a checkpoint's save (the saver's hook comes
     # after the cluster's), then the closing of the session it broke.
     address = "127.0.0.1:%d" % free_ports(1)[0]  # nothing listens there
-    cluster = distributed.Cluster(
-        {"ps": [address], "worker": ["127.0.0.1:1"]}, "worker", 0
-    )
-    monkeypatch.setattr(distributed._UnansweredHook, "STALL_SECS", 1)
-    hook = distributed._UnansweredHook(cluster)
+    cluster = ClusterConfig({"ps": [address], "worker": ["127.0.0.1:1"]}, "worker", 0)
+    monkeypatch.setattr(cluster_hooks.UnansweredHook, "STALL_SECS", 1)
+    hook = cluster_hooks.UnansweredHook(cluster)
     hook.after_create_session(None, None)
     hook.before_run(None)
     hook.after_run(None, None)  # the step is done; what follows it waits
@@ -353,7 +352,7 @@ def training_graph_on_servers(dataset, **flags):
         min_queue_examples=100,
         **flags,
     ):
-        task = distributed.from_flags()
+        task = support.cluster.this_task()
         servers = [tf.distribute.Server(task.spec, job, 0) for job in ("ps", "worker")]
         data = cifar10.data_set()
         with tf.Graph().as_default():
@@ -408,7 +407,7 @@ def test_the_chiefs_synchronous_update_moves_no_weights(dataset):
         (sync,) = [h for h in task.hooks() if hasattr(h, "apply_gradients")]
         sync.begin()
         with queue_session(target) as sess:
-            sess.run([sync._local_init_op, sync._sent.initializer])
+            sess.run([sync._local_init_op, sync._sent.variable.initializer])
             # The worker's step waits for the chief's update, run here.
             step = threading.Thread(target=sess.run, args=(train_op,))
             step.start()

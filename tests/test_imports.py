@@ -35,7 +35,9 @@ MODULES = [
     "support.images",
     "support.loading",
     "support.cluster",
-    "support.distributed",
+    "support.cluster_config",
+    "support.cluster_task",
+    "support.cluster_hooks",
 ]
 
 # Run by a Python of its own: TensorFlow first, so that what it does as it

@@ -14,7 +14,8 @@ import cifar10
 import cifar10_multi_gpu_train
 from harness import fake_cifar
 from helpers import checkpoint_step, independent_logits, train, training_from_memory
-from support import checkpoints, distributed
+import support.cluster
+from support import checkpoints, cluster_task
 
 ON = rewriter_config_pb2.RewriterConfig.ON
 
@@ -31,8 +32,8 @@ def test_bf16_turns_the_rewrite_on_in_every_binarys_session(monkeypatch):
     configs = {
         "model": cifar10.session_config,  # train, eval and classify
         "towers": lambda: cifar10_multi_gpu_train.session_config(["/cpu:0"]),
-        "worker": lambda: distributed.session_config(
-            distributed.this_task(), cifar10.session_config()
+        "worker": lambda: cluster_task.session_config(
+            support.cluster.this_task(), cifar10.session_config()
         ),
     }
     for name, config in configs.items():

@@ -2,7 +2,7 @@
 description alone, in modules of new names.
 
 The project is copied to a new folder, without the cluster's machinery
-(support/distributed.py), cifar10.py and cifar10_input.py renamed
+(support/cluster_*.py), cifar10.py and cifar10_input.py renamed
 flowers.py and flowers_input.py (the binaries' import lines, and the
 model's, say so: nothing else changes, support/ least of all), and only
 the constants that the README's "Use as a template" section names are
@@ -35,7 +35,7 @@ MODULES = [
     "cifar10_eval.py",
     "cifar10_classify.py",
 ]
-SUPPORT_LEFT_BEHIND = ["distributed.py"]
+SUPPORT_LEFT_BEHIND = ["cluster_config.py", "cluster_task.py", "cluster_hooks.py"]
 # The binaries of the copy.
 BINARIES = [name for name in MODULES if name not in ("cifar10.py", "cifar10_input.py")]
 BINARIES.append("cifar10_pack.py")

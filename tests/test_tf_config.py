@@ -9,10 +9,12 @@ import pytest
 from absl.testing import flagsaver
 
 import cifar10_train
+import support.cluster
 from helpers import (
     exit_line,
 )
-from support import distributed
+from support import cluster_task
+from support.cluster_config import ClusterError
 
 CLUSTER = {
     "chief": ["127.0.0.1:2220"],
@@ -103,8 +105,8 @@ CLUSTER = {
 )
 def test_a_bad_tf_config_is_one_line_quoting_it(monkeypatch, tf_config, expected):
     monkeypatch.setenv("TF_CONFIG", tf_config)
-    with pytest.raises(distributed.ClusterError) as e:
-        distributed.this_task()
+    with pytest.raises(ClusterError) as e:
+        support.cluster.this_task()
     assert expected in str(e.value)
     assert "\n" not in str(e.value)
 
@@ -113,10 +115,10 @@ def test_tf_config_names_the_chief_and_the_flags_win(monkeypatch, capsys):
     def task(job_name, task_index, cluster=CLUSTER):
         config = {"cluster": cluster, "task": {"type": job_name, "index": task_index}}
         monkeypatch.setenv("TF_CONFIG", json.dumps(config))
-        return distributed.this_task()
+        return support.cluster.this_task()
 
     chief = task("chief", 0)
-    assert (chief.is_chief, chief.num_workers, chief.address) == (
+    assert (chief.is_chief, chief.config.num_workers, chief.config.address) == (
         True,
         2,
         "127.0.0.1:2220",
@@ -126,14 +128,14 @@ def test_tf_config_names_the_chief_and_the_flags_win(monkeypatch, capsys):
     assert task("worker", 0, no_chief).is_chief
     assert not task("worker", 1, no_chief).is_chief
     # A job of one machine: training on it alone.
-    assert task("chief", 0, {"chief": ["h:1"]}) is None
-    assert task("evaluator", 0).job_name == "evaluator"
+    assert task("chief", 0, {"chief": ["h:1"]}) is support.cluster.LOCAL
+    assert task("evaluator", 0).config.job_name == "evaluator"
 
     with flagsaver.flagsaver(
         ps_hosts="h:1", worker_hosts="h:2", job_name="worker", task_index=0
     ):
         from_flags = task("chief", 0)
-    assert from_flags.job_name == "worker" and from_flags.is_chief
+    assert from_flags.config.job_name == "worker" and from_flags.is_chief
     assert "The cluster flags are given: ignoring TF_CONFIG." in capsys.readouterr().out
 
 
@@ -163,8 +165,8 @@ def test_a_port_in_use_names_tf_config_not_the_flags(monkeypatch):
         monkeypatch.setenv(
             "TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "ps"}})
         )
-        with pytest.raises(distributed.ClusterError) as e:
-            distributed.start_server(distributed.this_task())
+        with pytest.raises(ClusterError) as e:
+            cluster_task.start_server(support.cluster.this_task())
     message = str(e.value)
     assert message.startswith("Cannot start ps 0 (%s): " % address)
     assert "Check TF_CONFIG's cluster." in message and "--ps_hosts" not in message
