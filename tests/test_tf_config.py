@@ -4,12 +4,15 @@ How TF_CONFIG is read; test_cluster.py trains a cluster told by it."""
 
 import json
 import socket
+import subprocess
+import sys
 
 import pytest
 from absl.testing import flagsaver
 
 import cifar10_train
 import support.cluster
+from harness.procs import ROOT
 from helpers import (
     exit_line,
 )
@@ -170,3 +173,23 @@ def test_a_port_in_use_names_tf_config_not_the_flags(monkeypatch):
     message = str(e.value)
     assert message.startswith("Cannot start ps 0 (%s): " % address)
     assert "Check TF_CONFIG's cluster." in message and "--ps_hosts" not in message
+
+
+def test_the_cluster_is_described_without_tensorflow():
+    # In a Python of its own, which has not loaded TensorFlow.
+    probe = """
+import json, sys
+from support import cluster_config
+flags = dict(ps_hosts="", worker_hosts="", job_name=None, task_index=0,
+             sync_replicas=True, replicas_to_aggregate=None, cluster_timeout_secs=9)
+config = cluster_config.describe(flags, ["sync_replicas"], sys.argv[1])
+print(json.dumps([str(config), config.is_chief, config.replicas_to_aggregate,
+                  config.timeout_secs, "tensorflow" in sys.modules]))
+"""
+    tf_config = {"cluster": CLUSTER, "task": {"type": "worker", "index": 0}}
+    done = subprocess.run(
+        [sys.executable, "-c", probe, json.dumps(tf_config)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == ["worker 0 (127.0.0.1:2222)", False, 2, 9, False]
