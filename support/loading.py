@@ -10,7 +10,7 @@ machine without a GPU. startup.before_tensorflow() starts
     ...                 # TensorFlow loads, and lists its devices
     loading.release()   # startup.run(), before the binary's own work
 
-and in between, stderr (file descriptor 2) is a temporary file. release()
+and in between, stderr (file descriptor 2) is a file in memory. release()
 gives stderr back and shows what the file holds, but for the lines
 TensorFlow logged below TF_CPP_MIN_LOG_LEVEL (2 by default: its information
 and warnings), the warning about them, and the cuInit error that only says
@@ -60,9 +60,9 @@ _after = {}
 
 
 def hold():
-    """Makes stderr a temporary file until release(). Does nothing when
+    """Makes stderr a file in memory until release(). Does nothing when
     TF_CPP_MIN_LOG_LEVEL is 0 (everything asked for), when stderr is
-    closed, or when no temporary file can be made."""
+    closed, or when no such file can be made."""
     try:
         level = int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
     except ValueError:
@@ -74,8 +74,7 @@ def hold():
     except OSError:
         return
     try:
-        with tempfile.TemporaryFile(prefix="loading-") as f:
-            file = os.dup(f.fileno())
+        file = _memory_file()
     except OSError:
         os.close(stderr)
         return
@@ -124,6 +123,15 @@ def _at_exit():
     elif _after:
         with contextlib.suppress(OSError):
             _show(_after["file"], _after["shown"], 2, _after["level"])
+
+
+def _memory_file():
+    """A file in memory, where a full disk cannot refuse a line; elsewhere
+    than on Linux, a temporary file."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("loading", os.MFD_CLOEXEC)
+    with tempfile.TemporaryFile(prefix="loading-") as f:
+        return os.dup(f.fileno())
 
 
 def _watch(file, stderr, level):
