@@ -16,7 +16,6 @@ cifar10_pack.py); another data set changes that, and the network below if
 it likes. This file and cifar10_input.py need nothing else of the project.
 """
 
-import functools
 import os
 import re
 
@@ -28,13 +27,16 @@ import cifar10_input
 
 FLAGS = tf.compat.v1.flags.FLAGS
 
-# Flags shared by every binary. Each binary adds its own.
+# The model's and the data's flags. Each binary defines its own flags, and
+# names those of these it uses (startup.use_flags()); its --help lists them.
+# Folders are named after this module: /tmp/<model>_data, and the binaries'
+# /tmp/<model>_train and /tmp/<model>_eval.
 tf.compat.v1.flags.DEFINE_integer(
-    "batch_size", 128, "Number of images to process in a batch.", lower_bound=1
+    "batch_size", 128, "Images in a training batch.", lower_bound=1
 )
 tf.compat.v1.flags.DEFINE_string(
     "data_dir",
-    "/tmp/cifar10_data",
+    "/tmp/%s_data" % __name__,
     "Folder that holds the %s archive and its extracted %s folder."
     % (cifar10_input.DATA_SET, cifar10_input.DATA_FOLDER),
 )
@@ -51,7 +53,9 @@ tf.compat.v1.flags.DEFINE_string(
     "default, which a mirror serves too); 'skip' to accept any archive.",
 )
 tf.compat.v1.flags.DEFINE_boolean(
-    "use_fp16", False, "Train the model using 16-bit floats."
+    "use_fp16",
+    False,
+    "Train the model using 16-bit floats (its weights and checkpoints too).",
 )
 tf.compat.v1.flags.DEFINE_enum(
     "mixed_precision",
@@ -89,6 +93,8 @@ tf.compat.v1.flags.DEFINE_integer(
     lower_bound=1,
 )
 
+# The images the network takes: IMAGE_SIZE x IMAGE_SIZE crops.
+IMAGE_SHAPE = (cifar10_input.IMAGE_SIZE, cifar10_input.IMAGE_SIZE, cifar10_input.DEPTH)
 # CIFAR-10's, for data that does not say otherwise.
 NUM_CLASSES = cifar10_input.NUM_CLASSES
 NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN = cifar10_input.NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN
@@ -129,7 +135,8 @@ def _activation_summary(x):
     _scalar_summary(tensor_name + "/sparsity", tf.nn.zero_fraction(x))
 
 
-def _float_type():
+def float_type():
+    """The type of the model's images and weights: float16 with --use_fp16."""
     return tf.float16 if FLAGS.use_fp16 else tf.float32
 
 
@@ -137,7 +144,7 @@ def _variable_on_cpu(name, shape, initializer):
     """A variable kept in host memory, where every tower can reach it."""
     with tf.device("/cpu:0"):
         return tf.compat.v1.get_variable(
-            name, shape, initializer=initializer, dtype=_float_type()
+            name, shape, initializer=initializer, dtype=float_type()
         )
 
 
@@ -159,7 +166,7 @@ def _variable_with_weight_decay(name, shape, stddev, wd):
     var = _variable_on_cpu(
         name,
         shape,
-        tf.compat.v1.truncated_normal_initializer(stddev=stddev, dtype=_float_type()),
+        tf.compat.v1.truncated_normal_initializer(stddev=stddev, dtype=float_type()),
     )
     if wd:
         var = var.read_value()
@@ -182,6 +189,25 @@ def data_set():
     )
 
 
+def queued_images(data, training, towers=1):
+    """About the most images the input pipeline holds at once, besides the
+    step's: for training, the shuffling queue (--min_queue_examples, or its
+    share of data's training images) and the batches ready for the towers;
+    for evaluation, the batches read ahead.
+
+    Args:
+      data: what --data_dir holds, from data_set().
+      training: whether it is distorted_inputs() (else inputs()).
+      towers: batches a training step works on at once.
+    """
+    if not training:
+        return 5 * FLAGS.batch_size
+    shuffled = FLAGS.min_queue_examples or int(
+        data.num_train * cifar10_input.MIN_FRACTION_OF_EXAMPLES_IN_QUEUE
+    )
+    return shuffled + (3 + 2 * towers) * FLAGS.batch_size
+
+
 def distorted_inputs():
     """Distorted training batches from --data_dir, --batch_size at a time.
 
@@ -198,7 +224,7 @@ def distorted_inputs():
         min_queue_examples=FLAGS.min_queue_examples,
         num_threads=FLAGS.num_preprocess_threads,
     )
-    return tf.cast(images, _float_type()), labels
+    return tf.cast(images, float_type()), labels
 
 
 def inputs(eval_data):
@@ -220,49 +246,7 @@ def inputs(eval_data):
         data_dir=os.path.join(FLAGS.data_dir, cifar10_input.DATA_FOLDER),
         batch_size=FLAGS.batch_size,
     )
-    return tf.cast(images, _float_type()), labels
-
-
-def lrn(x, depth_radius, bias, alpha, beta, name):
-    """tf.nn.lrn (local response normalization across channels), computed
-    faster, with its gradient written out.
-
-    y = x * n**-beta, where n = bias + alpha * (the sum of x**2 over the
-    window of channels within depth_radius of each), and the gradient is
-
-        dx = dy * n**-beta - 2 * alpha * beta * x * window(dy * y / n).
-
-    A sum over a window of channels is a product with a band matrix of ones:
-    a small matrix product, which oneDNN runs fast. TensorFlow's own gradient
-    kernel loops over the window for every value and took a fifth of the
-    training step (a quarter in bfloat16); here the gradient also reuses n
-    and n**-beta from the forward pass. Values and gradient equal
-    TensorFlow's to float32 rounding; under --mixed_precision=bf16 all of it
-    runs in bfloat16, where TensorFlow's LRN stays float32.
-    """
-    depth = x.shape[-1]
-    near = np.abs(np.arange(depth)[:, None] - np.arange(depth)) <= depth_radius
-
-    def window(t, scale):  # scale * the sum of t over each channel's window
-        band = tf.constant(scale * near, t.dtype)
-        return tf.reshape(tf.matmul(tf.reshape(t, [-1, depth]), band), tf.shape(t))
-
-    @tf.custom_gradient
-    def normalize(x):
-        n = bias + window(tf.square(x), alpha)
-        if beta == 0.75:  # the tutorial's: two square roots, not a pow
-            inverse = tf.math.rsqrt(n)
-            n_beta = inverse * tf.sqrt(inverse)
-        else:
-            n_beta = tf.pow(n, -beta)
-        y = tf.multiply(x, n_beta, name=name)
-
-        def gradient(dy):
-            return dy * n_beta - x * window(dy * y / n, 2 * alpha * beta)
-
-        return y, gradient
-
-    return normalize(x)
+    return tf.cast(images, float_type()), labels
 
 
 def inference(images, num_classes=NUM_CLASSES):
@@ -509,30 +493,50 @@ def session_config(**kwargs):
     """
     config = tf.compat.v1.ConfigProto(**kwargs)
     if FLAGS.mixed_precision == "bf16":
-        _say_if_bfloat16_is_emulated()
         config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = (
             rewriter_config_pb2.RewriterConfig.ON
         )
     return config
 
 
-def native_bfloat16():
-    """Whether the processor computes bfloat16 itself: True, False, or None
-    when its flags (Linux's /proc/cpuinfo) cannot be read."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(re.findall(r"^flags\s*:(.*)$", f.read(), re.M)[0].split())
-    except (OSError, IndexError):
-        return None
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+# The network's normalization layer, used by inference() above: TensorFlow's
+# tf.nn.lrn, computed in a way that trains faster on a CPU.
+def lrn(x, depth_radius, bias, alpha, beta, name):
+    """tf.nn.lrn (local response normalization across channels), with its
+    window sums as small matrix products and its gradient written out.
 
+    y = x * n**-beta, where n = bias + alpha * (the sum of x**2 over the
+    window of channels within depth_radius of each), and the gradient is
 
-@functools.cache  # once a process
-def _say_if_bfloat16_is_emulated():
-    if native_bfloat16() is False:
-        print(
-            "Note: this processor has no native bfloat16 (avx512_bf16 or "
-            "amx_bf16): --mixed_precision=bf16 is emulated here, and slower "
-            "than float32.",
-            flush=True,
-        )
+        dx = dy * n**-beta - 2 * alpha * beta * x * window(dy * y / n).
+
+    A sum over a window of channels is a product with a band matrix of ones:
+    a small matrix product, which oneDNN runs well, where TensorFlow's own
+    kernels loop over the window for every value. The gradient reuses n and
+    n**-beta from the forward pass. Values and gradient equal TensorFlow's
+    to float32 rounding; under --mixed_precision=bf16 all of it runs in
+    bfloat16, where TensorFlow's LRN stays float32.
+    """
+    depth = x.shape[-1]
+    near = np.abs(np.arange(depth)[:, None] - np.arange(depth)) <= depth_radius
+
+    def window(t, scale):  # scale * the sum of t over each channel's window
+        band = tf.constant(scale * near, t.dtype)
+        return tf.reshape(tf.matmul(tf.reshape(t, [-1, depth]), band), tf.shape(t))
+
+    @tf.custom_gradient
+    def normalize(x):
+        n = bias + window(tf.square(x), alpha)
+        if beta == 0.75:  # the tutorial's: two square roots, not a pow
+            inverse = tf.math.rsqrt(n)
+            n_beta = inverse * tf.sqrt(inverse)
+        else:
+            n_beta = tf.pow(n, -beta)
+        y = tf.multiply(x, n_beta, name=name)
+
+        def gradient(dy):
+            return dy * n_beta - x * window(dy * y / n, 2 * alpha * beta)
+
+        return y, gradient
+
+    return normalize(x)

@@ -1,13 +1,13 @@
 """Classifies image files with a trained model, and exports it for serving.
 
-    python cifar10_classify.py --checkpoint_dir=/tmp/cifar10_train cat.jpg photos/
-    python cifar10_classify.py --checkpoint_dir=/tmp/cifar10_train \\
-        --export_dir=/tmp/cifar10_export
+    python cifar10_classify.py --checkpoint_dir=TRAIN_DIR cat.jpg photos/
+    python cifar10_classify.py --checkpoint_dir=TRAIN_DIR --export_dir=EXPORT_DIR
 
 It scores with the moving averages of the weights, as evaluation does, from
 the newest checkpoint in --checkpoint_dir or the one --checkpoint names. For
-each JPEG, PNG, BMP, GIF or WebP file (folders are searched recursively for
-files named so) it prints the --top_k most likely classes:
+each JPEG, PNG, BMP, GIF or WebP file (folders are searched for the files
+that packing would take: support/image_folders.py) it prints the --top_k
+most likely classes:
 
     photos/cat.jpg: cat 0.912, dog 0.051, frog 0.020
 
@@ -43,19 +43,17 @@ import numpy as np
 import tensorflow as tf
 
 import cifar10
+import cifar10_eval  # noqa: F401  (it defines --checkpoint_dir)
 import cifar10_input
-from support import checkpoints, folders, images, memory
+from support import bfloat16, checkpoints, folders, image_folders, images, memory
 
 FLAGS = tf.compat.v1.flags.FLAGS
-# --help lists the flags of the model beside this binary's own.
-for module in (cifar10, checkpoints):
-    tf.compat.v1.flags.adopt_module_key_flags(module)
 
 tf.compat.v1.flags.DEFINE_string(
     "checkpoint",
     None,
     "A checkpoint to use instead of the newest in --checkpoint_dir, e.g. "
-    "/tmp/cifar10_train/model.ckpt-5000.",
+    "%s/model.ckpt-5000." % FLAGS["checkpoint_dir"].default,
 )
 checkpoints.refuse_brackets("checkpoint")
 tf.compat.v1.flags.DEFINE_integer(
@@ -68,6 +66,21 @@ tf.compat.v1.flags.DEFINE_string(
     "export_dir",
     None,
     "Export the model as a SavedModel to <export_dir>/<global step>/.",
+)
+
+# --help lists these flags of the model, the data and evaluation (whose
+# --checkpoint_dir this binary shares) beside its own, with what they do here.
+startup.use_flags(
+    __name__,
+    "checkpoint_dir",
+    batch_size="Image files classified at a time.",
+    data_dir="Folder of the data trained on, whose class names are used when "
+    "the checkpoint has none beside it.",
+    use_fp16="The model in 16-bit floats, as training with --use_fp16 made "
+    "its checkpoints.",
+    mixed_precision="bf16: compute the model in bfloat16 with TensorFlow's "
+    "oneDNN rewrite, faster on processors with native bfloat16 (avx512_bf16 "
+    "or amx_bf16). Not with --use_fp16.",
 )
 
 # The files of a checkpoint, after its path prefix.
@@ -171,7 +184,7 @@ def _restore(sess, checkpoint):
     Raises:
       ClassifyError: it does not fit the model, or cannot be read.
     """
-    restore, variables = checkpoints.restorer(cifar10.MOVING_AVERAGE_DECAY)
+    restore, variables = checkpoints.restorer()
     while True:
         try:
             problem = checkpoints.mismatch(checkpoint, variables(checkpoint))
@@ -218,43 +231,6 @@ def _newest(folder, flag):
             % folder
         )
     return checkpoint
-
-
-def image_files(paths):
-    """The files that paths name, folders searched recursively for images.
-
-    Returns:
-      (files, problems): the files in order, and a line for each path that
-      is missing, a folder without images, or a folder that cannot be read.
-    """
-    files, problems = [], []
-
-    def skip_folder(error):
-        problems.append(
-            "Cannot read the folder %s (%s); skipped."
-            % (images.shown(error.filename), error.strerror or error)
-        )
-
-    for path in paths:
-        if os.path.isdir(path):
-            known_problems = len(problems)
-            found = sorted(
-                os.path.join(folder, name)
-                for folder, _, names in os.walk(path, onerror=skip_folder)
-                for name in names
-                if images.is_image_name(name)
-            )
-            if not found and len(problems) == known_problems:
-                problems.append(
-                    "The folder %s holds no image files (%s)."
-                    % (images.shown(path), ", ".join(images.EXTENSIONS))
-                )
-            files.extend(found)
-        elif os.path.lexists(path):
-            files.append(path)  # whether it can be read, classify() says
-        else:
-            problems.append("No such file or folder: %s." % images.shown(path))
-    return files, problems
 
 
 def classify(sess, inputs, outputs, files):
@@ -415,11 +391,14 @@ def run(paths):
             "Nothing to do: name image files or folders to classify, or pass "
             "--export_dir to export the model."
         )
-    memory.check(cifar10.inference, cifar10_input, "classify")
+    memory.check(
+        cifar10.inference, cifar10.IMAGE_SHAPE, FLAGS.batch_size, "classify",
+        dtype=cifar10.float_type(),
+    )  # fmt: skip
     with _output() as output:
         checkpoint = _checkpoint()
         class_names = _class_names(checkpoint)
-        files, problems = image_files(paths)
+        files, problems = image_folders.image_files(paths)
         with tf.Graph().as_default():
             signatures = build_classifier(class_names)
             with tf.compat.v1.Session(config=cifar10.session_config()) as sess:
@@ -442,9 +421,12 @@ def run(paths):
     return 1 if problems else 0
 
 
+@startup.user_errors(cifar10_input.DataError)
 def main(argv):
+    if FLAGS.mixed_precision == "bf16":
+        bfloat16.say_if_emulated("--mixed_precision=bf16")
     return run(argv[1:])
 
 
 if __name__ == "__main__":
-    startup.run(main, cifar10_input.DataError)
+    startup.run(main)

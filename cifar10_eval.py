@@ -1,7 +1,7 @@
 """Evaluates the model's checkpoints: precision @ 1 on the test set of the
 data set that cifar10_input.py describes.
 
-    python cifar10_eval.py --checkpoint_dir=/tmp/cifar10_train
+    python cifar10_eval.py --checkpoint_dir=TRAIN_DIR
 
 Started beside cifar10_train.py, it scores each new checkpoint once, every
 --eval_interval_secs, with the weights' moving averages (which score better
@@ -39,15 +39,20 @@ import tensorflow as tf
 
 import cifar10
 import cifar10_input
-from support import checkpoints, download, folders, memory
+from support import bfloat16, checkpoints, download, folders, memory
 
 FLAGS = tf.compat.v1.flags.FLAGS
-# --help lists the flags of the model and the data beside this binary's own.
-for module in (cifar10, checkpoints):
-    tf.compat.v1.flags.adopt_module_key_flags(module)
 
 tf.compat.v1.flags.DEFINE_string(
-    "eval_dir", "/tmp/cifar10_eval", "Folder to write event logs to."
+    "checkpoint_dir",
+    "/tmp/%s_train" % cifar10.__name__,
+    "Folder the training binary writes its checkpoints to (its --train_dir).",
+)
+checkpoints.refuse_brackets("checkpoint_dir")
+tf.compat.v1.flags.DEFINE_string(
+    "eval_dir",
+    "/tmp/%s_eval" % cifar10.__name__,
+    "Folder to write the scores' event logs to, for TensorBoard.",
 )
 tf.compat.v1.flags.DEFINE_enum(
     "eval_data",
@@ -58,13 +63,13 @@ tf.compat.v1.flags.DEFINE_enum(
 tf.compat.v1.flags.DEFINE_integer(
     "eval_interval_secs",
     60 * 5,
-    "How often to look for a new checkpoint.",
+    "How often (in seconds) to look for a new checkpoint.",
     lower_bound=0,
 )
 tf.compat.v1.flags.DEFINE_integer(
     "num_examples",
     None,
-    "Number of examples to run (default: every image of the split, the %d "
+    "How many images of the split to score (default: every one, the %d "
     "test images of %s)."
     % (cifar10_input.NUM_EXAMPLES_PER_EPOCH_FOR_EVAL, cifar10_input.DATA_SET),
     lower_bound=1,
@@ -77,6 +82,21 @@ tf.compat.v1.flags.DEFINE_boolean(
     False,
     "Print each class's recall and the likeliest mistakes below every "
     "precision line (--run_once always does).",
+)
+
+# --help lists these of the model's and the data's flags beside this
+# binary's own, with what they do here.
+startup.use_flags(
+    __name__,
+    "data_dir",
+    "data_url",
+    "data_md5",
+    batch_size="Images scored at a time.",
+    use_fp16="The model in 16-bit floats, as training with --use_fp16 made "
+    "its checkpoints.",
+    mixed_precision="bf16: compute the model in bfloat16 with TensorFlow's "
+    "oneDNN rewrite, faster on processors with native bfloat16 (avx512_bf16 "
+    "or amx_bf16). Not with --use_fp16.",
 )
 
 # How often a long evaluation says how far it has come.
@@ -304,7 +324,7 @@ def evaluate(data, num_examples):
         images, labels = cifar10.inputs(eval_data=eval_data)
         logits = cifar10.inference(images, data.num_classes)
         outcomes = outcome(labels, logits)
-        restore, variables = checkpoints.restorer(cifar10.MOVING_AVERAGE_DECAY)
+        restore, variables = checkpoints.restorer()
         summary_op = tf.compat.v1.summary.merge_all()
         summary_writer = tf.compat.v1.summary.FileWriter(FLAGS.eval_dir, g)
 
@@ -437,14 +457,26 @@ def _num_examples(data):
     return FLAGS.num_examples or available
 
 
+@startup.user_errors(cifar10_input.DataError)
 def main(argv):
     del argv
-    memory.check(cifar10.inference, cifar10_input, "evaluate")
-    folders.writable(FLAGS.eval_dir, "eval_dir")
-    download.maybe_download_and_extract(cifar10_input)
+    if FLAGS.mixed_precision == "bf16":
+        bfloat16.say_if_emulated("--mixed_precision=bf16")
+    download.fetch(
+        FLAGS.data_url, FLAGS.data_md5, FLAGS.data_dir, cifar10_input.DATA_FOLDER,
+        sizes={cifar10_input.DATA_MD5: cifar10_input.ARCHIVE_BYTES},
+    )  # fmt: skip
     data = cifar10.data_set()
-    evaluate(data, _num_examples(data))
+    num_examples = _num_examples(data)
+    memory.check(
+        cifar10.inference, cifar10.IMAGE_SHAPE, FLAGS.batch_size, "evaluate",
+        queue_images=cifar10.queued_images(data, training=False),
+        dtype=cifar10.float_type(),
+    )  # fmt: skip
+    # Made last, so that a start that fails leaves no --eval_dir.
+    folders.writable(FLAGS.eval_dir, "eval_dir")
+    evaluate(data, num_examples)
 
 
 if __name__ == "__main__":
-    startup.run(main, cifar10_input.DataError)
+    startup.run(main)

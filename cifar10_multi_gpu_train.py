@@ -12,10 +12,11 @@ Without GPUs the towers run on as many CPU devices, which share the
 machine's cores: the graph and its checkpoints are the same, the speed is
 not.
 
-Everything else is as in cifar10_train.py: the same flags, checkpoints
-(either binary resumes the other's), log line, Ctrl+C and cluster flags (on
-a cluster, each worker runs its towers and the parameter servers hold the
-one set of variables).
+Everything else is cifar10_train.py's: this binary builds the towers'
+graph and trains it in cifar10_train.train(), with the same flags,
+checkpoints (either binary resumes the other's), log line, Ctrl+C and
+cluster flags (on a cluster, each worker runs its towers and the parameter
+servers hold the one set of variables).
 """
 
 from support import startup
@@ -23,84 +24,67 @@ from support import startup
 if __name__ == "__main__":
     startup.before_tensorflow()
 
+import functools
+
 import tensorflow as tf
 
 import cifar10
 import cifar10_input
-from support import (
-    cluster,
-    download,
-    memory,
-    run_folder,
-    signals,
-    training,
-)
+import cifar10_train
 
 FLAGS = tf.compat.v1.flags.FLAGS
-# --help lists the flags of the model, the data and training beside these.
-for module in (cifar10, run_folder, training, cluster):
-    tf.compat.v1.flags.adopt_module_key_flags(module)
+# The training binary's flags, all of which apply here, beside this one.
+tf.compat.v1.flags.adopt_module_key_flags(cifar10_train)
 
 tf.compat.v1.flags.DEFINE_integer(
-    "num_gpus", 1, "How many GPUs (towers) to use.", lower_bound=1
+    "num_gpus",
+    1,
+    "How many GPUs (towers) to use; without GPUs, as many CPU devices, which "
+    "share the cores.",
+    lower_bound=1,
 )
 
 
 def train():
-    """Trains for --max_steps steps on --num_gpus towers."""
-    task = cluster.this_task()  # this machine alone, unless told otherwise
-    if not task.trains:
-        return task.serve()
+    """Trains for --max_steps steps on --num_gpus towers, in the training loop
+    of cifar10_train.py."""
     devices = tower_devices()
-    memory.check(cifar10.inference, cifar10_input, "train", towers=len(devices))
-    with run_folder.TrainDir(chief=task.is_chief) as train_dir:
-        if train_dir.reached(FLAGS.max_steps):
-            return
-        download.maybe_download_and_extract(cifar10_input)
-        data = cifar10.data_set()
-        train_dir.keep_class_names(data.class_names)
-        print_towers(devices)
-        with tf.Graph().as_default():
-            with task.device(), tf.device("/cpu:0"):
-                global_step = tf.compat.v1.train.get_or_create_global_step()
-                batch_queue = prefetch_queue(len(devices))
-                tower_grads, loss = tower_gradients(
-                    batch_queue, devices, data.num_classes
-                )
-                # The loss summaries, learning rate, moving averages and the
-                # step itself are cifar10.train()'s, applied to the average
-                # of the towers' gradients.
-                train_op = cifar10.train(
-                    loss,
-                    global_step,
-                    data.num_train,
-                    grads_and_vars=average_gradients(tower_grads),
-                    apply_fn=task.apply_fn,
-                )
+    cifar10_train.train(
+        functools.partial(towers, devices),
+        towers=len(devices),
+        config=session_config(devices),
+    )
 
-            scaffold = train_dir.scaffold(last_tower_summaries(len(devices)))
-            progress = training.ProgressHook(
-                loss,
-                FLAGS.batch_size * len(devices),
-                num_towers=len(devices),
-                shared_step=task.shared_step,
-            )
-            with signals.StopOnSignal(saves_checkpoint=task.is_chief) as stop:
-                with tf.compat.v1.train.MonitoredSession(
-                    session_creator=task.session_creator(
-                        scaffold, session_config(devices), train_dir
-                    ),
-                    hooks=[
-                        progress,
-                        tf.compat.v1.train.StopAtStepHook(last_step=FLAGS.max_steps),
-                        *task.hooks(),
-                        *train_dir.saving_hooks(scaffold),
-                        stop.hook,
-                    ],
-                ) as mon_sess:
-                    while not stop.received and not mon_sess.should_stop():
-                        mon_sess.run(train_op)
-    train_dir.report(progress, stop.received)
+
+def towers(devices, task, data):
+    """The training graph: a tower on each device, each on a batch of its
+    own, and one update from the average of their gradients.
+
+    Args:
+      devices: where to put the towers, from tower_devices().
+      task: this process's task (cluster.this_task()): where the variables
+        go, and how the step applies its gradients.
+      data: what --data_dir holds, from cifar10.data_set().
+
+    Returns:
+      (the last tower's loss, train_op, the summaries to write).
+    """
+    print_towers(devices)
+    with task.device(), tf.device("/cpu:0"):
+        global_step = tf.compat.v1.train.get_or_create_global_step()
+        batch_queue = prefetch_queue(len(devices))
+        tower_grads, loss = tower_gradients(batch_queue, devices, data.num_classes)
+        # The loss summaries, learning rate, moving averages and the step
+        # itself are cifar10.train()'s, applied to the average of the
+        # towers' gradients.
+        train_op = cifar10.train(
+            loss,
+            global_step,
+            data.num_train,
+            grads_and_vars=average_gradients(tower_grads),
+            apply_fn=task.apply_fn,
+        )
+    return loss, train_op, last_tower_summaries(len(devices))
 
 
 def average_gradients(tower_grads):
@@ -220,10 +204,11 @@ def last_tower_summaries(num_towers):
     )
 
 
+@startup.user_errors(cifar10_input.DataError)
 def main(argv):
     del argv
     train()
 
 
 if __name__ == "__main__":
-    startup.run(main, cifar10_input.DataError)
+    startup.run(main)

@@ -38,7 +38,6 @@ import collections
 import concurrent.futures
 import contextlib
 import errno
-import hashlib
 import json
 import math
 import os
@@ -47,14 +46,13 @@ import re
 import shutil
 import tempfile
 import time
-import unicodedata
 
 import numpy as np
 import tensorflow as tf
 
 import cifar10  # noqa: F401  (it defines --data_dir)
 import cifar10_input
-from support import folders, images, progress
+from support import folders, image_folders, images, progress
 
 FLAGS = tf.compat.v1.flags.FLAGS
 tf.compat.v1.flags.DEFINE_string(
@@ -98,32 +96,12 @@ SEED = 0
 MOST_SKIPPED = 0.1
 # Where an interrupted packing left its work: removed at the next start.
 STAGING = re.compile(r"^\.packing-")
-# The kinds of skips found while listing the files, beside those of
-# support/images.py, and the line that counts each kind.
-LEADS_OUT = "leads out"
-TWICE = "twice"
-NO_FOLDER = "no folder"
-SUMMARY = {
-    **images.SUMMARY,
-    LEADS_OUT: "%d link(s) that lead out of their class folder (not followed)",
-    TWICE: "%d file(s) met a second time through a link (each is packed once)",
-    NO_FOLDER: "%d folder(s) that could not be read",
-}
+# The line that counts each kind of file skipped.
+SUMMARY = {**images.SUMMARY, **image_folders.SUMMARY}
 
 
 class PackError(startup.Error):
     """The images cannot be packed; the message says why and what to do."""
-
-
-class Found(collections.namedtuple("Found", "class_names splits skips ignored")):
-    """What an image folder holds, as find_images() lists it.
-
-    Attributes:
-      class_names: sorted.
-      splits: {"train": [(path, label, bytes)], "test": [...]}.
-      skips: [images.Skip] of the files and folders left out.
-      ignored: {extension: files} of the files not named as images.
-    """
 
 
 @startup.user_errors(cifar10_input.DataError)
@@ -137,7 +115,7 @@ def main(argv):
     _check_flags(image_dir)
     output = os.path.join(FLAGS.data_dir, cifar10_input.DATA_FOLDER)
     _check_output(output)
-    found = find_images(image_dir)
+    found = find(image_dir)
     log = output + ".skipped.txt"
     made = _missing_folders(FLAGS.data_dir)
     try:
@@ -152,7 +130,7 @@ def main(argv):
                 )
             staging = tempfile.mkdtemp(dir=FLAGS.data_dir, prefix=".packing-")
             counts, skips, seconds = _pack_into(output, staging, image_dir, found, log)
-    except startup.Error:
+    except BaseException:
         for folder in made:  # made here, and still empty
             with contextlib.suppress(OSError):
                 os.rmdir(folder)
@@ -183,7 +161,7 @@ def _check_flags(image_dir):
             "images, above 0 and at most 0.9 (such as 0.2)."
         )
     data, images_real = (os.path.realpath(p) for p in (FLAGS.data_dir, image_dir))
-    if _within(data, images_real):
+    if image_folders.within(data, images_real):
         raise PackError(
             "--data_dir=%s is inside --image_dir=%s, where the next packing would "
             "take it for a class. Pack into a folder outside it."
@@ -274,267 +252,46 @@ def _locked(data_dir):
         ) from None
 
 
-def find_images(image_dir):
-    """The classes and the image files of each split, and what was left out.
+def find(image_dir):
+    """The classes and the image files of each split, and what was left out,
+    as support/image_folders.py reads a folder of images: which files are
+    images, which folders are splits and which are classes, and the split.
 
     Returns:
-      A Found.
+      An image_folders.Found, its files in splits "train" and "test".
 
     Raises:
-      PackError: the folder is not laid out as a folder per class (or per
-        split and class), a class name would not survive batches.meta.txt,
-        a class has no images, or no image falls in the test split.
+      PackError, image_folders.LayoutError: the folder is not laid out as a
+        folder per class (or per split and class), a class name would not
+        survive batches.meta.txt, a class has no images, or no image can
+        be a test image.
     """
     if not os.path.isdir(image_dir):
         raise PackError("--image_dir=%s is not a folder." % images.shown(image_dir))
-    splits_there = [
-        s for s in ("train", "test") if os.path.isdir(os.path.join(image_dir, s))
-    ]
-    if len(splits_there) == 1:
-        (there,) = splits_there
-        (missing,) = {"train", "test"} - {there}
-        shown = images.shown(image_dir)
+    found = image_folders.find(image_dir, cifar10_input.CLASS_NAMES_FILE)
+    if found.split_folders:
+        if FLAGS["test_fraction"].present:
+            print(
+                "Note: --test_fraction does not apply: %s has its own %s/ and %s/ "
+                "folders." % (images.shown(image_dir), *found.split_folders),
+                flush=True,
+            )
+    elif FLAGS.test_fraction == 0:
         raise PackError(
-            "%s has a %s/ folder but no %s/ folder. Give it both, %s/train/<class>/"
-            "... and %s/test/<class>/..., or a folder per class and no %s/."
-            % (shown, there, missing, shown, shown, there)
+            "--test_fraction=0 leaves no test images: give a share above 0 "
+            "(such as 0.2), or train/ and test/ folders in --image_dir."
         )
-    split_dirs = {s: os.path.join(image_dir, s) for s in splits_there}
-    if not split_dirs:
-        if FLAGS.test_fraction == 0:
+    else:
+        found = image_folders.split(found, FLAGS.test_fraction)
+        if not found.splits["test"]:
             raise PackError(
-                "--test_fraction=0 leaves no test images: give a share above 0 "
-                "(such as 0.2), or train/ and test/ folders in --image_dir."
+                "None of the %d images can be a test image: each class holds one. "
+                "Add images, or give train/ and test/ folders. Nothing was written."
+                % len(found.splits["train"])
             )
-        split_dirs = {"": image_dir}
-    elif FLAGS["test_fraction"].present:
-        print(
-            "Note: --test_fraction does not apply: %s has its own train/ and test/ "
-            "folders." % images.shown(image_dir),
-            flush=True,
-        )
-    names = {s: _class_folders(folder) for s, folder in split_dirs.items()}
-    if len(names) == 2 and names["train"] != names["test"]:
-        raise PackError(
-            "%s/train and %s/test hold other classes: only in train: %s; only in "
-            "test: %s. Give both the same class folders."
-            % (
-                images.shown(image_dir),
-                images.shown(image_dir),
-                ", ".join(sorted(set(names["train"]) - set(names["test"]))) or "-",
-                ", ".join(sorted(set(names["test"]) - set(names["train"]))) or "-",
-            )
-        )
-    class_names = next(iter(names.values()))
-    lister = _Lister(
-        [os.path.join(folder, n) for folder in split_dirs.values() for n in class_names]
-    )
-    listed = {
-        split: lister.files(folder, class_names) for split, folder in split_dirs.items()
-    }
-    if "" in listed:
-        files = listed.pop("")
-        in_test = [_in_test(os.path.relpath(path, image_dir)) for path, _, _ in files]
-        listed = {
-            "train": [f for f, test in zip(files, in_test, strict=True) if not test],
-            "test": [f for f, test in zip(files, in_test, strict=True) if test],
-        }
-        if not listed["test"]:
-            raise PackError(
-                "None of the %d images falls in the test share of --test_fraction="
-                "%g. Raise it, or give train/ and test/ folders. Nothing was "
-                "written." % (len(files), FLAGS.test_fraction)
-            )
-    return Found(class_names, listed, lister.skips, dict(lister.ignored))
-
-
-def _class_folders(folder):
-    """The class folders in folder, sorted: two or more, each named on one
-    line of batches.meta.txt.
-
-    Raises:
-      PackError: fewer than two, more than a label byte can tell apart, or
-        one whose name would not read back from batches.meta.txt as it is.
-    """
-    names = sorted(
-        name
-        for name in os.listdir(folder)
-        if not name.startswith(".") and os.path.isdir(os.path.join(folder, name))
-    )
-    for name in names:
-        problem = _name_problem(name)
-        if problem:
-            raise PackError(
-                "The class folder %s has a name that %s; class names are written "
-                "one a line to %s. Rename it. Nothing was written."
-                % (
-                    images.shown(os.path.join(folder, name)),
-                    problem,
-                    cifar10_input.CLASS_NAMES_FILE,
-                )
-            )
-    if not names:
-        shown = images.shown(folder)
-        raise PackError(
-            "%s holds no class folders. Put each class's images in a folder of "
-            "its own, %s/<class>/... (or %s/train/<class>/... and "
-            "%s/test/<class>/...)." % (shown, shown, shown, shown)
-        )
-    if len(names) == 1:
-        raise PackError(
-            "%s holds one class folder (%s); a data set needs two or more."
-            % (images.shown(folder), names[0])
-        )
-    if len(names) > 256:
-        raise PackError(
-            "%s holds %d class folders; a label byte tells 256 apart at most."
-            % (images.shown(folder), len(names))
-        )
-    return names
-
-
-def _name_problem(name):
-    """Why a class name would not read back from batches.meta.txt as it is
-    (one name a line, read as UTF-8 with the spaces at either end dropped),
-    or None."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return "is not UTF-8 text"
-    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
-        return "holds a line break or another control character"
-    if name != name.strip():
-        return "begins or ends with a space"
-    return None
-
-
-class _Lister:
-    """Lists the image files of class folders, each real file once, and
-    never under a class it does not sit in.
-
-    A class folder's subfolders and links are followed, but not a link that
-    leads to a folder above it (which holds the other classes) or into
-    another class folder (of either split). A file met again (through a
-    link, or a hard link) is packed once, where it is met first.
-
-    Args:
-      class_folders: the paths of every class folder, of both splits.
-    """
-
-    def __init__(self, class_folders):
-        self._class_folders = {os.path.realpath(f): f for f in class_folders}
-        self._seen = {}
-        self.skips = []
-        self.ignored = collections.Counter()
-
-    def files(self, folder, class_names):
-        """[(path, label, bytes)] of the image files of folder's classes, in
-        label order, each class's sorted by path.
-
-        Raises:
-          PackError: a class folder holds no image files.
-        """
-        files = []
-        for label, name in enumerate(class_names):
-            class_folder = os.path.join(folder, name)
-            found = sorted(self._under(class_folder))
-            if not found:
-                raise PackError(
-                    "The class folder %s holds no image files (%s)."
-                    % (images.shown(class_folder), ", ".join(images.EXTENSIONS))
-                )
-            for path, identity, size in found:
-                first = self._seen.setdefault(identity, path)
-                if first != path:
-                    self._skip(TWICE, "%s is %s again; packed once." % (path, first))
-                else:
-                    files.append((path, label, size))
-        return files
-
-    def _under(self, class_folder):
-        """(path, identity, bytes) of the image files under class_folder."""
-        home = os.path.realpath(class_folder)
-        visited = set()
-
-        def unreadable(error):
-            self._skip(
-                NO_FOLDER,
-                "Cannot read the folder %s (%s)." % (error.filename, error.strerror),
-            )
-
-        walk = os.walk(class_folder, followlinks=True, onerror=unreadable)
-        for parent, subfolders, names in walk:
-            identity, _ = _identity(parent)
-            if identity in visited:
-                subfolders[:] = []  # a folder met before: a loop of links
-                continue
-            visited.add(identity)
-            subfolders[:] = [
-                d
-                for d in subfolders
-                if not d.startswith(".") and self._stays(os.path.join(parent, d), home)
-            ]
-            for name in names:
-                path = os.path.join(parent, name)
-                if name.startswith("."):
-                    continue
-                if not images.is_image_name(name):
-                    self.ignored[os.path.splitext(name)[1].lower() or "(none)"] += 1
-                elif self._stays(path, home):
-                    yield path, *_identity(path)
-
-    def _stays(self, path, home):
-        """Whether a file or folder under the class folder at home (a real
-        path) belongs to it: it is no link, or one that leads neither above
-        home nor into another class folder."""
-        if not os.path.islink(path):
-            return True
-        real = os.path.realpath(path)
-        if _within(real, home):
-            return True
-        above = _within(home, real)
-        other = next(
-            (f for r, f in self._class_folders.items() if _within(real, r)), None
-        )
-        if not above and other is None:
-            return True  # a link to images kept elsewhere
-        self._skip(
-            LEADS_OUT,
-            "%s is a link to %s, %s; not followed."
-            % (
-                path,
-                real,
-                "a folder that holds its class folder"
-                if above
-                else "inside the class folder %s" % other,
-            ),
-        )
-        return False
-
-    def _skip(self, kind, line):
-        self.skips.append(images.Skip(kind, images.shown(line)))
-
-
-def _within(path, folder):
-    """Whether the real path lies in the real folder (or is it)."""
-    return path == folder or path.startswith(folder.rstrip("/") + "/")
-
-
-def _identity(path):
-    """(what tells the file or folder at path from every other, its bytes);
-    for one that cannot be seen, its path and 0 (reading it says why)."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return ("path", path), 0
-    return (info.st_dev, info.st_ino), info.st_size
-
-
-def _in_test(relative_path):
-    """Whether the image at this path under --image_dir is a test image: a
-    hash of the path, not its place in a listing, decides."""
-    digest = hashlib.sha256(relative_path.encode("utf-8", "surrogateescape"))
-    return int.from_bytes(digest.digest()[:8], "big") < FLAGS.test_fraction * 2**64
+    for note in found.notes:
+        print(note, flush=True)
+    return found
 
 
 def pack(image_dir, found, staging, log):
@@ -582,7 +339,7 @@ def pack(image_dir, found, staging, log):
             described[split], labels_seen[split] = out.close()
     line.end()
     _write_log(log, skips)
-    _check_classes(labels_seen, found.class_names)
+    _check_classes(labels_seen, found, log)
     with open(
         os.path.join(staging, cifar10_input.CLASS_NAMES_FILE), "w", encoding="utf-8"
     ) as f:
@@ -738,14 +495,19 @@ def _summarize(skips, ignored, log):
         )
 
 
-def _check_classes(labels_seen, class_names):
+def _check_classes(labels_seen, found, log):
     """Raises PackError unless every class has a training image, and there is
-    a test image."""
-    missing = [n for i, n in enumerate(class_names) if i not in labels_seen["train"]]
+    a test image. find() gives every class a training file: one that has
+    no training image has none that could be read."""
+    missing = [
+        n for i, n in enumerate(found.class_names) if i not in labels_seen["train"]
+    ]
     if missing:
+        files = sum(found.class_names[f[1]] in missing for f in found.splits["train"])
         raise PackError(
-            "No training image of the class(es) %s could be read. Nothing was "
-            "packed." % ", ".join(missing)
+            "No training image of the class(es) %s could be read: none of their %d "
+            "training file(s) could be read as an image; each is listed in %s. "
+            "Nothing was packed." % (", ".join(missing), files, images.shown(log))
         )
     if not labels_seen["test"]:
         raise PackError(

@@ -13,10 +13,9 @@ import sys
 import tempfile
 import time
 
-from absl import flags
 from absl.testing import flagsaver
 
-from support import startup
+from support import loading, startup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -83,8 +82,14 @@ with open(sys.argv[1], "w") as f:
 """
 
 
-def run_measured(script, *args, folder=ROOT):
+def run_measured(script, *args, folder=ROOT, process_group=None):
     """Runs one of the binaries to completion, measuring it.
+
+    Args:
+      script: its file name, in folder.
+      *args: its flags.
+      folder: where the binary is; also its working folder.
+      process_group: the process group to run it in (None: this one's).
 
     Returns:
       (the subprocess.CompletedProcess, with stdout and stderr as text; its
@@ -96,7 +101,7 @@ def run_measured(script, *args, folder=ROOT):
         result = subprocess.run(
             [sys.executable, "-c", MEASURE, measured,
              *command(script, *args, folder=folder)],
-            cwd=folder, capture_output=True, text=True,
+            cwd=folder, capture_output=True, text=True, process_group=process_group,
         )  # fmt: skip
         seconds = time.perf_counter() - started
         with open(measured) as f:
@@ -107,8 +112,9 @@ def run_measured(script, *args, folder=ROOT):
 
 def run_here(script, *args):
     """Runs a binary in this process, as its start-up would: the flags of
-    args parsed as on its command line, then its main(), the errors a user
-    can cause turned into one line. The binary is imported from sys.path.
+    args parsed as on its command line, then its main(), which turns the
+    errors a user can cause into one line. The binary is imported from
+    sys.path.
 
     A process of its own costs seconds of loading TensorFlow; a test that
     needs one (signals, several processes at once) starts the binary itself.
@@ -118,9 +124,6 @@ def run_here(script, *args):
       error line, or a flag the binary refuses, goes).
     """
     binary = importlib.import_module(os.path.splitext(script)[0])
-    # The data's errors, from the data module the binary imports under this
-    # name (whatever its file is called in a renamed copy).
-    data_error = binary.cifar10_input.DataError
     out, err = io.StringIO(), io.StringIO()
     with (
         flagsaver.flagsaver(),
@@ -129,15 +132,12 @@ def run_here(script, *args):
     ):
         try:
             if startup.help_asked([script, *args]) is not None:
-                # What startup.run() prints: the binary's docstring and its
-                # flags (absl's usage()).
-                print(binary.__doc__)
-                print(flags.FLAGS.module_help(binary))
+                print(startup.help_text(binary), end="")
                 return subprocess.CompletedProcess(script, 0, out.getvalue(), "")
-            argv = flags.FLAGS([script, *args])
-            status = startup.one_line_errors(binary.main, data_error)(argv) or 0
-        except flags.Error as e:
-            print("FATAL Flags parsing error: %s" % e, file=sys.stderr)
+            argv = startup.parse_flags([script, *args], binary)
+            status = startup.one_line_errors(binary.main)(argv) or 0
+        except startup.Error as e:
+            print("Error: %s" % e, file=sys.stderr)
             status = 1
         except SystemExit as e:
             print(e.code, file=sys.stderr)
@@ -147,11 +147,18 @@ def run_here(script, *args):
 
 def load_tensorflow_for_run_here():
     """Loads TensorFlow in this process as a binary's start-up does (its
-    environment defaults first, which it reads only as it loads), in graph
-    mode and with its Python logging quiet: what run_here() needs."""
+    environment defaults first, which it reads only as it loads, and the
+    lines it logs while it loads held to what they ask), in graph mode and
+    with its Python logging quiet: what run_here() needs."""
     startup.set_tensorflow_defaults()
-    import tensorflow as tf  # noqa: PLC0415  (after the defaults)
+    loading.hold()
+    try:
+        import tensorflow as tf  # noqa: PLC0415  (after the defaults)
 
+        # The first list of devices is the last of TensorFlow's loading lines.
+        tf.config.list_physical_devices()
+    finally:
+        loading.release()
     tf.compat.v1.disable_eager_execution()
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
 
@@ -207,7 +214,12 @@ class Process:
     """A binary running in the background, its stdout and stderr going to a
     file that the waits below read."""
 
-    def __init__(self, script, *args, log_path, folder=ROOT, env=None, prefix=()):
+    def __init__(
+        self, script, *args, log_path, folder=ROOT, env=None, prefix=(), **popen
+    ):
+        """Starts it: script with args (as run_binary()), under the command of
+        prefix, with the environment env (None: this one's), and any other
+        arguments of subprocess.Popen in popen (a process_group)."""
         self.log_path = log_path
         with open(log_path, "w") as log:
             self.proc = subprocess.Popen(
@@ -217,6 +229,7 @@ class Process:
                 stderr=subprocess.STDOUT,
                 text=True,
                 env=env,
+                **popen,
             )
 
     def output(self):

@@ -18,15 +18,6 @@ import os
 
 import tensorflow as tf
 
-FLAGS = tf.compat.v1.flags.FLAGS
-
-# The flag of the binaries that use the checkpoints training wrote.
-tf.compat.v1.flags.DEFINE_string(
-    "checkpoint_dir",
-    "/tmp/cifar10_train",
-    "Folder the training binary writes its checkpoints to (its --train_dir).",
-)
-
 # Training's checkpoints are <folder>/model.ckpt-<step>; their index files end
 # in this.
 INDEX = ".index"
@@ -51,9 +42,6 @@ def refuse_brackets(flag_name):
         "pattern, and would not find the checkpoints again. Choose a folder "
         "without them.",
     )
-
-
-refuse_brackets("checkpoint_dir")
 
 
 def step(checkpoint):
@@ -235,14 +223,12 @@ def describe_classes(names):
     return "%s (%d classes)" % (shown, len(names))
 
 
-def restorer(moving_average_decay):
+def restorer():
     """How the weights to score with are loaded from a checkpoint.
 
-    Call it with the model built in the default graph.
-
-    Args:
-      moving_average_decay: the decay training's moving averages have (their
-        names in a checkpoint are the same whatever it is).
+    Call it with the model built in the default graph. The moving averages'
+    names in a checkpoint are the same whatever their decay, so it needs
+    none.
 
     Returns:
       (restore, variables): restore(session, checkpoint) loads each weight
@@ -251,10 +237,8 @@ def restorer(moving_average_decay):
       variables(checkpoint) is the {name in the checkpoint: variable} that
       restore() loads from it.
     """
-    variable_averages = tf.compat.v1.train.ExponentialMovingAverage(
-        moving_average_decay
-    )
-    averages = variable_averages.variables_to_restore()
+    # The decay does not change the averages' names, all that is used here.
+    averages = tf.compat.v1.train.ExponentialMovingAverage(0.0).variables_to_restore()
     raw = {v.op.name: v for v in tf.compat.v1.global_variables()}
     average_saver = tf.compat.v1.train.Saver(averages)
     raw_saver = tf.compat.v1.train.Saver(raw)

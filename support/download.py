@@ -1,15 +1,16 @@
 """Fetching the data set's archive once: download, verify, extract.
 
-    download.maybe_download_and_extract(cifar10_input)
+    download.fetch(url, md5, data_dir, folder, sizes={md5: archive_bytes})
 
-makes sure --data_dir holds the extracted folder of the data set that the
-binary's data module (cifar10_input.py) describes, fetching the archive from
---data_url (a flag of the model, cifar10.py) if need be.
+makes sure data_dir holds the folder that the archive at url holds,
+fetching and extracting the archive if need be; the binary hands it the
+model's --data_url, --data_md5 and --data_dir, and the data's folder.
 Both the download and the extraction go to temporary names that are renamed
 into place when complete, so a process reading the data beside this one
 never sees half a file. One process at a time fetches into a folder (an
 evaluation started beside training waits for it, then uses its copy), and
-it first removes what an interrupted fetch left there.
+it first removes what an interrupted fetch left there. A fetch that fails
+leaves no folder it made.
 """
 
 import contextlib
@@ -24,12 +25,8 @@ import tempfile
 import urllib.parse
 import urllib.request
 
-import tensorflow as tf
-
 from support import folders, progress
 from support.errors import Error
-
-FLAGS = tf.compat.v1.flags.FLAGS
 
 # Bytes read and written at a time.
 CHUNK_BYTES = 1 << 20
@@ -48,54 +45,55 @@ class FetchError(Error):
     """The data cannot be fetched or is corrupt; the message says what to do."""
 
 
-def maybe_download_and_extract(data):
-    """Makes sure --data_dir holds the data set's extracted folder.
-
-    Nothing is fetched or checked when the folder is already there, so the
-    files can also be placed by hand. Otherwise the archive at --data_url is
-    downloaded (unless a copy with the right checksum is already in
-    --data_dir), checked against --data_md5 and extracted.
-
-    Args:
-      data: the module that describes the data set (cifar10_input): its
-        DATA_MD5, ARCHIVE_BYTES and DATA_FOLDER.
-
-    Raises:
-      FetchError: the data cannot be fetched or is corrupt; the message says
-        what to do.
-    """
-    md5 = FLAGS.data_md5.lower()
-    fetch(
-        url=FLAGS.data_url,
-        md5=md5,
-        # The official archive's size, a quick check before its MD5.
-        size=data.ARCHIVE_BYTES if md5 == data.DATA_MD5 else None,
-        data_dir=FLAGS.data_dir,
-        folder=data.DATA_FOLDER,
-    )
-
-
-def fetch(url, md5, size, data_dir, folder):
+def fetch(url, md5, data_dir, folder, sizes=None):
     """Makes sure data_dir/folder holds the extracted archive at url.
 
-    An archive already in data_dir is used when its checksum matches and
-    fetched again when it does not (a partial download of an earlier run,
-    say).
+    Nothing is fetched or checked when the folder is already there, so the
+    files can also be placed by hand. An archive already in data_dir is used
+    when its checksum matches and fetched again when it does not (a partial
+    download of an earlier run, say).
 
     Args:
-      url: where the archive is: http(s)://, file:// or ftp://.
-      md5: its expected MD5 in hex, or "skip" to accept any archive.
-      size: its expected size in bytes, or None; a quick check before the MD5.
-      data_dir: the folder to keep the archive and the extracted folder in.
+      url: where the archive is: http(s)://, file:// or ftp:// (--data_url).
+      md5: its expected MD5 in hex, or "skip" to accept any archive
+        (--data_md5).
+      data_dir: the folder to keep the archive and the extracted folder in
+        (--data_dir).
       folder: the folder the archive holds, e.g. cifar-10-batches-bin.
+      sizes: {MD5: size in bytes} of archives whose size is known, a quick
+        check before the MD5.
 
     Raises:
       FetchError: the data cannot be fetched or is corrupt; the message says
-        what to do.
+        what to do. The folders made for it are removed.
     """
-    extracted = os.path.join(data_dir, folder)
-    if os.path.isdir(extracted):
+    if os.path.isdir(os.path.join(data_dir, folder)):
         return
+    md5 = md5.lower()
+    made = _missing_folders(data_dir)
+    try:
+        _fetch(url, md5, (sizes or {}).get(md5), data_dir, folder)
+    except BaseException:
+        for path in made:  # the deepest first; each is empty unless others wrote
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+        raise
+
+
+def _missing_folders(path):
+    """The folders of path, itself and its parents, that do not exist yet,
+    the deepest first."""
+    missing = []
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
+def _fetch(url, md5, size, data_dir, folder):
+    """fetch(), with the archive's expected size or None."""
+    extracted = os.path.join(data_dir, folder)
     try:
         os.makedirs(data_dir, exist_ok=True)
     except OSError as e:

@@ -4,9 +4,11 @@ Without the check, a batch too large grows the process until the system
 kills it, without a word (--batch_size=100000 reached 22.8 GB on a 24 GB
 machine before it did).
 
-    memory.check(cifar10.inference, cifar10_input, "train")
+    memory.check(model.inference, shape, batch_size, "train",
+                 queue_images=..., dtype=...)
 
-It takes the model and the data's description from the binary.
+The binary hands it the model, the images it takes and how many the input
+holds, from the data it is about to read.
 """
 
 import functools
@@ -16,8 +18,6 @@ import os
 import tensorflow as tf
 
 from support.errors import Error
-
-FLAGS = tf.compat.v1.flags.FLAGS
 
 # What a process of the model takes besides its batches: TensorFlow, the
 # graph and the weights (measured: about 0.6 GB at --batch_size=1).
@@ -72,31 +72,22 @@ def machine():
     return min(total, int(limit)) if limit.isdigit() else total
 
 
-def check(inference, data, doing, towers=1):
+def check(inference, shape, batch_size, doing, queue_images=0, towers=1,
+          dtype=tf.float32):  # fmt: skip
     """Refuses a --batch_size whose needs exceed the machine's memory.
 
     Args:
       inference: the model's inference(images) function.
-      data: the module that describes the data set (cifar10_input): its
-        IMAGE_SIZE, DEPTH and training queue.
-      doing: "train", "evaluate" or "classify".
-      towers: batches a training step works on at once.
+      shape: (height, width, depth) of the images the model takes.
+      batch_size: images per batch (--batch_size).
+      doing: "train", "evaluate" or "classify", for the message.
+      queue_images: images held in the input queues.
+      towers: batches a step works on at once.
+      dtype: of the images the model takes.
 
     Raises:
       Error: it needs more.
     """
-    batch_size = FLAGS.batch_size
-    if doing == "train":
-        # The shuffling queue, and the batches ready for the towers.
-        queue_images = FLAGS.min_queue_examples or int(
-            data.NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN
-            * data.MIN_FRACTION_OF_EXAMPLES_IN_QUEUE
-        )
-        queue_images += (3 + 2 * towers) * batch_size
-    else:
-        queue_images = 5 * batch_size if doing == "evaluate" else 0
-    dtype = tf.float16 if FLAGS.use_fp16 else tf.float32
-    shape = (data.IMAGE_SIZE, data.IMAGE_SIZE, data.DEPTH)
     bytes_needed = needed(inference, shape, batch_size * towers, queue_images, dtype)
     have = machine()
     if bytes_needed > have:

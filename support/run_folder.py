@@ -1,8 +1,8 @@
-"""--train_dir: the folder a training run keeps for itself, resumes from and
-saves to.
+"""The folder a training run keeps for itself (--train_dir), resumes from
+and saves to.
 
-    with run_folder.TrainDir() as train_dir:        # locked, ready, resumable
-        if train_dir.reached(FLAGS.max_steps):
+    with run_folder.TrainDir(path) as train_dir:     # locked, ready, resumable
+        if train_dir.reached(max_steps):
             return
         ...                                          # build the graph
         scaffold = train_dir.scaffold()              # the checkpoint fits it
@@ -17,7 +17,10 @@ what saves cut short left there is removed; and the newest checkpoint that
 reads in full is the one to resume from (a damaged newer one is renamed
 aside with a warning). Leaving it on a full disk ends in one line that says
 which checkpoint is intact. On a cluster only the chief keeps the folder;
-for the other workers TrainDir(chief=False) does none of this.
+for the other workers TrainDir(path, chief=False) does none of this.
+
+The flags here are this module's own: how often to save and how many
+checkpoints to keep, and --fresh_start.
 """
 
 import contextlib
@@ -34,13 +37,6 @@ from support.errors import Error
 
 FLAGS = tf.compat.v1.flags.FLAGS
 
-tf.compat.v1.flags.DEFINE_string(
-    "train_dir",
-    "/tmp/cifar10_train",
-    "Folder for event logs and checkpoints; training resumes from the newest "
-    "checkpoint found there.",
-)
-checkpoints.refuse_brackets("train_dir")
 tf.compat.v1.flags.DEFINE_boolean(
     "fresh_start",
     False,
@@ -83,15 +79,21 @@ TEMPORARY = re.compile(r"(\.tmp[0-9a-f]{32}|\.tempstate\d+|_temp)$")
 
 
 class TrainDir:
-    """--train_dir, made ready and kept for this process; see the docstring.
+    """The training folder, made ready and kept for this process; see the
+    docstring.
+
+    Args:
+      path: the folder (--train_dir).
+      chief: whether this process keeps it (False: a worker of a cluster
+        other than the chief, which does nothing here).
 
     Attributes:
-      path: --train_dir.
+      path: the folder.
       checkpoint: the checkpoint to resume from, or None.
     """
 
-    def __init__(self, chief=True):
-        self.path = FLAGS.train_dir
+    def __init__(self, path, chief=True):
+        self.path = path
         self.checkpoint = None
         self._chief = chief
         self._held = contextlib.ExitStack()

@@ -1,4 +1,4 @@
-"""maybe_download_and_extract() against archives served from this machine."""
+"""download.fetch() against archives served from this machine."""
 
 import functools
 import hashlib
@@ -13,12 +13,11 @@ import tarfile
 import threading
 
 import pytest
-from absl.testing import flagsaver
 
 import cifar10_input
 from harness import fake_cifar
 from harness.procs import PATIENCE_SECS, Process, free_ports
-from helpers import FAST_FLAGS, run_here, train_flags
+from helpers import run_here, train_flags
 from support import download
 
 ARCHIVE = "cifar-10-binary.tar.gz"
@@ -78,8 +77,10 @@ def server(archive):
 
 
 def _download(data_dir, url, md5):
-    with flagsaver.flagsaver(data_dir=str(data_dir), data_url=url, data_md5=md5):
-        download.maybe_download_and_extract(cifar10_input)
+    download.fetch(
+        url, md5, str(data_dir), cifar10_input.DATA_FOLDER,
+        sizes={cifar10_input.DATA_MD5: cifar10_input.ARCHIVE_BYTES},
+    )  # fmt: skip
 
 
 def _assert_extracted(data_dir, source_folder):
@@ -177,18 +178,27 @@ def test_no_network_names_the_url_and_the_way_out(tmp_path):
     assert os.listdir(tmp_path) == []  # nothing kept, not even the lock
 
 
-def test_binary_without_data_exits_with_one_clear_line(tmp_path):
+@pytest.mark.parametrize(
+    "binary, folder_flag",
+    [("cifar10_train.py", "train_dir"), ("cifar10_eval.py", "eval_dir")],
+)
+def test_binary_without_data_exits_with_one_clear_line_leaving_no_folder(
+    binary, folder_flag, tmp_path
+):
     result = run_here(
-        "cifar10_train.py",
-        "--data_dir=%s" % (tmp_path / "data"),
-        "--train_dir=%s" % (tmp_path / "train"),
+        binary,
+        "--data_dir=%s" % (tmp_path / "new" / "data"),
+        "--%s=%s" % (folder_flag, tmp_path / "out"),
         "--data_url=file://%s" % (tmp_path / "nowhere.tar.gz"),
-        *FAST_FLAGS,
+        "--batch_size=32",
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "Could not download" in errors[0]
+    # A failed start leaves nothing: no data folder, made or not, and no
+    # folder of the binary's.
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
@@ -212,7 +222,8 @@ def test_a_signal_mid_download_removes_the_partial_file(server, tmp_path):
         proc.stop()
     assert code == 128 + signum, out
     assert out.endswith("Interrupted.\n") and "Traceback" not in out, out
-    assert os.listdir(data_dir) == []
+    # Nothing is left, not even the folder made for the download.
+    assert not data_dir.exists()
 
 
 def test_what_an_interrupted_fetch_left_is_removed(archive, tmp_path, capsys):

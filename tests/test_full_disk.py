@@ -17,7 +17,6 @@ import re
 import subprocess
 
 import pytest
-from absl.testing import flagsaver
 
 import cifar10_input
 import cifar10_pack
@@ -188,10 +187,9 @@ def test_a_full_disk_while_fetching_the_data(tmp_path, small_disk):
     data_dir = disk.path
 
     def fetch():
-        with flagsaver.flagsaver(
-            data_dir=str(data_dir), data_url="file://" + archive, data_md5=md5
-        ):
-            download.maybe_download_and_extract(cifar10_input)
+        download.fetch(
+            "file://" + archive, md5, str(data_dir), cifar10_input.DATA_FOLDER
+        )
 
     with pytest.raises(download.FetchError) as e:
         fetch()

@@ -12,10 +12,10 @@ from tensorflow.core.protobuf import rewriter_config_pb2
 
 import cifar10
 import cifar10_multi_gpu_train
+import support.cluster
 from harness import fake_cifar
 from helpers import checkpoint_step, independent_logits, train, training_from_memory
-import support.cluster
-from support import checkpoints, cluster_task
+from support import bfloat16, checkpoints, cluster_task
 
 ON = rewriter_config_pb2.RewriterConfig.ON
 
@@ -32,8 +32,11 @@ def test_bf16_turns_the_rewrite_on_in_every_binarys_session(monkeypatch):
     configs = {
         "model": cifar10.session_config,  # train, eval and classify
         "towers": lambda: cifar10_multi_gpu_train.session_config(["/cpu:0"]),
+        # The training loop hands a worker's session whether it is bf16.
         "worker": lambda: cluster_task.session_config(
-            support.cluster.this_task(), cifar10.session_config()
+            support.cluster.this_task(),
+            cifar10.session_config(),
+            bf16=cifar10.FLAGS.mixed_precision == "bf16",
         ),
     }
     for name, config in configs.items():
@@ -49,13 +52,24 @@ def test_bf16_turns_the_rewrite_on_in_every_binarys_session(monkeypatch):
     assert remapping == rewriter_config_pb2.RewriterConfig.OFF
 
 
+def test_native_bfloat16_is_read_from_the_processors_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 amx_bf16 avx2\n")
+    assert bfloat16.native(str(cpuinfo)) is True
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2\n")
+    assert bfloat16.native(str(cpuinfo)) is False
+    cpuinfo.write_text("processor\t: 0\n")  # no flags to read
+    assert bfloat16.native(str(cpuinfo)) is None
+    assert bfloat16.native(str(tmp_path / "missing")) is None
+
+
 def scores(checkpoint, labels, images, mixed_precision):
     """(logits, precision) of a checkpoint's moving averages, the graph run
     with the session config of --mixed_precision."""
     with flagsaver.flagsaver(mixed_precision=mixed_precision), tf.Graph().as_default():
         x = tf.compat.v1.placeholder(tf.float32, [None, 24, 24, 3])
         logits = cifar10.inference(x)
-        restore, _ = checkpoints.restorer(cifar10.MOVING_AVERAGE_DECAY)
+        restore, _ = checkpoints.restorer()
         with tf.compat.v1.Session(config=cifar10.session_config()) as sess:
             restore(sess, checkpoint)
             out = sess.run(logits, {x: fake_cifar.eval_images(images)})
@@ -107,10 +121,10 @@ def test_checkpoints_move_freely_between_precisions(dataset, tmp_path):
     bf16 = "--mixed_precision=bf16"
     # The note comes once a process: a test before this one, in this process,
     # may have had it.
-    cifar10._say_if_bfloat16_is_emulated.cache_clear()
+    bfloat16.say_if_emulated.cache_clear()
     first = train(dataset, train_dir, "--max_steps=3", bf16)
     assert first.returncode == 0, first.stderr
-    emulated = cifar10.native_bfloat16() is False
+    emulated = bfloat16.native() is False
     assert first.stdout.count("no native bfloat16") == (1 if emulated else 0)
     dtypes = set(
         tf.train.load_checkpoint(tf.train.latest_checkpoint(str(train_dir)))

@@ -79,9 +79,8 @@ def test_training_resumes_from_the_checkpoint_files_whatever_the_pointer_says(
         assert steps_on_disk(train_dir) == [start, max_steps]
     # A pointer at something absent: the files say where to resume.
     pointer.write_text('model_checkpoint_path: "model.ckpt-999"\n')
-    with flagsaver.flagsaver(train_dir=str(train_dir)):
-        with run_folder.TrainDir() as resumed:
-            assert resumed.checkpoint == str(train_dir / "model.ckpt-20")
+    with run_folder.TrainDir(str(train_dir)) as resumed:
+        assert resumed.checkpoint == str(train_dir / "model.ckpt-20")
 
 
 @pytest.mark.slow
@@ -134,10 +133,9 @@ def test_damaged_checkpoints_are_skipped_and_kept(dataset, tmp_path):
     (train_dir / "checkpoint").write_text("")
     (train_dir / "model.ckpt-15.index").write_bytes(b"not an index")
     before = sorted(os.listdir(train_dir))
-    with flagsaver.flagsaver(train_dir=str(train_dir)):
-        with pytest.raises(startup.Error) as e:
-            with run_folder.TrainDir():
-                pass
+    with pytest.raises(startup.Error) as e:
+        with run_folder.TrainDir(str(train_dir)):
+            pass
     assert re.match(
         r"No checkpoint in --train_dir=%s can be read: .*model.ckpt-15: "
         % re.escape(str(train_dir)),

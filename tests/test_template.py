@@ -2,21 +2,24 @@
 description alone, in modules of new names.
 
 The project is copied to a new folder, without the cluster's machinery
-(support/cluster_*.py), cifar10.py and cifar10_input.py renamed
-flowers.py and flowers_input.py (the binaries' import lines, and the
-model's, say so: nothing else changes, support/ least of all), and only
-the constants that the README's "Use as a template" section names are
-changed: a data set of another name, its own folder and file names, 16x16
-images cropped to 12x12, 5 classes, 500 training and 100 test images.
-Then the copied binaries train, evaluate, classify image files and export
-the model, and their messages and --help name that data set, never
-CIFAR-10 or its sizes. The copy runs in a process of its own, which sees
-none of this project's modules.
+(support/cluster_*.py), every top-level file renamed as a new app would
+name it (flowers.py, flowers_input.py, flowers_train.py, ...: the names in
+the code that import and use them say so, and nothing else changes, the
+strings and support/ least of all), and only the constants that the
+README's "Use as a template" section names are changed: a data set of
+another name, its own folder and file names, 16x16 images cropped to 12x12,
+5 classes, 500 training and 100 test images. Then the copied binaries
+train, evaluate, classify image files and export the model, and their
+messages and --help name that data set, never CIFAR-10 or its sizes, and
+folders named after the model module, never cifar10's. The copy runs in a
+process of its own, which sees none of this project's modules.
 """
 
+import io
 import pathlib
 import re
 import shutil
+import tokenize
 
 import numpy as np
 import pytest
@@ -32,15 +35,23 @@ MODULES = [
     "cifar10.py",
     "cifar10_input.py",
     "cifar10_train.py",
+    "cifar10_multi_gpu_train.py",
     "cifar10_eval.py",
     "cifar10_classify.py",
+    "cifar10_pack.py",
 ]
 SUPPORT_LEFT_BEHIND = ["cluster_config.py", "cluster_task.py", "cluster_hooks.py"]
-# The binaries of the copy.
-BINARIES = [name for name in MODULES if name not in ("cifar10.py", "cifar10_input.py")]
-BINARIES.append("cifar10_pack.py")
 # The template's modules, renamed as a new app would name them.
-RENAMED = {"cifar10": "flowers", "cifar10_input": "flowers_input"}
+RENAMED = {
+    name[: -len(".py")]: name[: -len(".py")].replace("cifar10", "flowers")
+    for name in MODULES
+}
+# The binaries of the copy, by their new names.
+BINARIES = [
+    RENAMED[name[: -len(".py")]] + ".py"
+    for name in MODULES
+    if name not in ("cifar10.py", "cifar10_input.py")
+]
 # What a copy for another data set must not say.
 CIFAR10_WORDS = re.compile(r"CIFAR-10|\b(10000|10,000|50000|50,000)\b|32x32")
 # The copy's training steps, in batches of 100.
@@ -70,8 +81,8 @@ def copy_project(folder, changes, modules=MODULES, renamed=None):
 
     Args:
       renamed: {module: new name}: each such module is written under its new
-        name, and the import lines of the others import it as the old one
-        (`import flowers as cifar10`).
+        name, and every name in the code (not in its strings) that is an old
+        module's name becomes the new one (`import flowers`, `flowers.inference`).
     """
     renamed = renamed or {}
     shutil.copytree(
@@ -84,13 +95,22 @@ def copy_project(folder, changes, modules=MODULES, renamed=None):
         if name == "cifar10_input.py":
             for constant, value in changes.items():
                 source = _set_constant(source, constant, value)
-        for old, new in renamed.items():
-            source = re.sub(
-                r"^import %s\b" % old, "import %s as %s" % (new, old), source,
-                flags=re.M,
-            )  # fmt: skip
+        source = _renamed(source, renamed)
         module = name[: -len(".py")]
         (folder / (renamed.get(module, module) + ".py")).write_text(source)
+
+
+def _renamed(source, renamed):
+    """Python source with each name token that renamed has, renamed; its
+    strings and comments as they were."""
+    lines = source.splitlines(keepends=True)
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    found = [t for t in tokens if t.type == tokenize.NAME and t.string in renamed]
+    for token in reversed(found):  # each edit leaves the earlier ones' places
+        (row, start), (_, end) = token.start, token.end
+        line = lines[row - 1]
+        lines[row - 1] = line[:start] + renamed[token.string] + line[end:]
+    return "".join(lines)
 
 
 def _set_constant(source, name, value):
@@ -113,7 +133,7 @@ def template(tmp_path_factory):
     copied beside them, and this project's folder is not on its path."""
     root = tmp_path_factory.mktemp("template")
     code = root / "code"
-    copy_project(code, CHANGES, [*MODULES, "cifar10_pack.py"], renamed=RENAMED)
+    copy_project(code, CHANGES, renamed=RENAMED)
     shutil.copytree(
         pathlib.Path(ROOT, "harness"),
         code / "harness",
@@ -137,13 +157,13 @@ def template(tmp_path_factory):
     checkpoints = "--checkpoint_dir=%s" % (root / "train")
     runs = run_one_after_another(
         code,
-        ("cifar10_train.py", *common, "--train_dir=%s" % (root / "train"),
+        ("flowers_train.py", *common, "--train_dir=%s" % (root / "train"),
          "--max_steps=%d" % STEPS),
-        ("cifar10_eval.py", *common, checkpoints, "--eval_dir=%s" % (root / "eval"),
+        ("flowers_eval.py", *common, checkpoints, "--eval_dir=%s" % (root / "eval"),
          "--run_once", "--num_examples=100"),
-        ("cifar10_eval.py", "--data_dir=%s" % broken.parent, checkpoints,
+        ("flowers_eval.py", "--data_dir=%s" % broken.parent, checkpoints,
          "--eval_dir=%s" % (root / "eval2"), "--run_once", "--num_examples=100"),
-        ("cifar10_classify.py", *common, checkpoints,
+        ("flowers_classify.py", *common, checkpoints,
          "--export_dir=%s" % (root / "export"), "--top_k=5",
          str(root / "small.png"), str(root / "large.jpg")),
         *[(binary, "--help") for binary in BINARIES],
@@ -210,17 +230,18 @@ def test_images_of_another_size_need_only_the_image_size(tmp_path):
     # itself, and only the stored and cropped image sizes are set.
     copy_project(
         tmp_path, {"HEIGHT": "16", "WIDTH": "16", "IMAGE_SIZE": "12"},
-        modules=[*MODULES, "cifar10_pack.py"],
+        renamed=RENAMED,
     )  # fmt: skip
     names = ["circle", "square", "star"]
     fake_cifar.write_image_folders(str(tmp_path / "images"), names, 60)
-    common = ["--data_dir=%s" % (tmp_path / "data"), "--batch_size=50"]
+    data_dir = "--data_dir=%s" % (tmp_path / "data")
+    common = [data_dir, "--batch_size=50"]
     runs = run_one_after_another(
         tmp_path,
-        ("cifar10_pack.py", *common, "--image_dir=%s" % (tmp_path / "images")),
-        ("cifar10_train.py", *common, "--train_dir=%s" % (tmp_path / "train"),
+        ("flowers_pack.py", data_dir, "--image_dir=%s" % (tmp_path / "images")),
+        ("flowers_train.py", *common, "--train_dir=%s" % (tmp_path / "train"),
          "--max_steps=10"),
-        ("cifar10_eval.py", *common, "--checkpoint_dir=%s" % (tmp_path / "train"),
+        ("flowers_eval.py", *common, "--checkpoint_dir=%s" % (tmp_path / "train"),
          "--eval_dir=%s" % (tmp_path / "eval"), "--run_once"),
     )  # fmt: skip
     for result in runs:
@@ -235,19 +256,25 @@ def test_images_of_another_size_need_only_the_image_size(tmp_path):
 @pytest.mark.slow
 def test_the_copy_speaks_of_its_own_data_set_only(template):
     code = template["code"]
-    assert not (code / "cifar10.py").exists() and (code / "flowers.py").exists()
-    assert not (code / "cifar10_input.py").exists()
     # support/ is as it is here: nothing in it names the template's modules.
     for path in (code / "support").glob("*.py"):
         assert (
             path.read_bytes() == pathlib.Path(ROOT, "support", path.name).read_bytes()
         )
+    assert sorted(p.name for p in code.glob("*.py")) == sorted(
+        name + ".py" for name in RENAMED.values()
+    )
+    defaults = " ".join(shown.stdout for shown in template["helps"].values())
+    for folder in ("/tmp/flowers_data", "/tmp/flowers_train", "/tmp/flowers_eval"):
+        assert "(default: '%s')" % folder in defaults
     for binary, shown in template["helps"].items():
         assert shown.returncode == 0, shown.stderr
+        # Its folders are named after its model module, never cifar10.
+        assert not re.findall(r"\S*/\S*cifar10\S*", shown.stdout), binary
         assert "--data_dir" in shown.stdout, binary
         assert not CIFAR10_WORDS.findall(shown.stdout), (binary, shown.stdout)
     assert "the 100 test images of FRUIT-5" in " ".join(
-        template["helps"]["cifar10_eval.py"].stdout.split()
+        template["helps"]["flowers_eval.py"].stdout.split()
     )
     for run in template["runs"]:
         assert not CIFAR10_WORDS.findall(run.stdout + run.stderr), run
