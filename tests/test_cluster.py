@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 
@@ -17,6 +18,7 @@ from absl.testing import flagsaver
 
 import cifar10
 import support.cluster
+import support.errors
 from harness.procs import free_ports
 from harness.sessions import queue_session
 from helpers import (
@@ -247,6 +249,19 @@ def test_cluster_flags_describe_this_task():
     with flagsaver.flagsaver(**HOSTS, job_name="worker"):
         assert support.cluster.this_task().is_chief
     assert support.cluster.this_task() is support.cluster.LOCAL
+
+
+def test_a_copy_without_the_clusters_modules_says_what_a_cluster_needs(monkeypatch):
+    # As in a copy for one machine (test_template.py), which has none of them.
+    monkeypatch.delattr(support, "cluster_task")
+    monkeypatch.setitem(sys.modules, "support.cluster_task", None)
+    with flagsaver.flagsaver(**HOSTS, job_name="worker"):
+        with pytest.raises(support.errors.Error) as e:
+            support.cluster.this_task()
+    assert str(e.value) == (
+        "Training on a cluster (the cluster flags, or TF_CONFIG) needs "
+        "support/cluster_task.py."
+    )
 
 
 def test_each_task_turns_on_keepalive_pings_and_keeps_the_users_grpc_options(
