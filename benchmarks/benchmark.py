@@ -103,6 +103,7 @@ import cifar10_input  # noqa: E402
 import cifar10_pack  # noqa: E402
 from harness import fake_cifar, procs  # noqa: E402
 from harness.sessions import queue_session  # noqa: E402
+from support import bfloat16  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_boolean("quick", False, "Fewer and shorter windows.")
@@ -288,7 +289,7 @@ def measure_lrn(windows, steps):
     """(m): the training step with TensorFlow's LRN and with cifar10.lrn(),
     in float32 and, where the processor has it natively, bfloat16: in
     turns, eight times as many windows as elsewhere, each half as long."""
-    native = cifar10.native_bfloat16()
+    native = bfloat16.native()
     figures = {}
     for mixed_precision in ["off"] + (["bf16"] if native else []):
         print("(m) LRN, --mixed_precision=%s ..." % mixed_precision, flush=True)
@@ -534,7 +535,7 @@ def measure_bf16(work_dir, turns):
     """(j): --mixed_precision=bf16 against float32: the ceilings in turns in
     this process, then cifar10_train.py in turns with itself in float32,
     then cifar10_eval.py in each, one after the other."""
-    native = cifar10.native_bfloat16()
+    native = bfloat16.native()
     print(
         "(j) bfloat16: this processor %s native bfloat16 (avx512_bf16, amx_bf16) ..."
         % {True: "has", False: "has no", None: "may or may not have"}[native],

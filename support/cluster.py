@@ -96,8 +96,10 @@ class Local:
     def hooks(self):
         return []
 
-    def session_creator(self, scaffold, config, train_dir):
-        """The chief's session, restored from train_dir.checkpoint or new."""
+    def session_creator(self, scaffold, config, train_dir, bf16=False):
+        """The chief's session, restored from train_dir.checkpoint or new.
+        (bf16, whether config turns on the oneDNN bfloat16 rewrite, changes
+        nothing here.)"""
         return tf.compat.v1.train.ChiefSessionCreator(
             scaffold=scaffold,
             config=config,

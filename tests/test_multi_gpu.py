@@ -1,6 +1,7 @@
 """cifar10_multi_gpu_train.py: gradient averaging, towers on CPU devices,
 checkpoints shared with the other binaries, resume and signals."""
 
+import inspect
 import re
 import signal
 
@@ -11,6 +12,7 @@ from absl.testing import flagsaver
 
 import cifar10
 import cifar10_multi_gpu_train
+import cifar10_train
 from helpers import (
     LOG_LINE,
     PRECISION,
@@ -19,7 +21,7 @@ from helpers import (
     signal_at_step,
     train,
 )
-from support import startup
+from support import cluster, startup
 
 # Where training with two towers ends: far enough from chance to show it learns.
 MAX_STEPS = 40
@@ -49,6 +51,23 @@ def test_more_towers_than_gpus_is_an_error(monkeypatch):
         with pytest.raises(startup.Error) as e:
             cifar10_multi_gpu_train.tower_devices()
     assert "--num_gpus=4" in str(e.value) and "2 GPU(s)" in str(e.value)
+
+
+def test_the_towers_train_in_the_loop_of_cifar10_train(dataset, monkeypatch):
+    def train(*args, **kwargs):
+        ran.update(signature.bind(*args, **kwargs).arguments)
+
+    ran, signature = {}, inspect.signature(cifar10_train.train)
+    monkeypatch.setattr(cifar10_train, "train", train)
+    with flagsaver.flagsaver(data_dir=dataset["root"], num_gpus=2, batch_size=16):
+        cifar10_multi_gpu_train.train()
+        assert ran["towers"] == 2
+        assert ran["config"].device_count["CPU"] == 2
+        # The graph it trains: two towers, and the last one's summaries.
+        with tf.Graph().as_default():
+            loss, train_op, summary_op = ran["graph"](cluster.LOCAL, cifar10.data_set())
+    assert loss.name.startswith("%s_1/" % cifar10.TOWER_NAME)
+    assert summary_op is not None and train_op is not None
 
 
 def multi_gpu_train(dataset, train_dir, *flags):
@@ -82,6 +101,8 @@ def test_one_tower_stopped_by_sigint_resumes_as_two_that_learn(dataset, tmp_path
     # Every 10th step but the first, which waits for the queue to fill.
     first_logged = ((stopped + 1) // 10 + 1) * 10
     assert [int(m[1]) for m in matches] == list(range(first_logged, MAX_STEPS + 1, 10))
+    # The line says the step it stops at, and the time left.
+    assert {m[6] for m in matches} == {str(MAX_STEPS)}
     for m in matches:
         # Two batches of 64 a step; sec/batch is the step time per tower.
         assert float(m[3]) == pytest.approx(128 / (2 * float(m[4])), rel=0.05)

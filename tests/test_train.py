@@ -28,7 +28,7 @@ from helpers import (
     summaries,
     train,
 )
-from support import memory
+from support import memory, training
 
 
 @pytest.mark.slow
@@ -44,11 +44,15 @@ def test_train_logs_saves_resumes_and_starts_fresh(dataset, tmp_path, capsys):
     )
     assert first.returncode == 0, first.stderr
     assert logged_steps(first.stdout) == [5, 10, 15, 20]
+    # Each line says the step the run stops at, and the time left.
+    assert [m[6] for m in map(LOG_LINE.match, first.stdout.splitlines()) if m] == [
+        "20"
+    ] * 4
     assert "Filling queue with 300 CIFAR-10 images" in first.stdout
     for line in first.stdout.splitlines():
         if LOG_LINE.match(line):
             examples_per_sec, sec_per_batch = map(
-                float, LOG_LINE.match(line).groups()[2:]
+                float, LOG_LINE.match(line).groups()[2:4]
             )
             assert examples_per_sec == pytest.approx(32 / sec_per_batch, rel=0.05)
     assert checkpoint_step(train_dir) == 20
@@ -102,6 +106,46 @@ def test_train_logs_saves_resumes_and_starts_fresh(dataset, tmp_path, capsys):
     assert checkpoint_step(train_dir) == 5
     (kept,) = glob.glob(str(train_dir) + ".old-*")
     assert checkpoint_step(kept) == 30
+
+
+@pytest.mark.parametrize(
+    "max_steps, suffix",
+    [
+        (300, ", 0:02:25 left to step 300"),
+        # A day or more away, the line is the tutorial's alone.
+        (172800, ", 23:59:55 left to step 172800"),
+        (172810, ""),
+        (1000000, ""),
+    ],
+)
+def test_the_step_line_says_where_training_stands(
+    monkeypatch, capsys, max_steps, suffix
+):
+    now = [1000.0]
+    monkeypatch.setattr(training.time, "time", lambda: now[0])
+    with tf.Graph().as_default():
+        hook = training.ProgressHook(
+            tf.constant(2.0), 64, log_frequency=10, train_dir="/train",
+            num_towers=2, last_step=max_steps,
+        )  # fmt: skip
+        global_step = tf.compat.v1.train.get_or_create_global_step()
+        with tf.compat.v1.Session() as sess:
+            sess.run(global_step.initializer)
+            hook.after_create_session(sess, None)
+        run = tf.compat.v1.train.SessionRunValues({"loss": 2.0}, None, None)
+        now[0] += 7.0  # the first step, while the queue fills
+        hook.after_run(None, run)
+        for _ in range(19):  # then half a second a step
+            now[0] += 0.5
+            hook.after_run(None, run)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "Input queue filled; the first step took 7.0 s."
+    assert [m[1] for m in map(LOG_LINE.match, lines[1:])] == ["10", "20"]
+    # The tutorial's fields first, as they were; then the time left at the
+    # pace since the first step: 9 steps in 4.5 s, so 290 steps in 145 s.
+    assert lines[1].endswith(
+        ": step 10, loss = 2.00 (128.0 examples/sec; 0.250 sec/batch)" + suffix
+    )
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
