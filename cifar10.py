@@ -10,6 +10,9 @@ The public functions are the whole API:
     train_op = train(total_loss, global_step, data.num_train)
     config = session_config()                # --mixed_precision
 
+The network's normalization layer, lrn(), comes last: TensorFlow's
+tf.nn.lrn, computed in a way that trains faster on a CPU.
+
 The data set is described in cifar10_input.py (what it is, where it comes
 from, its record format and counts), or by the data itself (packed by
 cifar10_pack.py); another data set changes that, and the network below if
