@@ -78,6 +78,24 @@ def test_importing_a_module_changes_nothing_in_the_process():
     assert after == before
 
 
+def test_what_only_a_cluster_needs_stays_behind_the_seam():
+    """The binaries, and support/ but for the cluster's modules, import none
+    of those: a copy for one machine runs without them (test_template.py)."""
+    cluster_modules = ["support.cluster_config", "support.cluster_task",
+                       "support.cluster_hooks"]  # fmt: skip
+    one_machine = [name for name in MODULES if name not in cluster_modules]
+    probe = "import importlib, json, sys\nfor name in sys.argv[1:]:\n"
+    probe += "    importlib.import_module(name)\nprint(json.dumps(list(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *one_machine],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    imported = json.loads(result.stdout.splitlines()[-1])
+    assert [name for name in cluster_modules if name in imported] == []
+
+
 def private_uses(source):
     """The places in Python source that reach into TensorFlow's private
     parts: an attribute of tf (or tensorflow) beginning with _, a module
