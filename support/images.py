@@ -20,7 +20,7 @@ import stat
 from typing import NamedTuple
 
 # The files read, by extension (any case): what TensorFlow decodes.
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp")
 FORMATS = "JPEG, PNG, BMP, GIF or WebP"
 # Images by name that are not read: a summary says to convert them.
 OTHER_IMAGE_EXTENSIONS = (

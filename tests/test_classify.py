@@ -229,8 +229,8 @@ def test_classify_files_as_the_evaluation_graph_does(trained, dataset, tmp_path)
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert errors == [
         "Error: No such file or folder: %s." % (tmp_path / "missing"),
-        "Error: The folder %s holds no image files (.jpg, .jpeg, .png, .bmp, .gif, "
-        ".webp)." % (tmp_path / "empty"),
+        "Error: The folder %s holds no image files (.jpg, .jpeg, .jfif, .png, .bmp, "
+        ".gif, .webp)." % (tmp_path / "empty"),
         "Error: %s is a damaged or incomplete JPEG file (it ends before its image "
         "does)." % (folder / "odd" / "broken.jpg"),
         "Error: %s is not an image this can read (JPEG, PNG, BMP, GIF or WebP)."
@@ -443,3 +443,27 @@ def test_the_export_holds_only_what_its_signatures_need(exported):
     assert not unneeded & types, unneeded & types
     assert {"Conv2D", "DecodeImage", "Softmax"} <= types
     assert os.path.getsize(version / "saved_model.pb") < 6e6
+
+
+def test_a_folder_gives_the_images_packing_would_take(
+    trained, dataset, tmp_path, capsys
+):
+    folder = tmp_path / "photos"
+    (folder / ".thumbnails").mkdir(parents=True)
+    (folder / "@eaDir" / "good.png").mkdir(parents=True)
+    fake_cifar.write_png(folder / "good.png", dataset["test"][1][0])
+    fake_cifar.write_png(folder / "also.JFIF", dataset["test"][1][1])
+    # What macOS and a Synology box leave beside photos, which are not photos.
+    (folder / "._good.png").write_bytes(b"\0\5\26\7 AppleDouble")
+    fake_cifar.write_png(folder / ".thumbnails" / "good.png", dataset["test"][1][2])
+    fake_cifar.write_png(
+        folder / "@eaDir" / "good.png" / "SYNOFILE_THUMB_M.png", dataset["test"][1][3]
+    )
+    with flagsaver.flagsaver(checkpoint_dir=trained):
+        status = cifar10_classify.run([str(folder)])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert [line.split(": ")[0] for line in out.splitlines() if ": " in line] == [
+        str(folder / "also.JFIF"),
+        str(folder / "good.png"),
+    ]
