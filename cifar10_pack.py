@@ -52,7 +52,7 @@ import tensorflow as tf
 
 import cifar10  # noqa: F401  (it defines --data_dir)
 import cifar10_input
-from support import folders, image_folders, images, progress
+from support import download, folders, image_folders, images, progress
 
 FLAGS = tf.compat.v1.flags.FLAGS
 tf.compat.v1.flags.DEFINE_string(
@@ -95,7 +95,7 @@ SEED = 0
 # More unreadable images than this share of them stops the packing.
 MOST_SKIPPED = 0.1
 # Where an interrupted packing left its work: removed at the next start.
-STAGING = re.compile(r"^\.packing-")
+STAGING = re.compile("^" + re.escape(download.PACK_STAGING))
 # The line that counts each kind of file skipped.
 SUMMARY = {**images.SUMMARY, **image_folders.SUMMARY}
 
@@ -116,7 +116,7 @@ def main(argv):
     output = os.path.join(FLAGS.data_dir, cifar10_input.DATA_FOLDER)
     _check_output(output)
     found = find(image_dir)
-    log = output + ".skipped.txt"
+    log = output + download.PACK_SKIPPED
     made = _missing_folders(FLAGS.data_dir)
     try:
         folders.writable(FLAGS.data_dir, "data_dir")
@@ -243,7 +243,7 @@ def _check_output(output):
 def _locked(data_dir):
     """Holds the lock of data_dir: one packer at a time."""
     try:
-        with folders.locked(os.path.join(data_dir, ".pack.lock")):
+        with folders.locked(os.path.join(data_dir, download.PACK_LOCK)):
             yield
     except folders.Taken as e:
         raise PackError(

@@ -32,6 +32,12 @@ from support.errors import Error
 CHUNK_BYTES = 1 << 20
 # Held in data_dir by the process that fetches into it.
 LOCK_FILE = ".download.lock"
+# What cifar10_pack.py leaves in the data_dir it packs into: its lock, its
+# work under way (or, once it was killed, cut short), and the list of files
+# it skipped, which stays when it refused the images.
+PACK_LOCK = ".pack.lock"
+PACK_STAGING = ".packing-"
+PACK_SKIPPED = ".skipped.txt"
 # The temporary names: <archive>.<8 characters> while downloading,
 # .extracting-<8 characters> while extracting.
 PARTIAL = r"^(%s\.|\.extracting-)[a-z0-9_]{8}$"
@@ -69,6 +75,7 @@ def fetch(url, md5, data_dir, folder, sizes=None):
     """
     if os.path.isdir(os.path.join(data_dir, folder)):
         return
+    _check_not_packed_into(data_dir, folder)
     md5 = md5.lower()
     made = _missing_folders(data_dir)
     try:
@@ -78,6 +85,41 @@ def fetch(url, md5, data_dir, folder, sizes=None):
             with contextlib.suppress(OSError):
                 os.rmdir(path)
         raise
+
+
+def _check_not_packed_into(data_dir, folder):
+    """Raises FetchError when data_dir is one that cifar10_pack.py packs into,
+    was cut short in, or refused the images in, rather than let a download
+    fill it with another data set."""
+    staging = sorted(n for n in _names(data_dir) if n.startswith(PACK_STAGING))
+    packer = folders.holder(os.path.join(data_dir, PACK_LOCK))
+    skipped = os.path.join(data_dir, folder + PACK_SKIPPED)
+    if packer:
+        problem = (
+            "is being packed into (%s); wait for the packing to end, then run "
+            "again" % packer
+        )
+    elif staging:
+        problem = (
+            "holds what an interrupted packing left (%s) and no data: pack the "
+            "images into it again, or choose another --data_dir" % ", ".join(staging)
+        )
+    elif os.path.exists(skipped):
+        problem = (
+            "holds no data but the list of the images a packing skipped (%s): that "
+            "packing failed. Pack the images into it again, or choose another "
+            "--data_dir" % skipped
+        )
+    else:
+        return
+    raise FetchError("--data_dir=%s %s. Nothing was written." % (data_dir, problem))
+
+
+def _names(folder):
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
 
 
 def _missing_folders(path):

@@ -96,6 +96,23 @@ def locked(path, wait_message=None):
         os.close(fd)
 
 
+def holder(path):
+    """Who holds the lock at path (what it wrote there), or None when no
+    process does. Nothing is made or removed."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        said = os.pread(fd, 1000, 0).decode(errors="replace").strip()
+        return said or "it has not said which"
+    finally:
+        os.close(fd)
+    return None
+
+
 def _holder():
     return "pid %d on %s since %s: %s\n" % (
         os.getpid(),
