@@ -3,11 +3,15 @@
     python cifar10_pack.py --image_dir=IMAGES --data_dir=DATA
 
 IMAGES holds a folder of images per class, IMAGES/<class>/..., which are
-split into training and test images by --test_fraction; or its own split,
-IMAGES/train/<class>/... and IMAGES/test/<class>/.... The class names are
-the folders' names, sorted. Files named as JPEG, PNG, BMP, GIF (its first
+split into training and test images by --test_fraction, class by class; or
+its own split, IMAGES/train/<class>/... and IMAGES/test/<class>/... (or
+Train/ and Test/, training_set/ and test_set/, ...). The class names are the
+folders' names, sorted. Files named as JPEG, PNG, BMP, GIF (its first
 frame) or WebP images (support/images.py: EXTENSIONS), of any size and
-mode, are read; each is turned as its EXIF orientation says, scaled until
+mode, are read; support/image_folders.py says which files and folders are
+images, splits and classes, and which are left out (hidden files, the
+folders systems keep for themselves), and splits the images. Each image is
+turned as its EXIF orientation says, scaled until
 its shorter side fits the stored image size of cifar10_input.py (HEIGHT x
 WIDTH), cut to that around its centre, and stored as
 the official archive stores its images, in DATA/<its data folder>/: the
@@ -67,8 +71,9 @@ tf.compat.v1.flags.DEFINE_float(
     "test_fraction",
     0.2,
     "Without train/ and test/ folders, about this share of each class's "
-    "images becomes test images, each by a hash of its path: images added "
-    "later never move old ones to the other split. Above 0, at most 0.9.",
+    "images becomes test images, at least one of a class of two or more, "
+    "chosen by a hash of each path: images added later seldom move old ones "
+    "to the other split. Above 0, at most 0.9.",
     lower_bound=0.0,
     upper_bound=0.9,
 )

@@ -3,9 +3,8 @@ folders are splits and which are classes, and a split into training and test
 images that gives every class its share and stays put as images are added.
 
     files, problems = image_folders.image_files(paths)  # to classify
-    found = image_folders.find(image_dir)               # to pack: the classes
-    found = image_folders.split(found, test_fraction)   # and, without split
-                                                        # folders, the split
+    found = image_folders.find(image_dir, "batches.meta.txt")  # to pack
+    found = image_folders.split(found, test_fraction)  # without split folders
 
 One rule says which files are images, for packing and classifying alike:
 - a file whose name ends in one of images.EXTENSIONS (any case) and does not
@@ -104,7 +103,8 @@ def is_image(name):
 
 
 def split_of(name):
-    """ "train", "test" or "val" for a folder named as a split, else None."""
+    """The split a folder's name names, "train", "test" or "val"; else
+    None."""
     match = SPLIT_NAME.fullmatch(name)
     return SPLITS[match[1].lower()] if match else None
 
@@ -394,8 +394,8 @@ def _notes(loose_images, tally):
     loose = {folder: n for folder, n in loose_images.items() if n}
     if loose:
         notes.append(
-            "Note: left out %d image file(s) that lie beside the class folders, in "
-            "none: %s. Put each in its class folder to pack it."
+            "Note: left out %d image file(s) that lie in no class folder: %s. Put "
+            "each in its class folder to pack it."
             % (
                 sum(loose.values()),
                 ", ".join("%d in %s" % (n, images.shown(f)) for f, n in loose.items()),

@@ -735,8 +735,8 @@ def test_what_is_left_out_is_said_with_counts(tmp_path, capsys):
         "val/ (6 images)." % images in lines
     )
     assert (
-        "Note: left out 3 image file(s) that lie beside the class folders, in none: "
-        "2 in %s, 1 in %s. Put each in its class folder to pack it."
+        "Note: left out 3 image file(s) that lie in no class folder: 2 in %s, 1 in "
+        "%s. Put each in its class folder to pack it."
         % (images, images / "train")
         in lines
     )
