@@ -9,6 +9,8 @@ signals     Ctrl+C and SIGTERM stop training after a step, with a checkpoint
 checkpoints finding, reading and restoring checkpoints
 training    what both training binaries share: their flags, the log line
 download    fetching the data set's archive once, checked
+image_folders  which files are images, which folders are splits and classes;
+            the split into training and test images
 cluster     where a cluster enters training: the seam, and the cluster flags
 cluster_config  the cluster described, from those flags or TF_CONFIG
 cluster_task    training as a task of a cluster: its server, its session

@@ -33,7 +33,8 @@ import re
 import unicodedata
 from typing import NamedTuple
 
-from support import images, startup
+from support import images
+from support.errors import Error
 
 # Folders that systems keep for themselves beside one's files, by name in
 # any case: never entered, never a class.
@@ -68,7 +69,7 @@ SUMMARY = {
 }
 
 
-class LayoutError(startup.Error):
+class LayoutError(Error):
     """The folder is not laid out as a folder per class (or per split and
     class); the message says what to change."""
 
