@@ -1,8 +1,9 @@
-"""The README cannot drift: every command of its bash blocks is run here, in
-the README's order, against the tests' own small data and with short runs,
-or it is in NOT_RUN with the reason; every flag of every command is one its
-binary takes; and each log line it quotes has a form the binaries print
-(helpers.FORMS), which the runs here print too.
+"""The README and the pages of docs/ cannot drift: every command of their
+bash blocks is run here, a page's in its order and in a folder of its own,
+against the tests' own small data and with short runs, or it is in NOT_RUN
+with the reason; every flag of every command is one its binary takes; and
+each log line they quote (a code block with no language) has a form the
+binaries print (helpers.FORMS), which the runs here print too.
 
 A command is changed only in adapt(), in view: its absolute paths moved
 under the test's folder, the tests' data set where it names none, and the
@@ -27,6 +28,8 @@ from harness.procs import ROOT, run_one_after_another
 from helpers import form
 
 README = pathlib.Path(ROOT, "README.md")
+# The README first, then the pages of docs/.
+PAGES = [README, *sorted(pathlib.Path(ROOT, "docs").glob("*.md"))]
 
 # The commands that are not run here, and why (each still has its flags
 # checked against its binary's).
@@ -35,24 +38,28 @@ NOT_RUN = {
     ". .venv/bin/activate": "a shell's own setting",
     "pip install -r requirements.txt": "installs from the internet: CI's .ci/run "
     "does, in a fresh virtual environment",
-    "python cifar10_train.py": "downloads CIFAR-10 (170 MB) from the internet; the "
-    "download itself is tested from archives served here (tests/test_download.py)",
     "python -m pytest -q": "the test suite itself, which CI runs",
     'python -m pytest -q -m "not slow"': "the test suite itself",
-    "tensorboard --logdir /tmp/cifar10": "a server that runs until stopped: "
-    "tests/test_tensorboard.py starts one on training's folders",
+    "python -m pytest -q -n 0 tests/test_train.py": "a part of the test suite",
+    "python -m pytest -q -m hosts": "the hosts tests, which need root and change "
+    "the machine's network set-up while they run",
+    "CIFAR10_HOST_TESTS=1 python -m pytest -q": "the test suite itself, the "
+    "hosts tests too",
+    "tensorboard --logdir_spec=train:/tmp/cifar10_train,eval:/tmp/cifar10_eval": "a "
+    "server that runs until stopped: tests/test_tensorboard.py starts one on "
+    "training's and evaluation's folders",
     "tensorboard --logdir /train --bind_all": "a server in a cluster's pod",
     "docker run -p 8501:8501 -e MODEL_NAME=cifar10 --mount type=bind,source=/tmp/"
-    "cifar10/export,target=/models/cifar10 tensorflow/serving": "needs Docker and "
+    "cifar10_export,target=/models/cifar10 tensorflow/serving": "needs Docker and "
     "the TensorFlow Serving image",
     'curl -d "{\\"instances\\": [{\\"image_bytes\\": {\\"b64\\": \\"$(base64 -w0 '
     'cat.jpg)\\"}}]}" http://localhost:8501/v1/models/cifar10:predict': "asks the "
     "TensorFlow Serving server above",
-    "python benchmarks/benchmark.py": "measures for about 10 minutes; "
-    "tests/test_cleanup.py runs its main() measuring nothing",
+    "python -m benchmarks": "measures for about 10 minutes; "
+    "tests/test_benchmarks.py runs each group briefly",
     "python cifar10_eval.py --checkpoint_dir=/train --eval_dir=/train/eval": "the "
     "folder of a cluster's chief in a Kubernetes pod; the same evaluation runs on "
-    "/tmp/cifar10/train",
+    "/tmp/cifar10_train",
 }
 # And the tasks of a cluster, which run at once, on ports or hosts of their
 # own: tests/test_cluster.py runs such clusters on this machine.
@@ -69,20 +76,23 @@ def not_run(command):
 # Flags that only shorten a run, added where a command does not set them.
 SHORTER = {
     "cifar10_train.py": [
-        "--max_steps=20", "--batch_size=32", "--min_queue_examples=300",
+        "--max_steps=50", "--batch_size=32", "--min_queue_examples=300",
     ],
     "cifar10_multi_gpu_train.py": [
-        "--max_steps=30", "--batch_size=16", "--min_queue_examples=300",
+        "--max_steps=60", "--batch_size=16", "--min_queue_examples=300",
     ],
     "cifar10_eval.py": ["--run_once", "--batch_size=100"],
 }  # fmt: skip
+# And a --max_steps that a command sets is divided by this: the steps to
+# stop at keep their order (1000, then 2000 to resume) in a short run.
+STEPS_DIVIDED_BY = 50
 
 
-def code_blocks():
-    """[(language, text)] of the README's fenced blocks, in order (those
+def code_blocks(page):
+    """[(language, text)] of a page's fenced blocks, in order (those
     indented in a list item too, without the indentation)."""
     blocks, language, lines = [], None, []
-    for line in README.read_text().splitlines():
+    for line in page.read_text().splitlines():
         if line.lstrip().startswith("```"):
             if language is None:
                 indent = len(line) - len(line.lstrip())
@@ -95,12 +105,12 @@ def code_blocks():
     return blocks
 
 
-def readme_commands():
-    """[(block, command)] of the README's bash blocks, in order: lines
+def page_commands(page):
+    """[(block, command)] of a page's bash blocks, in order: lines
     continued with \\ joined, comments dropped, commands joined by && split,
     and NAME="..." settings put where $NAME stands."""
     found = []
-    blocks = [text for language, text in code_blocks() if language == "bash"]
+    blocks = [text for language, text in code_blocks(page) if language == "bash"]
     for number, block in enumerate(blocks):
         settings = {}
         for line in block.replace("\\\n", " ").splitlines():
@@ -116,6 +126,11 @@ def readme_commands():
     return found
 
 
+def all_commands():
+    """[(page, block, command)] of every page."""
+    return [(page, *found) for page in PAGES for found in page_commands(page)]
+
+
 def binary_of(command):
     """The project's binary a command runs, and its arguments; or None."""
     words = shlex.split(command)
@@ -128,8 +143,16 @@ def adapt(args, script, folder, data):
     """A command's arguments as they run here: absolute paths under folder
     (those of the flags it leaves at their defaults too, such as
     --eval_dir=/tmp/cifar10_eval), the tests' data set where it names no
-    --data_dir, and SHORTER."""
+    --data_dir, its --max_steps divided by STEPS_DIVIDED_BY, and SHORTER."""
     args = [re.sub(r"(^|=)/", lambda m: m[1] + str(folder) + "/", arg) for arg in args]
+    args = [
+        re.sub(
+            r"^--max_steps=(\d+)$",
+            lambda m: "--max_steps=%d" % max(1, int(m[1]) // STEPS_DIVIDED_BY),
+            arg,
+        )
+        for arg in args
+    ]
     named = {arg.split("=")[0] for arg in args}
     if "--data_dir" not in named and script != "cifar10_classify.py":
         args.append("--data_dir=%s" % data)
@@ -147,7 +170,7 @@ def adapt(args, script, folder, data):
 
 
 def test_every_flag_of_every_command_is_its_binarys():
-    for _, command in readme_commands():
+    for _, _, command in all_commands():
         found = binary_of(command)
         if not found:
             continue
@@ -165,24 +188,37 @@ def test_every_flag_of_every_command_is_its_binarys():
             flags.FLAGS([script, *args])  # every value parses
 
 
-def test_the_log_lines_it_quotes_have_the_binaries_forms():
-    quoted = [text for language, text in code_blocks() if not language]
+def test_the_log_lines_they_quote_have_the_binaries_forms():
     lines = [
         line
-        for block in quoted
-        if not block.startswith("photos/")  # a folder's layout
-        for line in block.splitlines()
+        for page in PAGES
+        for language, text in code_blocks(page)
+        if not language  # a folder's layout is a "text" block
+        for line in text.splitlines()
         if line.strip() not in ("", "...")
     ]
     assert len(lines) > 10
     assert [line for line in lines if not form(line)] == []
     forms = {form(line) for line in lines}
     assert {"step", "precision", "signal", "stopped", "classified", "packed"} <= forms
+    assert {"untrained", "next look", "table row", "done"} <= forms
     assert {"waiting", "unanswered"} <= forms
 
 
+def test_what_not_run_lists_is_on_a_page():
+    commands = {command for _, _, command in all_commands()}
+    assert set(NOT_RUN) <= commands
+    # The clusters: one in the README, two in docs/cluster.md, three tasks each.
+    tasks = [c for c in commands if not_run(c) == "a task of a cluster"]
+    assert len([c for _, _, c in all_commands() if c in tasks]) == 9
+
+
 @pytest.mark.slow
-def test_its_commands_run_as_it_gives_them(dataset, tmp_path):
+def test_their_commands_run_as_they_give_them(dataset, tmp_path):
+    """Every command, the README's first, then those of docs/, in one
+    folder, as a reader who reads on would run them: a command that a page
+    repeats from an earlier one (the README's training in docs/serving.md)
+    runs once, where it comes first."""
     folder = tmp_path / "here"
     folder.mkdir()
     # What the commands name: images to classify, and a folder to pack.
@@ -194,11 +230,12 @@ def test_its_commands_run_as_it_gives_them(dataset, tmp_path):
     Image.fromarray(images[3]).save(folder / "photos" / "lake" / "boat.jpg")
     fake_cifar.write_image_folders(str(folder / "photos"), ["cat", "dog"], 20)
 
-    runs = []
-    for number, command in readme_commands():
+    runs, seen = [], set()
+    for page, number, command in all_commands():
         found = binary_of(command)
-        if not_run(command):
+        if not_run(command) or command in seen:
             continue
+        seen.add(command)
         if found:
             script, args = found
             runs.append((script, *adapt(args, script, tmp_path, dataset["root"])))
@@ -211,17 +248,14 @@ def test_its_commands_run_as_it_gives_them(dataset, tmp_path):
             assert done.returncode == 0, done.stdout + done.stderr
         else:
             pytest.fail(
-                "block %d: %r is neither run nor in NOT_RUN" % (number, command)
+                "%s, block %d: %r is neither run nor in NOT_RUN"
+                % (page.name, number, command)
             )
-    # Not run: the two clusters of three tasks, and the others' reasons.
-    commands = [command for _, command in readme_commands()]
-    assert [not_run(c) for c in commands].count("a task of a cluster") == 6
-    assert set(NOT_RUN) <= set(commands)  # what it lists is still in the README
     results = run_one_after_another(folder, *runs, root=ROOT)
     printed = set()
     for run, result in zip(runs, results, strict=True):
         assert result.returncode == 0, (run, result.stdout, result.stderr)
         printed |= {form(line) for line in result.stdout.splitlines()}
     assert {"step", "done", "precision", "table row", "classified", "packed"} <= printed
-    assert (tmp_path / "tmp" / "cifar10" / "export").is_dir()
-    assert (tmp_path / "tmp" / "pets_train").is_dir()
+    for left in ["cifar10_train", "cifar10_eval", "cifar10_export", "pets_train"]:
+        assert (tmp_path / "tmp" / left).is_dir(), left
