@@ -303,6 +303,11 @@ def find(image_dir, names_file):
     lister = _Lister([f for c in classes.values() for fs in c.values() for f in fs])
     splits = {split: lister.files(classes[split], tally) for split in folders}
     notes += _notes(loose_images, tally)
+    if split_of(os.path.basename(folders.get("test", ""))) == "val":
+        notes.append(
+            "Note: %s is the test split: there is no test folder."
+            % images.shown(folders["test"])
+        )
     return Found(
         image_dir,
         class_names,
@@ -319,7 +324,8 @@ def find(image_dir, names_file):
 def _splits(image_dir, top):
     """The split folders of image_dir, {"train": path, "test": path}, or
     {"": image_dir} for a folder per class; and the names of the folders
-    left out beside the split folders.
+    left out beside the split folders. A validation folder is the test
+    split where there is no test folder, and left out where there is.
 
     Raises:
       LayoutError: the split folders are not a training and a test folder.
@@ -338,9 +344,10 @@ def _splits(image_dir, top):
                 % (shown, " and ".join(name + "/" for name in names))
             )
     chosen = {split: names[0] for split, names in named.items()}
-    if "train" in chosen and "test" in chosen:
-        left_out = [n for n in top if n not in (chosen["train"], chosen["test"])]
-        return {s: top[chosen[s]] for s in ("train", "test")}, left_out
+    test = chosen.get("test") or chosen.get("val")
+    if "train" in chosen and test:
+        left_out = [n for n in top if n not in (chosen["train"], test)]
+        return {"train": top[chosen["train"]], "test": top[test]}, left_out
     others = [name for name in top if not split_of(name)]
     there = chosen.get("train") or chosen.get("test") or chosen["val"]
     if others:

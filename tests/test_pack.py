@@ -477,7 +477,6 @@ def test_flags_and_layouts_that_will_not_do_fail_before_anything_is_written(
     capsys.readouterr()
     split = tmp_path / "split"
     fake_cifar.write_image_folders(str(split / "train"), NAMES[:2], 3)
-    fake_cifar.write_image_folders(str(split / "val"), NAMES[:2], 3)
     assert pack_line(split, data) == (
         "Error: %s has a train/ folder but no test/ folder. Give it both, "
         "%s/train/<class>/... and %s/test/<class>/..., or a folder per class and "
@@ -485,7 +484,7 @@ def test_flags_and_layouts_that_will_not_do_fail_before_anything_is_written(
     )
     assert not data.exists()
     # With train/ and test/ folders, --test_fraction does not apply: it says so.
-    (split / "val").rename(split / "test")
+    fake_cifar.write_image_folders(str(split / "test"), NAMES[:2], 3, seed=1)
     with flagsaver.flagsaver(test_fraction=0.5):
         FLAGS["test_fraction"].present = 1
         try:
@@ -620,17 +619,28 @@ def jpegs(folder, class_names, per_class, **kwargs):
 
 @pytest.mark.parametrize(
     "train, test",
-    [("Train", "Test"), ("training_set", "test_set"), ("TRAINING", "testing")],
+    [
+        ("Train", "Test"),
+        ("training_set", "test_set"),
+        ("TRAINING", "testing"),
+        ("train", "Validation"),
+    ],
 )
 def test_split_folders_of_every_usual_name_are_splits(tmp_path, capsys, train, test):
     images = tmp_path / "images"
     jpegs(images / train, ["cats", "dogs"], 6)
     jpegs(images / test, ["cats", "dogs"], 2, seed=1)
     pack(images, tmp_path / "data")
-    assert "Packed 12 training and 4 test images of 2 classes" in (
-        capsys.readouterr().out
-    )
+    lines = capsys.readouterr().out.splitlines()
+    assert any(
+        line.startswith("Packed 12 training and 4 test images of 2 classes")
+        for line in lines
+    ), lines
     assert class_names(tmp_path / "data") == ["cats", "dogs"]
+    if test == "Validation":  # a test split by another name
+        assert (
+            "Note: %s is the test split: there is no test folder." % (images / test)
+        ) in lines
 
 
 def test_kaggles_folders_in_folders_of_the_same_name_are_splits(tmp_path, capsys):
