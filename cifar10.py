@@ -78,11 +78,15 @@ tf.compat.v1.flags.register_multi_flags_validator(
 tf.compat.v1.flags.DEFINE_integer(
     "min_queue_examples",
     None,
-    "Images held in the shuffling queue before training starts (default: 40%% "
-    "of an epoch, %d). Fewer start sooner but shuffle less."
-    % int(
-        cifar10_input.NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN
-        * cifar10_input.MIN_FRACTION_OF_EXAMPLES_IN_QUEUE
+    "Images held in the shuffling queue before training starts (default: %d%% "
+    "of the training images, %d of %s's). Fewer start sooner but shuffle less."
+    % (
+        100 * cifar10_input.MIN_FRACTION_OF_EXAMPLES_IN_QUEUE,
+        int(
+            cifar10_input.NUM_EXAMPLES_PER_EPOCH_FOR_TRAIN
+            * cifar10_input.MIN_FRACTION_OF_EXAMPLES_IN_QUEUE
+        ),
+        cifar10_input.DATA_SET,
     ),
     lower_bound=1,
 )

@@ -47,6 +47,7 @@ import re
 import select
 import signal
 import sys
+import warnings
 
 from absl import flags
 
@@ -131,6 +132,10 @@ def run(main, *user_errors):
         signal.signal(signum, _interrupt)
     tf.compat.v1.disable_eager_execution()
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
+    # Pillow's warning of an image above its limit, as it opens one: the
+    # binaries refuse such images themselves, in their own words
+    # (support/images.py, MAX_PIXELS).
+    warnings.filterwarnings("ignore", r"Image size \(", RuntimeWarning, r"PIL\.")
     try:
         app.run(one_line_errors(main, *user_errors), flags_parser=lambda _: argv)
     except KeyboardInterrupt:
@@ -233,7 +238,7 @@ def help_text(binary):
             flag.help = text
     return "%s\nflags:\n\n%s\n  --help, --helpfull: print this help and exit.\n" % (
         binary.__doc__ or "",
-        listed,
+        listed.strip("\n"),
     )
 
 
