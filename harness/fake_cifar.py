@@ -116,17 +116,26 @@ def write_dataset(
     with open(os.path.join(folder, cifar10_input.CLASS_NAMES_FILE), "w") as f:
         f.write("\n".join(class_names) + "\n")
     if describe:
-        described = {
-            "name": "CIFAR-10",
-            "height": size,
-            "width": size,
-            "depth": 3,
-            "train": {name: records_per_file for name in train_files},
-            "test": {test_file: test_records},
-        }
-        with open(os.path.join(folder, cifar10_input.DESCRIPTION_FILE), "w") as f:
-            json.dump(described, f)
+        write_description(
+            folder, size, {name: records_per_file for name in train_files},
+            {test_file: test_records},
+        )  # fmt: skip
     return {"dir": folder, "train": train, "test": test}
+
+
+def write_description(folder, size, train, test):
+    """Writes the description that packed data has: images of size x size,
+    and the {file: records} of train and test."""
+    described = {
+        "name": "CIFAR-10",
+        "height": size,
+        "width": size,
+        "depth": 3,
+        "train": train,
+        "test": test,
+    }
+    with open(os.path.join(folder, cifar10_input.DESCRIPTION_FILE), "w") as f:
+        json.dump(described, f)
 
 
 def write_png(path, image):

@@ -1,17 +1,11 @@
-"""What a run leaves behind: a passing test run, nothing of its own; the
-benchmark, none of its work folder, even when a signal stops it; a
-download, no lock file (see test_download.py)."""
+"""What a run leaves behind: a passing test run, nothing of its own (the
+benchmarks: see test_benchmarks.py; a download: test_download.py)."""
 
-import importlib.util
 import os
-import signal
 import subprocess
 import sys
-import tempfile
 
-from absl.testing import flagsaver
-
-from harness.procs import ROOT, Process
+from harness.procs import ROOT
 
 PROBE = """
 import os
@@ -50,38 +44,3 @@ def test_a_test_run_keeps_only_what_failed_tests_wrote(tmp_path):
     assert "2 passed" in pytest_run(tmp_path / "probe", root, PROBE_PASSES="1")
     after = sorted(str(p) for p in root.rglob("*") if not p.name.endswith("current"))
     assert set(after) <= set(before)
-
-
-def test_the_benchmark_removes_its_work_folder(tmp_path, monkeypatch, capsys):
-    # Its main() in this process, measuring nothing: what a run leaves where
-    # temporary folders go. (A signal's way out, through startup.run(), is
-    # the next test's, in a process of its own.)
-    spec = importlib.util.spec_from_file_location(
-        "benchmark", os.path.join(ROOT, "benchmarks", "benchmark.py")
-    )
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    with flagsaver.flagsaver(only=[], json=str(tmp_path / "out" / "figures.json")):
-        benchmark.main([])
-    assert "Wrote %s" % (tmp_path / "out" / "figures.json") in capsys.readouterr().out
-    assert sorted(os.listdir(tmp_path)) == ["out"]
-
-
-def test_the_benchmark_stopped_by_sigterm_removes_its_work_folder(tmp_path):
-    (tmp_path / "tmp").mkdir()
-    proc = Process(
-        os.path.join("benchmarks", "benchmark.py"), "--quick", "--only=eval",
-        "--json=%s" % (tmp_path / "figures.json"),
-        log_path=tmp_path / "benchmark.log",
-        env={**os.environ, "TMPDIR": str(tmp_path / "tmp")},
-    )  # fmt: skip
-    try:
-        proc.wait_for("^Writing a full-size fake data set to ")
-        proc.send_signal(signal.SIGTERM)
-        code, out = proc.finish()
-    finally:
-        proc.stop()
-    assert code == 128 + signal.SIGTERM, out
-    assert out.endswith("Interrupted.\n") and "Traceback" not in out, out
-    assert os.listdir(tmp_path / "tmp") == []
