@@ -30,9 +30,12 @@ if __name__ == "__main__":
     startup.before_tensorflow()
 
 import datetime
+import functools
 import io
 import os
+import textwrap
 import time
+import unicodedata
 
 import numpy as np
 import tensorflow as tf
@@ -224,12 +227,14 @@ def per_class_table(matrix, class_names):
     Returns:
       The lines to print below the precision line.
     """
-    width = max(len(name) for name in class_names)
-    lines = ["  %-*s  images  recall" % (width, "class")]
+    # Padded by the columns a terminal gives them, two for a character of
+    # Chinese, none for a combining accent, so that the columns line up.
+    width = max(_display_width(name) for name in [*class_names, "class"])
+    lines = ["  %s  images  recall" % _padded("class", width)]
     for i, name in enumerate(class_names):
         count = matrix[i].sum()
         recall = "%6.3f" % (matrix[i, i] / count) if count else "     -"
-        lines.append("  %-*s  %6d  %s" % (width, name, count, recall))
+        lines.append("  %s  %6d  %s" % (_padded(name, width), count, recall))
     mistakes = [
         (-matrix[i, j], class_names[i], class_names[j])
         for i in range(len(class_names))
@@ -242,6 +247,22 @@ def per_class_table(matrix, class_names):
     )
     lines.append("  Most confused: %s" % (top or "none"))
     return "\n".join(lines)
+
+
+def _display_width(text):
+    """The columns text takes on a terminal."""
+    return sum(
+        0
+        if unicodedata.combining(c)
+        else 2
+        if unicodedata.east_asian_width(c) in ("W", "F")
+        else 1
+        for c in text
+    )
+
+
+def _padded(text, width):
+    return text + " " * (width - _display_width(text))
 
 
 def _add_per_class_summaries(summary, matrix, class_names, step):
@@ -260,9 +281,12 @@ def _add_per_class_summaries(summary, matrix, class_names, step):
             height=height, width=width, colorspace=4, encoded_image_string=png
         ),
     )
-    table = ["| true \\ predicted | %s |" % " | ".join(class_names)]
-    table.append("|---" * (len(class_names) + 1) + "|")
-    for name, row in zip(class_names, matrix, strict=True):
+    names = class_names
+    if class_labels(class_names)[2]:  # the picture numbers the classes
+        names = ["%d %s" % (i, name) for i, name in enumerate(class_names)]
+    table = ["| true \\ predicted | %s |" % " | ".join(names)]
+    table.append("|---" * (len(names) + 1) + "|")
+    for name, row in zip(names, matrix, strict=True):
         table.append("| **%s** | %s |" % (name, " | ".join(str(n) for n in row)))
     text = summary.value.add(tag="Confusion matrix (counts)")
     text.metadata.plugin_data.plugin_name = "text"
@@ -286,9 +310,15 @@ def confusion_image(matrix, class_names, step):
     canvas = FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     axes.imshow(matrix, cmap="Blues", vmin=0, vmax=max(int(matrix.max()), 1))
-    axes.set_xticks(range(size), class_names, rotation=45, ha="right")
-    axes.set_yticks(range(size), class_names)
+    labels, font, legend = class_labels(class_names)
+    axes.set_xticks(range(size), labels, rotation=45, ha="right", fontproperties=font)
+    axes.set_yticks(range(size), labels, fontproperties=font)
     axes.set_xlabel("predicted class")
+    if legend:
+        # Below the matrix, across the figure: about 15 characters of this
+        # size to an inch.
+        inches = figure.get_figwidth()
+        figure.supxlabel("\n".join(textwrap.wrap(legend, int(15 * inches))), fontsize=8)
     axes.set_ylabel("true class")
     axes.set_title("Confusion matrix, step %d" % step)
     threshold = matrix.max() / 2
@@ -304,6 +334,59 @@ def confusion_image(matrix, class_names, step):
     canvas.print_png(buffer)
     width, height = canvas.get_width_height()
     return buffer.getvalue(), height, width
+
+
+def class_labels(class_names):
+    """How the confusion-matrix image names the classes: by name, in the
+    default font or else in an installed font that has each of their
+    characters; or, where no font has them all, by number, with a legend.
+
+    Returns:
+      (the labels, the FontProperties to write them with or None for the
+      default, the legend or None).
+    """
+    return _class_labels(tuple(class_names))
+
+
+@functools.cache  # the fonts are looked through once a process
+def _class_labels(class_names):
+    from matplotlib import font_manager  # noqa: PLC0415
+
+    default = font_manager.findfont(font_manager.FontProperties())
+    if _draws(default, "".join(class_names)):
+        return list(class_names), None, None
+    for entry in sorted(font_manager.fontManager.ttflist, key=lambda e: e.fname):
+        # matplotlib's last resort draws a box for any character.
+        if "LastResort" not in entry.fname and _draws(
+            entry.fname, "".join(class_names)
+        ):
+            return (
+                list(class_names),
+                font_manager.FontProperties(fname=entry.fname),
+                None,
+            )
+    drawn = [i for i, name in enumerate(class_names) if _draws(default, name)]
+    missing = [str(i) for i in range(len(class_names)) if i not in drawn]
+    return (
+        [str(i) for i in range(len(class_names))],
+        None,
+        "%s%s%s: no installed font has %s (see the text summary 'Confusion matrix "
+        "(counts)')"
+        % (
+            ", ".join("%d %s" % (i, class_names[i]) for i in drawn),
+            "; " if drawn else "",
+            ", ".join(missing),
+            "its name" if len(missing) == 1 else "their names",
+        ),
+    )
+
+
+def _draws(font_file, text):
+    """Whether the font in font_file has every character of text."""
+    from matplotlib.ft2font import FT2Font  # noqa: PLC0415
+
+    font = FT2Font(font_file)
+    return all(font.get_char_index(ord(c)) for c in set(text))
 
 
 def evaluate(data, num_examples):
