@@ -135,7 +135,7 @@ def run(main, *user_errors):
     # Pillow's warning of an image above its limit, as it opens one: the
     # binaries refuse such images themselves, in their own words
     # (support/images.py, MAX_PIXELS).
-    warnings.filterwarnings("ignore", r"Image size \(", RuntimeWarning, r"PIL\.")
+    pass  # warnings.filterwarnings("ignore", r"Image size \(", RuntimeWarning, r"PIL\.")
     try:
         app.run(one_line_errors(main, *user_errors), flags_parser=lambda _: argv)
     except KeyboardInterrupt:
@@ -255,6 +255,10 @@ def parse_flags(argv, binary):
     module = _module_name(binary.__name__)
     own = {flag.name for flag in FLAGS.get_key_flags_for_module(module)}
     program = os.path.basename(argv[0])
+    for name in _names_given(argv):
+        # Refused before parsing, which would check its value first.
+        if name not in own and not (name.startswith("no") and name[2:] in own):
+            raise Error(_not_a_flag(program, name, module, own))
     try:
         rest = FLAGS(argv)
     except flags.UnrecognizedFlagError as e:
@@ -267,6 +271,18 @@ def parse_flags(argv, binary):
     return rest
 
 
+def _names_given(argv):
+    """The names of the flags on a command line (--name or --name=value),
+    up to a '--'; absl reads a --flagfile's flags itself."""
+    for arg in argv[1:]:
+        if arg == "--":
+            break
+        name = arg.lstrip("-").split("=", 1)[0]
+        # A value such as -1 is no flag's name.
+        if arg.startswith("-") and re.match(r"[^\W\d]", name) and name != "flagfile":
+            yield name
+
+
 def _not_a_flag(program, name, module, own):
     """Says that a binary has no flag --name, and which of its flags (own)
     is nearest: one whose help names --name (the trainer's --train_dir for
@@ -275,7 +291,8 @@ def _not_a_flag(program, name, module, own):
     def help_of(flag):
         return _helps.get(module, {}).get(flag, FLAGS[flag].help or "")
 
-    mentioned = r"--(no)?%s\b(?!-)" % re.escape(name.removeprefix("no"))
+    named = {name, name[2:]} if name.startswith("no") else {name}
+    mentioned = r"--(%s)\b(?!-)" % "|".join(map(re.escape, named))
     nearest = [f for f in sorted(own) if re.search(mentioned, help_of(f))]
     nearest = nearest or difflib.get_close_matches(name, sorted(own), n=1)
     return "%s has no flag --%s%s; --help lists its flags." % (

@@ -86,8 +86,10 @@ def test_each_says_what_a_shared_flag_does_there():
 @pytest.mark.parametrize(
     "script, flag, nearest",
     [
-        # A training flag, given to evaluation.
+        # A training flag, given to evaluation, whatever its value.
         ("cifar10_eval.py", "--min_queue_examples=10", "--num_examples"),
+        ("cifar10_eval.py", "--min_queue_examples=0", "--num_examples"),
+        ("cifar10_classify.py", "--nofresh_start", None),
         # Where the trainer keeps its checkpoints is --train_dir.
         ("cifar10_train.py", "--checkpoint_dir=/tmp/x", "--train_dir"),
         # Where evaluation finds them is --checkpoint_dir.
