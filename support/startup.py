@@ -135,7 +135,7 @@ def run(main, *user_errors):
     # Pillow's warning of an image above its limit, as it opens one: the
     # binaries refuse such images themselves, in their own words
     # (support/images.py, MAX_PIXELS).
-    pass  # warnings.filterwarnings("ignore", r"Image size \(", RuntimeWarning, r"PIL\.")
+    warnings.filterwarnings("ignore", r"Image size \(", RuntimeWarning, r"PIL\.")
     try:
         app.run(one_line_errors(main, *user_errors), flags_parser=lambda _: argv)
     except KeyboardInterrupt:
