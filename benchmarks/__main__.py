@@ -1,7 +1,10 @@
 """python -m benchmarks [group ...] [--quick | --tiny] [--json=FILE]
 
-Measures the groups named (all but hosts by default; see __init__.py), prints
-each one's table, and writes every figure to --json.
+Measures the groups named, in this order: training, evaluation, scaling,
+using, bf16, packing, startup, lrn, and hosts (root only, and only when
+named); all but hosts by default, about 10 minutes (benchmarks/__init__.py
+says what each measures). Prints each group's table as it is done, and
+writes every figure to --json.
 """
 
 import os
