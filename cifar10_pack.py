@@ -174,57 +174,6 @@ def _check_flags(image_dir):
         )
 
 
-def _pack_into(output, staging, image_dir, found, log):
-    """Packs into staging, which it renames to output when complete, and
-    removes otherwise.
-
-    Returns:
-      (pack()'s records and skips, the seconds it took).
-    """
-    # mkdtemp() makes a folder only its owner can read; the data gets the
-    # modes of any other new folder.
-    os.chmod(staging, 0o777 & ~folders.umask())
-    try:
-        started = time.time()
-        counts, skips = pack(image_dir, found, staging, log)
-        seconds = time.time() - started
-        with contextlib.suppress(FileNotFoundError):
-            os.rmdir(output)  # an empty folder of that name
-        os.rename(staging, output)
-    except OSError as e:
-        if e.errno != errno.ENOSPC:
-            raise
-        raise PackError(
-            "No space left on the device of --data_dir=%s while packing; "
-            "nothing was kept. Free some space, or choose another --data_dir."
-            % images.shown(FLAGS.data_dir)
-        ) from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return counts, skips, seconds
-
-
-def _missing_folders(path):
-    """The folders of path that are not there yet, deepest first."""
-    missing = []
-    while path and not os.path.lexists(path):
-        missing.append(path)
-        path = os.path.dirname(path)
-    return missing
-
-
-@contextlib.contextmanager
-def _no_space_to_start(data_dir):
-    """Turns a full disk (no room, or no inode) as packing starts into
-    PackError."""
-    try:
-        yield
-    except OSError as e:
-        if e.errno != errno.ENOSPC:
-            raise
-        raise PackError(folders.no_space(images.shown(data_dir), "data_dir")) from None
-
-
 def _check_output(output):
     """Raises PackError, before anything is read or written, when the folder
     the data goes to is there but is not a plain folder: the packed folder
@@ -242,19 +191,6 @@ def _check_output(output):
         "%s is %s, where the packed data goes; move it away or pack into another "
         "--data_dir. Nothing was written." % (images.shown(output), what)
     )
-
-
-@contextlib.contextmanager
-def _locked(data_dir):
-    """Holds the lock of data_dir: one packer at a time."""
-    try:
-        with folders.locked(os.path.join(data_dir, download.PACK_LOCK)):
-            yield
-    except folders.Taken as e:
-        raise PackError(
-            "--data_dir=%s is being packed into by another process (%s). Wait for "
-            "it to end, or pack into another --data_dir." % (images.shown(data_dir), e)
-        ) from None
 
 
 def find(image_dir):
@@ -297,6 +233,70 @@ def find(image_dir):
     for note in found.notes:
         print(note, flush=True)
     return found
+
+
+def _missing_folders(path):
+    """The folders of path that are not there yet, deepest first."""
+    missing = []
+    while path and not os.path.lexists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
+@contextlib.contextmanager
+def _no_space_to_start(data_dir):
+    """Turns a full disk (no room, or no inode) as packing starts into
+    PackError."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        raise PackError(folders.no_space(images.shown(data_dir), "data_dir")) from None
+
+
+@contextlib.contextmanager
+def _locked(data_dir):
+    """Holds the lock of data_dir: one packer at a time."""
+    try:
+        with folders.locked(os.path.join(data_dir, download.PACK_LOCK)):
+            yield
+    except folders.Taken as e:
+        raise PackError(
+            "--data_dir=%s is being packed into by another process (%s). Wait for "
+            "it to end, or pack into another --data_dir." % (images.shown(data_dir), e)
+        ) from None
+
+
+def _pack_into(output, staging, image_dir, found, log):
+    """Packs into staging, which it renames to output when complete, and
+    removes otherwise.
+
+    Returns:
+      (pack()'s records and skips, the seconds it took).
+    """
+    # mkdtemp() makes a folder only its owner can read; the data gets the
+    # modes of any other new folder.
+    os.chmod(staging, 0o777 & ~folders.umask())
+    try:
+        started = time.time()
+        counts, skips = pack(image_dir, found, staging, log)
+        seconds = time.time() - started
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(output)  # an empty folder of that name
+        os.rename(staging, output)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        raise PackError(
+            "No space left on the device of --data_dir=%s while packing; "
+            "nothing was kept. Free some space, or choose another --data_dir."
+            % images.shown(FLAGS.data_dir)
+        ) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return counts, skips, seconds
 
 
 def pack(image_dir, found, staging, log):
@@ -474,6 +474,27 @@ def _too_many_skipped(unreadable, done, log):
     )
 
 
+def _check_classes(labels_seen, found, log):
+    """Raises PackError unless every class has a training image, and there is
+    a test image. find() gives every class a training file: one that has
+    no training image has none that could be read."""
+    missing = [
+        n for i, n in enumerate(found.class_names) if i not in labels_seen["train"]
+    ]
+    if missing:
+        files = sum(found.class_names[f[1]] in missing for f in found.splits["train"])
+        raise PackError(
+            "No training image of the class(es) %s could be read: none of their %d "
+            "training file(s) could be read as an image; each is listed in %s. "
+            "Nothing was packed." % (", ".join(missing), files, images.shown(log))
+        )
+    if not labels_seen["test"]:
+        raise PackError(
+            "No test image could be read: raise --test_fraction, or add test "
+            "images. Nothing was packed."
+        )
+
+
 def _summarize(skips, ignored, log):
     """Prints a line for each kind of file skipped, and one for the files
     ignored, by extension."""
@@ -497,27 +518,6 @@ def _summarize(skips, ignored, log):
                 if unread
                 else "",
             )
-        )
-
-
-def _check_classes(labels_seen, found, log):
-    """Raises PackError unless every class has a training image, and there is
-    a test image. find() gives every class a training file: one that has
-    no training image has none that could be read."""
-    missing = [
-        n for i, n in enumerate(found.class_names) if i not in labels_seen["train"]
-    ]
-    if missing:
-        files = sum(found.class_names[f[1]] in missing for f in found.splits["train"])
-        raise PackError(
-            "No training image of the class(es) %s could be read: none of their %d "
-            "training file(s) could be read as an image; each is listed in %s. "
-            "Nothing was packed." % (", ".join(missing), files, images.shown(log))
-        )
-    if not labels_seen["test"]:
-        raise PackError(
-            "No test image could be read: raise --test_fraction, or add test "
-            "images. Nothing was packed."
         )
 
 
