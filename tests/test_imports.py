@@ -33,6 +33,7 @@ MODULES = [
     "support.training",
     "support.download",
     "support.images",
+    "support.image_folders",
     "support.loading",
     "support.cluster",
     "support.cluster_config",
