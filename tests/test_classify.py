@@ -34,6 +34,7 @@ from helpers import (
     two_checkpoints,
     vanish_at,
 )
+from support import image_folders
 
 # Run by a Python of its own, away from this project: the SavedModel needs
 # nothing but TensorFlow.
@@ -467,3 +468,19 @@ def test_a_folder_gives_the_images_packing_would_take(
         str(folder / "also.JFIF"),
         str(folder / "good.png"),
     ]
+
+
+def test_a_folder_without_images_says_what_it_holds(tmp_path):
+    phone = tmp_path / "phone"
+    phone.mkdir()
+    for n in range(12):
+        (phone / ("IMG_%04d.HEIC" % n)).write_bytes(b"HEIC")
+    (phone / "._IMG_0000.jpg").write_bytes(b"AppleDouble")
+    assert image_folders.image_files([str(phone)]) == (
+        [],
+        [
+            "The folder %s holds no image files (.jpg, .jpeg, .jfif, .png, .bmp, "
+            ".gif, .webp): it holds 12 .heic file(s). Images in .heic are not read: "
+            "convert them to JPEG or PNG." % phone
+        ],
+    )
