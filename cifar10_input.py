@@ -450,7 +450,10 @@ def distorted_inputs(data_dir, batch_size, min_queue_examples=None, num_threads=
         num_threads = min(os.cpu_count() or 1, NUM_PREPROCESS_THREADS)
 
     with tf.name_scope("data_augmentation"):
-        filename_queue = tf.compat.v1.train.string_input_producer(filenames)
+        # The paths as their bytes: they need not be UTF-8.
+        filename_queue = tf.compat.v1.train.string_input_producer(
+            [os.fsencode(name) for name in filenames]
+        )
         labels, images = _read_records(filename_queue, RECORDS_PER_READ)
         # Each image a little different each epoch: a random crop, a mirror
         # image half of the time, and random brightness and contrast.
@@ -499,7 +502,7 @@ def inputs(eval_data, data_dir, batch_size):
 
     with tf.name_scope("input"):
         filename_queue = tf.compat.v1.train.string_input_producer(
-            filenames, num_epochs=1, shuffle=False
+            [os.fsencode(name) for name in filenames], num_epochs=1, shuffle=False
         )
         # In file order: a single reader, run by a single thread.
         labels, images = _read_records(filename_queue, batch_size)

@@ -10,7 +10,7 @@ import pytest
 import cifar10_input
 import cifar10_pack
 from harness import fake_cifar
-from harness.procs import PATIENCE_SECS, ROOT, command
+from harness.procs import PATIENCE_SECS, ROOT, command, run_here
 from helpers import exit_line
 
 NOT_A_FOLDER = (
@@ -108,3 +108,15 @@ def test_paths_that_are_not_utf8_pack(tmp_path, image_dir):
     shown = "%s/donn\\xe9es/%s" % (tmp_path, cifar10_input.DATA_FOLDER)
     assert "images of 2 classes into %s (" % shown in result.stdout.decode()
     assert os.listdir(data_dir) == [os.fsencode(cifar10_input.DATA_FOLDER)]
+
+    # Training and evaluation read it.
+    data_flag = os.fsdecode(b"--data_dir=" + data_dir)
+    train_dir = "--train_dir=%s" % (tmp_path / "train")
+    small = ["--batch_size=4", "--min_queue_examples=8"]
+    result = run_here("cifar10_train.py", data_flag, train_dir, "--max_steps=2", *small)
+    assert result.returncode == 0, result.stderr
+    result = run_here(
+        "cifar10_eval.py", data_flag, "--checkpoint_dir=%s" % (tmp_path / "train"),
+        "--eval_dir=%s" % (tmp_path / "eval"), "--run_once", "--batch_size=4",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
