@@ -214,7 +214,7 @@ def held(tally, more=()):
       more: (count, what) of other things in it.
     """
     by_count = sorted(tally.ignored.items(), key=lambda item: (-item[1], item[0]))
-    parts = ["%d %s" % (n, extension) for extension, n in by_count]
+    parts = ["%d %s" % (n, images.shown(extension)) for extension, n in by_count]
     if parts:
         parts[-1] += " file(s)"
     parts += ["%d %s" % (n, what) for n, what in more if n]
@@ -366,7 +366,8 @@ def _splits(image_dir, top):
 
 def _some(names, most=4):
     """The first few names, as one phrase."""
-    return ", ".join(names[:most]) + (", ..." if len(names) > most else "")
+    shown = [images.shown(name) for name in names[:most]]
+    return ", ".join(shown) + (", ..." if len(names) > most else "")
 
 
 def _unwrapped(folder, split, tally):
@@ -387,7 +388,8 @@ def _left_out(image_dir, folders, left_out):
     counts = []
     for name in left_out:
         path = os.path.join(image_dir, name)
-        counts.append("%s/ (%d images)" % (name, sum(1 for _ in walk(path, Tally()))))
+        found = sum(1 for _ in walk(path, Tally()))
+        counts.append("%s/ (%d images)" % (images.shown(name), found))
     return "Note: left out what %s holds beside %s/ and %s/: %s." % (
         images.shown(image_dir),
         *(os.path.basename(folders[s]) for s in ("train", "test")),
