@@ -80,9 +80,8 @@ def train(graph=None, towers=1, config=None):
     """Trains for --max_steps steps, resuming from --train_dir.
 
     Args:
-      graph: graph(task, data) builds the training graph and returns (loss,
-        train_op, summary_op): one_device() below when None, or the towers of
-        cifar10_multi_gpu_train.py.
+      graph: graph(task, data) builds the training graph: (loss, train_op,
+        summary_op). one_device() below, or cifar10_multi_gpu_train.py's.
       towers: the batches a step of graph trains on at once.
       config: the session's config; the model's when None.
     """
@@ -123,8 +122,7 @@ def train(graph=None, towers=1, config=None):
                     session_creator=task.session_creator(
                         scaffold, config, train_dir, bf16=bf16
                     ),
-                    # The log line first: it stops a diverged step before
-                    # anything saves it.
+                    # The log line first, to stop a diverged step unsaved.
                     hooks=[
                         progress,
                         tf.compat.v1.train.StopAtStepHook(last_step=FLAGS.max_steps),
