@@ -122,7 +122,12 @@ def run(main, *user_errors):
 
     binary = sys.modules["__main__"]
     if help_asked(sys.argv) is not None:
-        sys.stdout.write(help_text(binary))
+        try:
+            sys.stdout.write(help_text(binary))
+            sys.stdout.flush()
+        except BrokenPipeError:
+            end_if_output_closed()
+            raise
         sys.exit(0)
     try:
         argv = parse_flags(sys.argv, binary)

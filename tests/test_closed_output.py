@@ -103,3 +103,8 @@ def test_downloading(tmp_path):
     )
     assert_quiet(status, stderr)
     assert not (tmp_path / "data").exists() or os.listdir(tmp_path / "data") == []
+
+
+@pytest.mark.parametrize("script", ["cifar10_train.py", "cifar10_pack.py"])
+def test_help(script):
+    assert_quiet(*run_into_closed_pipe(script, "--help"))
