@@ -689,6 +689,9 @@ def test_range(n, fraction):
 def _place(folder, path):
     """The place of an image at path under folder in [0, 2**64): a hash of
     its path under folder, not of its place in a listing."""
-    relative = unicodedata.normalize("NFC", os.path.relpath(path, folder))
+    # Paths are listed as folder/...: cut, as os.path.relpath() would say.
+    prefix = folder if folder.endswith("/") else folder + "/"
+    relative = path[len(prefix) :] if path.startswith(prefix) else path
+    relative = unicodedata.normalize("NFC", relative)
     digest = hashlib.sha256(relative.encode("utf-8", "surrogateescape"))
     return int.from_bytes(digest.digest()[:8], "big")
