@@ -637,10 +637,11 @@ def split(found, test_fraction):
 
     A hash of each image's path (under found.folder, in NFC) gives it a
     place in [0, 1). In a class, the images placed below test_fraction are
-    its test images, as long as they number test_range() of the class; else
-    the fewest images next to that line move, to the nearest end of the
-    range. So an image added later moves no other, but where a class's count
-    would leave its range. A class of one image has no test image.
+    its test images, as long as they number range_of_test_images() of the
+    class; else the fewest images next to that line move, to the nearest end
+    of the range. So images added later move no old one, but in a class whose
+    count leaves its range, and there the fewest. A class of one image has no
+    test image.
 
     Returns:
       found, with splits {"train": [...], "test": [...]}, each in the order
@@ -657,7 +658,7 @@ def split(found, test_fraction):
         if len(placed) == 1:
             alone.append(found.class_names[label])
             continue
-        low, high = test_range(len(placed), test_fraction)
+        low, high = range_of_test_images(len(placed), test_fraction)
         count = min(max(sum(place < line for place, _ in placed), low), high)
         test.update(path for _, path in placed[:count])
     notes = list(found.notes)
@@ -675,7 +676,7 @@ def split(found, test_fraction):
     )
 
 
-def test_range(n, fraction):
+def range_of_test_images(n, fraction):
     """(fewest, most) test images of a class of n images, two or more: the
     share fraction of n, rounded, give or take the spread chance gives a
     count of that share (a standard deviation, whole images); at least 1

@@ -692,7 +692,7 @@ def test_every_class_of_two_or_more_gets_its_share_of_test_images(tmp_path, caps
     for label, size in enumerate(sizes.values()):
         assert train.get(label, 0) + test.get(label, 0) == size
         if size > 1:
-            low, high = image_folders.test_range(size, 0.2)
+            low, high = image_folders.range_of_test_images(size, 0.2)
             assert low <= test[label] <= high, (label, test)
     assert 5 not in test
     assert (
@@ -700,10 +700,11 @@ def test_every_class_of_two_or_more_gets_its_share_of_test_images(tmp_path, caps
         "training image, and evaluation scores none of theirs." in out.splitlines()
     )
     # A fifth of each class, give or take chance's spread, never none.
-    assert [image_folders.test_range(n, 0.2) for n in (2, 3, 5, 10, 60, 1000)] == [
+    sizes = (2, 3, 5, 10, 60, 1000)
+    assert [image_folders.range_of_test_images(n, 0.2) for n in sizes] == [
         (1, 1), (1, 1), (1, 1), (1, 3), (9, 15), (188, 212)
     ]  # fmt: skip
-    assert image_folders.test_range(2, 0.9) == (1, 1)
+    assert image_folders.range_of_test_images(2, 0.9) == (1, 1)
 
 
 def test_folders_that_systems_keep_are_skipped_wherever_they_are(tmp_path, capsys):
