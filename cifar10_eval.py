@@ -311,8 +311,10 @@ def confusion_image(matrix, class_names, step):
     axes = figure.add_subplot()
     axes.imshow(matrix, cmap="Blues", vmin=0, vmax=max(int(matrix.max()), 1))
     labels, font, legend = class_labels(class_names)
-    axes.set_xticks(range(size), labels, rotation=45, ha="right", fontproperties=font)
-    axes.set_yticks(range(size), labels, fontproperties=font)
+    # Names as they are: "$" starts no formula.
+    text = {"fontproperties": font, "parse_math": False}
+    axes.set_xticks(range(size), labels, rotation=45, ha="right", **text)
+    axes.set_yticks(range(size), labels, **text)
     axes.set_xlabel("predicted class")
     if legend:
         # Below the matrix, across the figure: about 15 characters of this

@@ -94,6 +94,11 @@ def test_a_class_name_the_default_font_lacks_is_drawn_in_one_that_has_it():
     assert FT2Font(font.get_file()).get_char_index(ord(letter))
 
 
+def test_a_dollar_in_a_class_name_starts_no_formula():
+    # As a formula, "$x^$" would not parse.
+    confusion_image(["cost $x^$", "dog"])
+
+
 def display_width(text):
     return sum(
         0
