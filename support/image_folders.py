@@ -281,7 +281,6 @@ def find(image_dir, names_file):
     tally = Tally()
     top, loose = _listing(image_dir, tally)
     folders, left_out = _splits(image_dir, top)
-    notes = [_left_out(image_dir, folders, left_out)] if left_out else []
     loose_images = {image_dir: loose}
     classes = {}
     for split, folder in folders.items():
@@ -302,12 +301,7 @@ def find(image_dir, names_file):
         )  # fmt: skip
     lister = _Lister([f for c in classes.values() for fs in c.values() for f in fs])
     splits = {split: lister.files(classes[split], tally) for split in folders}
-    notes += _notes(loose_images, tally)
-    if split_of(os.path.basename(folders.get("test", ""))) == "val":
-        notes.append(
-            "Note: %s is the test split: there is no test folder."
-            % images.shown(folders["test"])
-        )
+    notes = _notes(image_dir, folders, left_out, loose_images, tally)
     return Found(
         image_dir,
         class_names,
@@ -397,10 +391,18 @@ def _left_out(image_dir, folders, left_out):
     )
 
 
-def _notes(loose_images, tally):
-    """The lines for the image files that lie beside class folders, and for
-    the system folders skipped."""
+def _notes(image_dir, folders, left_out, loose_images, tally):
+    """The lines for a validation folder taken as the test split, the
+    folders left out beside the split folders, the image files that lie
+    beside class folders, and the system folders skipped."""
     notes = []
+    if split_of(os.path.basename(folders.get("test", ""))) == "val":
+        notes.append(
+            "Note: %s is the test split: there is no test folder."
+            % images.shown(folders["test"])
+        )
+    if left_out:
+        notes.append(_left_out(image_dir, folders, left_out))
     loose = {folder: n for folder, n in loose_images.items() if n}
     if loose:
         notes.append(
@@ -528,6 +530,7 @@ class _Lister:
         """
         files = []
         for label, class_folders in enumerate(classes.values()):
+            _check_holds_no_other(class_folders, self._class_folders)
             mine, links_out = Tally(), len(self.skips)
             found = sorted(f for c in class_folders for f in self._under(c, mine))
             links_out = len(self.skips) - links_out
@@ -584,6 +587,20 @@ class _Lister:
 
     def _skip(self, kind, line):
         self.skips.append(images.Skip(kind, images.shown(line)))
+
+
+def _check_holds_no_other(class_folders, every_class_folder):
+    """Raises LayoutError for a class folder that holds another (a link to
+    the folder above it); every_class_folder is {real path: path}."""
+    for folder in class_folders:
+        home = os.path.realpath(folder)
+        for real, other in every_class_folder.items():
+            if real != home and within(real, home):
+                raise LayoutError(
+                    "The class folder %s holds the class folder %s: it is a link "
+                    "to %s. Remove it, or give each class a folder of its own."
+                    % tuple(map(images.shown, (folder, other, home)))
+                )
 
 
 def _no_images(class_folder, tally, links_out):

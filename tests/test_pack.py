@@ -808,6 +808,13 @@ def test_a_class_without_training_images_says_what_happened(tmp_path):
         "its own." % (images / "kittens", images / "kittens" / "00000.jpg",
                       images / "cats" / "00000.jpg")
     )  # fmt: skip
+    (images / "kittens").unlink()
+    (images / "all").symlink_to(".")  # every class again
+    assert pack_line(images, tmp_path / "data") == (
+        "Error: The class folder %s holds the class folder %s: it is a link to %s. "
+        "Remove it, or give each class a folder of its own."
+        % (images / "all", images / "cats", images)
+    )
     split = tmp_path / "split"
     jpegs(split / "train", ["cats", "dogs"], 5)
     jpegs(split / "test", ["cats", "dogs"], 5, seed=1)
