@@ -300,12 +300,23 @@ def eval_images(images):
     return images
 
 
+# How many times a stored image's pixels an image is scaled to before it is
+# cut (fit_images()): beyond, it is cut first. Photos, of up to 4:1, are
+# scaled whole.
+FIT_MARGIN = 4
+
+
 def fit_images(images):
     """Images of any size as the data set stores its own: each scaled
     (averaging the pixels each new one covers) until it covers HEIGHT x
     WIDTH, its shorter side to fit, then cut to that size around its centre.
     cifar10_pack.py stores images so, and classification prepares them so;
     images of the stored size come out as they go in.
+
+    An image whose scaled form would hold more than FIT_MARGIN times the
+    pixels of a stored one (a strip of 100000x1 pixels would become one of
+    32x3200000) is first cut around its centre to the stored image's shape,
+    then scaled: the work is bounded by the stored size, whatever the shape.
 
     Args:
       images: uint8 [n, height, width, DEPTH], all of one size.
@@ -316,10 +327,28 @@ def fit_images(images):
     shape = tf.shape(images)[1:3]
     target = tf.constant([HEIGHT, WIDTH])
     scale = tf.reduce_max(tf.cast(target, tf.float32) / tf.cast(shape, tf.float32))
-    size = tf.cast(tf.round(tf.cast(shape, tf.float32) * scale), tf.int32)
-    scaled = tf.image.resize(images, tf.maximum(size, target), method="area")
-    cropped = tf.image.resize_with_crop_or_pad(scaled, HEIGHT, WIDTH)
-    return tf.cast(tf.round(cropped), tf.uint8)
+    scaled = tf.round(tf.cast(shape, tf.float32) * scale)
+
+    def scale_then_cut():
+        size = tf.maximum(tf.cast(scaled, tf.int32), target)
+        resized = tf.image.resize(images, size, method="area")
+        return tf.image.resize_with_crop_or_pad(resized, HEIGHT, WIDTH)
+
+    def cut_then_scale():
+        # The part of the image the stored one shows: its centre, of the
+        # stored image's shape, at least a pixel each way.
+        kept = tf.cast(tf.round(tf.cast(target, tf.float32) / scale), tf.int32)
+        kept = tf.clip_by_value(kept, 1, shape)
+        offset = (shape - kept) // 2
+        centre = images[
+            :, offset[0] : offset[0] + kept[0], offset[1] : offset[1] + kept[1]
+        ]
+        return tf.image.resize(centre, target, method="area")
+
+    too_large = tf.reduce_prod(scaled) > FIT_MARGIN * HEIGHT * WIDTH
+    fitted = tf.cond(too_large, cut_then_scale, scale_then_cut)
+    fitted.set_shape([None, HEIGHT, WIDTH, None])
+    return tf.cast(tf.round(fitted), tf.uint8)
 
 
 def prepare_images(images):

@@ -19,6 +19,8 @@ import os
 import stat
 from typing import NamedTuple
 
+from support import image_formats
+
 # The files read, by extension (any case): what TensorFlow decodes.
 EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp")
 FORMATS = "JPEG, PNG, BMP, GIF or WebP"
@@ -37,11 +39,6 @@ MAX_FILE_BYTES = 64 * 2**20
 MAX_PIXELS = 40_000_000
 # How many times the stored size a JPEG scaled by libjpeg stays at least.
 RATIO_MARGIN = 8
-# What decode() reads of each file to find its EXIF orientation: the
-# segments before it are small, and the tag is near the start of its own.
-EXIF_SEARCH_BYTES = 65536
-EXIF_SEGMENTS = 8  # how many of a JPEG's first segments are looked at
-EXIF_ENTRIES = 64  # how many tags of the first directory
 
 # The kinds of files skipped, and the line that counts each kind.
 UNREADABLE = "unreadable"
@@ -125,8 +122,7 @@ def _too_large(path, size):
 def _check(path, data, target):
     """A Skip for a JPEG cut short or of a structure libjpeg would refuse
     (so that libjpeg never prints its own complaint), or for an image of
-    more pixels than MAX_PIXELS decoded (all its frames, for a GIF, which
-    TensorFlow decodes whole); else None."""
+    more pixels than MAX_PIXELS decoded; else None."""
     if data[:2] == b"\xff\xd8":
         size = _jpeg_size(data)
         if size is None:
@@ -183,24 +179,21 @@ _START_OF_FRAME = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7} | {
 
 def _other_size(data):
     """(pixels decoded, their description) of an image that is not a JPEG,
-    from its header (and for a GIF, its frames), or (0, None) when Pillow
-    cannot tell: TensorFlow decides then."""
+    from its header (of a GIF or an animated WebP, the first frame's: the
+    only one decoded), or (0, None) when Pillow cannot tell: TensorFlow
+    decides then."""
     from PIL import Image  # noqa: PLC0415  (only packing and classifying)
 
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-            frames = getattr(image, "n_frames", 1) if image.format == "GIF" else 1
     except Image.DecompressionBombError:
         # Pillow's own limit, far above MAX_PIXELS.
         limit = 2 * Image.MAX_IMAGE_PIXELS
         return limit + 1, "more than %d million" % (limit // 10**6)
     except Exception:  # noqa: BLE001  (any file at all comes here)
         return 0, None
-    described = "%dx%d" % (width, height)
-    if frames > 1:
-        described += " in each of %d frames" % frames
-    return width * height * frames, described
+    return width * height, "%dx%d" % (width, height)
 
 
 def jpeg_ratio(size, target):
@@ -262,9 +255,16 @@ def decode(contents, fit, shape):
 
     JPEGs are decoded accurately (dct_method INTEGER_ACCURATE) and, when
     they are far larger than needed, at 1/2, 1/4 or 1/8 of their size by
-    libjpeg itself (jpeg_ratio()); then turned as their EXIF orientation
-    says. PNG, BMP, GIF (its first frame) and WebP are decoded
-    by tf.io.decode_image.
+    libjpeg itself (jpeg_ratio()). A BMP of a palette is decoded to its
+    colours, a GIF or an animated WebP to its first frame alone; PNG, other
+    BMPs and WebP by tf.io.decode_image, alpha left out. Each is then turned
+    as its EXIF orientation says, whatever its format
+    (support/image_formats.py reads it), and fit.
+
+    An image of more than MAX_PIXELS pixels decoded (as its header says) is
+    refused before it is decoded: read() skips such files, and for the
+    exported model, which runs this graph on any bytes, running it raises
+    InvalidArgumentError.
 
     Args:
       contents: string [n], the files' bytes.
@@ -278,17 +278,39 @@ def decode(contents, fit, shape):
     import tensorflow as tf  # noqa: PLC0415
 
     height, width, depth = shape
-    target = tf.constant(max(height, width))
+    target = max(height, width)
 
+    # Plain graph-building Python: autograph need not convert it.
+    @tf.autograph.experimental.do_not_convert
     def decode_one(args):
-        data, orientation = args
+        data, kind, orientation = args
+        image = _decode_image(data, kind, target, depth)
+        image = _orient(image, orientation)
+        return fit(image[None])[0]
 
-        def jpeg():
-            size = tf.io.extract_jpeg_shape(data)[:2]
-            # As jpeg_ratio() says: the largest of 2, 4 and 8 that keeps the
-            # shorter side at least RATIO_MARGIN times the target.
-            room = tf.reduce_min(size) // (RATIO_MARGIN * target)
-            index = tf.reduce_sum(tf.cast(tf.constant([2, 4, 8]) <= room, tf.int32))
+    # One image at a time: a batch's memory is that of its largest image.
+    return tf.map_fn(
+        decode_one,
+        (contents, image_formats.kind(contents), exif_orientations(contents)),
+        fn_output_signature=tf.TensorSpec(shape, tf.uint8),
+        parallel_iterations=1,
+    )
+
+
+def _decode_image(data, kind, target, depth):
+    """The pixels of one file, uint8 [h, w, depth], as stored (not turned);
+    a JPEG at the smallest of libjpeg's scales that covers target."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    def jpeg():
+        size = tf.io.extract_jpeg_shape(data)[:2]
+        # As jpeg_ratio() says: the largest of 2, 4 and 8 that keeps the
+        # shorter side at least RATIO_MARGIN times the target.
+        room = tf.reduce_min(size) // (RATIO_MARGIN * target)
+        index = tf.reduce_sum(tf.cast(tf.constant([2, 4, 8]) <= room, tf.int32))
+        ratio = tf.gather([1, 2, 4, 8], index)
+        scaled = tf.cast(size // ratio, tf.int64)
+        with tf.control_dependencies([_within_bound(scaled)]):
             return tf.switch_case(
                 index,
                 [
@@ -299,20 +321,74 @@ def decode(contents, fit, shape):
                 ],
             )
 
-        def other():
-            return tf.io.decode_image(data, depth, expand_animations=False)
+    def gif():
+        first = image_formats.gif_first_frame(data)
+        return _channels(tf.io.decode_gif(first)[0], depth)
 
-        image = tf.cond(tf.io.is_jpeg(data), jpeg, other)
-        image = _orient(image, orientation)
-        return fit(image[None])[0]
+    def webp():
+        first, animated = image_formats.webp_first_frame(data)
+        # Four channels for an animation; else three, or four with alpha.
+        image = tf.cond(
+            animated,
+            lambda: tf.io.decode_webp(first, channels=4),
+            lambda: tf.io.decode_webp(first, channels=0),
+        )
+        return _channels(image[0], depth)
 
-    # One image at a time: a batch's memory is that of its largest image.
-    return tf.map_fn(
-        decode_one,
-        (contents, exif_orientations(contents)),
-        fn_output_signature=tf.TensorSpec(shape, tf.uint8),
-        parallel_iterations=1,
+    def palette():
+        return _channels(image_formats.bmp_with_palette(data), depth)
+
+    def other():  # PNG, and BMP of 24 or 32 bits
+        return tf.io.decode_image(data, depth, expand_animations=False)
+
+    is_bmp = tf.equal(kind, image_formats.BMP)
+    branch = tf.case(
+        [
+            (tf.equal(kind, image_formats.JPEG), lambda: 1),
+            (is_bmp & (image_formats.bmp_bits(data) <= 8), lambda: 2),
+            (tf.equal(kind, image_formats.GIF), lambda: 3),
+            (tf.equal(kind, image_formats.WEBP), lambda: 4),
+        ],
+        default=lambda: 0,
     )
+    bound = _within_bound(image_formats.size(data, kind))
+    with tf.control_dependencies([bound]):
+        branch = tf.identity(branch)
+    image = tf.switch_case(branch, [other, jpeg, palette, gif, webp])
+    image.set_shape([None, None, depth])
+    return image
+
+
+def _within_bound(size):
+    """An op that fails (InvalidArgumentError) for a (height, width), int64
+    [2], of more than MAX_PIXELS pixels."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    # The raw op: tf.debugging's asserts add a cond around it, which
+    # Grappler then logs it cannot sort.
+    return tf.raw_ops.Assert(
+        condition=size[0] * size[1] <= MAX_PIXELS,
+        data=[
+            "An image of more than %d million pixels is not decoded; this one "
+            "has (height, width)" % (MAX_PIXELS // 10**6),
+            size,
+        ],
+    )
+
+
+def _channels(image, depth):
+    """RGB or RGBA pixels, uint8 [h, w, 3 or 4], as depth channels: alpha
+    left out (as tf.io.decode_image leaves it out of a PNG), gray by the
+    ITU-R 601 weights for one channel."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    image = image[..., :3]
+    if depth == 1:
+        gray = tf.image.rgb_to_grayscale(tf.cast(image, tf.float32))
+        return tf.cast(tf.round(gray), tf.uint8)
+    if depth == 4:
+        return tf.pad(image, [[0, 0], [0, 0], [0, 1]], constant_values=255)
+    return image
 
 
 def _orient(image, orientation):
@@ -321,12 +397,13 @@ def _orient(image, orientation):
     import tensorflow as tf  # noqa: PLC0415
 
     def swapped():
-        # As floats, by an einsum: oneDNN logs an error for every transpose
-        # of bytes, and TensorFlow would move the casts around a
-        # tf.transpose to move bytes. Only JPEGs have an orientation, and
-        # they are decoded no larger than needed (jpeg_ratio()).
-        moved = tf.einsum("hwc->whc", tf.cast(image, tf.float32))
-        return tf.cast(moved, image.dtype)
+        # The pixels as one 32-bit number each (channels padded to four):
+        # oneDNN logs an error for every transpose of bytes, and floats
+        # would take four times the memory of a large image's bytes.
+        channels = image.shape[-1]
+        padded = tf.pad(image, [[0, 0], [0, 0], [0, 4 - channels]])
+        moved = tf.transpose(tf.bitcast(padded, tf.uint32))
+        return tf.bitcast(moved, tf.uint8)[..., :channels]
 
     image = tf.cond(orientation >= 5, swapped, lambda: image)
     left_right = tf.reduce_any(tf.equal(orientation, [2, 3, 6, 7]))
@@ -337,12 +414,8 @@ def _orient(image, orientation):
 
 def exif_orientations(contents):
     """The EXIF orientation of each file, 1 (as stored) to 8; 1 for a file
-    that is not a JPEG or has none.
-
-    The tag (0x0112) is in the first directory of the TIFF structure in an
-    APP1 segment that begins "Exif\\0\\0", among the first segments of the
-    file. The search covers EXIF_SEGMENTS segments in the first
-    EXIF_SEARCH_BYTES of each file, for a whole batch at once.
+    that has none. A JPEG, PNG or WebP file can hold one
+    (image_formats.exif_offsets() says where).
 
     Args:
       contents: string [n], the files' bytes.
@@ -350,57 +423,6 @@ def exif_orientations(contents):
     Returns:
       int32 [n].
     """
-    import tensorflow as tf  # noqa: PLC0415
-
-    head = tf.io.decode_raw(contents, tf.uint8, fixed_length=EXIF_SEARCH_BYTES)
-    n = tf.shape(head)[0]
-
-    def byte(pos):
-        """The bytes at positions [n, m] of each file; 0 outside the head."""
-        inside = (pos >= 0) & (pos < EXIF_SEARCH_BYTES)
-        safe = tf.clip_by_value(pos, 0, EXIF_SEARCH_BYTES - 1)
-        value = tf.cast(tf.gather(head, safe, batch_dims=1), tf.int32)
-        return tf.where(inside, value, 0)
-
-    def big_endian(pos):
-        return byte(pos) * 256 + byte(pos + 1)
-
-    pos = tf.fill([n, 1], 2)
-    tiff = tf.fill([n, 1], -1)
-    looking = tf.equal(byte(tf.zeros([n, 1], tf.int32)), 0xFF) & tf.equal(
-        byte(tf.ones([n, 1], tf.int32)), 0xD8
-    )
-    exif = tf.constant([list(b"Exif\0\0")])
-    for _ in range(EXIF_SEGMENTS):
-        marker = tf.equal(byte(pos), 0xFF)
-        code = byte(pos + 1)
-        is_exif = (
-            looking
-            & marker
-            & tf.equal(code, 0xE1)
-            & tf.reduce_all(tf.equal(byte(pos + 4 + tf.range(6)[None]), exif), 1, True)
-        )
-        tiff = tf.where(is_exif, pos + 10, tiff)
-        looking &= (
-            marker & ~is_exif & tf.not_equal(code, 0xDA) & tf.not_equal(code, 0xD9)
-        )
-        pos += 2 + big_endian(pos + 2)
-
-    little = tf.equal(byte(tiff), ord("I"))
-
-    def number(pos):  # a 16-bit number in the TIFF structure's byte order
-        return tf.where(
-            little, byte(pos) + 256 * byte(pos + 1), 256 * byte(pos) + byte(pos + 1)
-        )
-
-    # The first directory's offset: 32 bits, of which the upper half is 0
-    # within the search.
-    offset = tf.where(little, number(tiff + 4), number(tiff + 6))
-    high = tf.where(little, number(tiff + 6), number(tiff + 4))
-    directory = tf.where((tiff >= 0) & tf.equal(high, 0), tiff + offset, -1)
-    count = number(directory)
-    index = tf.range(EXIF_ENTRIES)[None]
-    entries = directory + 2 + 12 * index
-    found = tf.equal(number(entries), 0x0112) & (index < count) & (directory >= 0)
-    value = tf.reduce_max(tf.where(found, number(entries + 8), 0), axis=1)
-    return tf.where((value >= 1) & (value <= 8), value, 1)
+    kinds = image_formats.kind(contents)
+    tiff = image_formats.exif_offsets(contents, kinds)
+    return image_formats.orientations(contents, tiff)
