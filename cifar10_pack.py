@@ -30,7 +30,9 @@ large, or that a link reaches from outside its class folder is skipped;
 each is listed in DATA/<data folder>.skipped.txt, and each kind is counted
 at the end. More than a tenth of the images unreadable stops the packing.
 Nothing is written over: a --data_dir that holds packed data already is
-refused, and so is one inside IMAGES.
+refused, and so is one inside IMAGES, or one whose data folder is a file, a
+link or a mount point. A packing that fails (a full disk, say) keeps
+nothing but that list, and leaves no folder it made.
 """
 
 from support import startup
@@ -133,7 +135,7 @@ def main(argv):
                     "--data_dir. Nothing was written."
                     % (images.shown(FLAGS.data_dir), images.shown(output))
                 )
-            staging = tempfile.mkdtemp(dir=FLAGS.data_dir, prefix=".packing-")
+            staging = tempfile.mkdtemp(dir=FLAGS.data_dir, prefix=download.PACK_STAGING)
             counts, skips, seconds = _pack_into(output, staging, image_dir, found, log)
     except BaseException:
         for folder in made:  # made here, and still empty
