@@ -17,6 +17,7 @@ from PIL import Image
 import cifar10
 import cifar10_classify
 import cifar10_eval
+import cifar10_input
 import cifar10_train
 from helpers import (
     LOG_LINE,
@@ -311,6 +312,20 @@ def test_a_batch_too_large_for_the_memory_is_refused_before_any_work(dataset, tm
     shape = (24, 24, 3)
     needed = memory.needed(cifar10.inference, shape, images=128, queue_images=20384)
     assert 0.5e9 < needed < 1.5e9, needed
+
+
+def test_the_memory_check_counts_the_queue_of_the_data_it_reads():
+    # One's own 500 images fill a shuffling queue of 200, not CIFAR-10's 20,000.
+    data = cifar10_input.DataSet(
+        name="small", train={"a.bin": 500}, test={"b.bin": 100},
+        class_names=["a", "b"], remedy="",
+    )  # fmt: skip
+    with flagsaver.flagsaver(batch_size=10):
+        assert cifar10.queued_images(data, training=True) == 200 + 5 * 10
+        assert cifar10.queued_images(data, training=True, towers=2) == 200 + 7 * 10
+        assert cifar10.queued_images(data, training=False) == 5 * 10
+        with flagsaver.flagsaver(min_queue_examples=30):
+            assert cifar10.queued_images(data, training=True) == 30 + 5 * 10
 
 
 def test_eval_and_classify_refuse_a_batch_too_large_too(dataset, trained, tmp_path):
