@@ -124,8 +124,7 @@ def main(argv):
     _check_output(output)
     found = find(image_dir)
     log = output + download.PACK_SKIPPED
-    made = _missing_folders(FLAGS.data_dir)
-    try:
+    with folders.removed_on_failure(FLAGS.data_dir):
         folders.writable(FLAGS.data_dir, "data_dir")
         with _no_space_to_start(FLAGS.data_dir), _locked(FLAGS.data_dir):
             folders.remove_leftovers(FLAGS.data_dir, STAGING)
@@ -137,11 +136,6 @@ def main(argv):
                 )
             staging = tempfile.mkdtemp(dir=FLAGS.data_dir, prefix=download.PACK_STAGING)
             counts, skips, seconds = _pack_into(output, staging, image_dir, found, log)
-    except BaseException:
-        for folder in made:  # made here, and still empty
-            with contextlib.suppress(OSError):
-                os.rmdir(folder)
-        raise
     files = sum(len(files) for files in found.splits.values())
     print(
         "Packed %d training and %d test images of %d classes into %s (%.1f s, %.0f "
@@ -235,15 +229,6 @@ def find(image_dir):
     for note in found.notes:
         print(note, flush=True)
     return found
-
-
-def _missing_folders(path):
-    """The folders of path that are not there yet, deepest first."""
-    missing = []
-    while path and not os.path.lexists(path):
-        missing.append(path)
-        path = os.path.dirname(path)
-    return missing
 
 
 @contextlib.contextmanager

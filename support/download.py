@@ -77,14 +77,8 @@ def fetch(url, md5, data_dir, folder, sizes=None):
         return
     _check_not_packed_into(data_dir, folder)
     md5 = md5.lower()
-    made = _missing_folders(data_dir)
-    try:
+    with folders.removed_on_failure(data_dir):
         _fetch(url, md5, (sizes or {}).get(md5), data_dir, folder)
-    except BaseException:
-        for path in made:  # the deepest first; each is empty unless others wrote
-            with contextlib.suppress(OSError):
-                os.rmdir(path)
-        raise
 
 
 def _check_not_packed_into(data_dir, folder):
@@ -120,17 +114,6 @@ def _names(folder):
         return os.listdir(folder)
     except OSError:
         return []
-
-
-def _missing_folders(path):
-    """The folders of path, itself and its parents, that do not exist yet,
-    the deepest first."""
-    missing = []
-    path = os.path.abspath(path)
-    while not os.path.exists(path) and os.path.dirname(path) != path:
-        missing.append(path)
-        path = os.path.dirname(path)
-    return missing
 
 
 def _fetch(url, md5, size, data_dir, folder):

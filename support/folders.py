@@ -1,7 +1,8 @@
 """The folders and files the binaries use: made and checked, locked,
 cleaned.
 
-    folders.writable(path, "train_dir")      # or one line naming the flag
+    with folders.removed_on_failure(path):   # a failed start leaves no folder
+        folders.writable(path, "train_dir")  # or one line naming the flag
     with folders.locked(path_of_lock_file):  # one process at a time
         names = folders.remove_leftovers(folder, PATTERN)
 """
@@ -50,6 +51,25 @@ def no_space(path, flag_name):
         "No space left on the device of --%s=%s. Free some space, or choose "
         "another --%s." % (flag_name, path, flag_name)
     )
+
+
+@contextlib.contextmanager
+def removed_on_failure(path):
+    """Removes, when the block raises, the folders of path (itself and its
+    parents) that were not there before it: what a start that failed made.
+    Each goes only if it is empty."""
+    made = []
+    path = os.path.abspath(path)
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        made.append(path)  # the deepest first
+        path = os.path.dirname(path)
+    try:
+        yield
+    except BaseException:
+        for folder in made:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+        raise
 
 
 @contextlib.contextmanager
