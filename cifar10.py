@@ -40,7 +40,8 @@ tf.compat.v1.flags.DEFINE_integer(
 tf.compat.v1.flags.DEFINE_string(
     "data_dir",
     "/tmp/%s_data" % __name__,
-    "Folder that holds the %s archive and its extracted %s folder."
+    "Folder of the data: the %s archive and its extracted %s folder, fetched "
+    "there when missing, or one's own images packed there."
     % (cifar10_input.DATA_SET, cifar10_input.DATA_FOLDER),
 )
 tf.compat.v1.flags.DEFINE_string(

@@ -43,6 +43,10 @@ tf.compat.v1.flags.DEFINE_integer(
     "share the cores.",
     lower_bound=1,
 )
+startup.use_flags(
+    __name__,
+    batch_size="Images in each tower's batch: a step trains on --num_gpus of them.",
+)
 
 
 def train():
