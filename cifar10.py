@@ -65,10 +65,10 @@ tf.compat.v1.flags.DEFINE_enum(
     "mixed_precision",
     "off",
     ["off", "bf16"],
-    "bf16: compute the model in bfloat16 with TensorFlow's oneDNN rewrite, about "
-    "twice as fast on processors with native bfloat16 (avx512_bf16 or amx_bf16), "
-    "slower elsewhere. The weights, their moving averages and the checkpoints "
-    "stay float32. Not with --use_fp16.",
+    "bf16: compute the model in bfloat16 with TensorFlow's oneDNN rewrite: faster "
+    "on processors with native bfloat16 (avx512_bf16 or amx_bf16), slower "
+    "elsewhere. The weights, their moving averages and the checkpoints stay "
+    "float32. Not with --use_fp16.",
 )
 tf.compat.v1.flags.register_multi_flags_validator(
     ["use_fp16", "mixed_precision"],
@@ -96,7 +96,7 @@ tf.compat.v1.flags.DEFINE_integer(
     "num_preprocess_threads",
     None,
     "Threads that read and distort training images (default: one per core, "
-    "at most %d). The original tutorial used 16 whatever the machine."
+    "at most %d): more threads than cores only contend for them."
     % cifar10_input.NUM_PREPROCESS_THREADS,
     lower_bound=1,
 )
