@@ -129,9 +129,8 @@ class TrainDir:
         return step >= max_steps
 
     def keep_class_names(self, names):
-        """Writes the data's class names beside the checkpoints (the classifier
-        reads them there); a run that resumes checks first that they are its
-        checkpoints' classes.
+        """Writes the data's class names beside the checkpoints, for the
+        classifier; a run that resumes checks they are its checkpoints'.
 
         Raises:
           Error: they are not.
@@ -158,14 +157,9 @@ class TrainDir:
         """The hooks that write summaries and checkpoints here (the chief's)."""
         if not self._chief:
             return []
-        every = (
-            dict(save_secs=FLAGS.save_checkpoint_secs)
-            if FLAGS.save_checkpoint_secs
-            else dict(save_steps=FLAGS.save_checkpoint_steps)
-        )
         self._saving = _Saving()
         saver = tf.compat.v1.train.CheckpointSaverHook(
-            self.path, scaffold=scaffold, listeners=[self._saving], **every
+            self.path, scaffold=scaffold, listeners=[self._saving], **_every()
         )
         summaries = tf.compat.v1.train.SummarySaverHook(
             save_steps=FLAGS.save_summaries_steps, output_dir=self.path,
@@ -184,6 +178,14 @@ class TrainDir:
         if progress.shared_step:
             print("This worker ran %d steps." % progress.own_steps)
         sys.stdout.flush()
+
+
+def _every():
+    """How often to save a checkpoint: --save_checkpoint_secs if set, else
+    --save_checkpoint_steps."""
+    if FLAGS.save_checkpoint_secs:
+        return dict(save_secs=FLAGS.save_checkpoint_secs)
+    return dict(save_steps=FLAGS.save_checkpoint_steps)
 
 
 def _keep_class_names(train_dir, names):
