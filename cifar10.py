@@ -9,9 +9,11 @@ The public functions are the whole API:
     total_loss = loss(logits, labels)        # cross-entropy + weight decay
     train_op = train(total_loss, global_step, data.num_train)
     config = session_config()                # --mixed_precision
+    queued = queued_images(data, training=True)  # for memory.check()
 
 The network's normalization layer, lrn(), comes last: TensorFlow's
-tf.nn.lrn, computed in a way that trains faster on a CPU.
+tf.nn.lrn, computed as small matrix products, which oneDNN runs well on a
+CPU.
 
 The data set is described in cifar10_input.py (what it is, where it comes
 from, its record format and counts), or by the data itself (packed by
@@ -508,7 +510,7 @@ def session_config(**kwargs):
 
 
 # The network's normalization layer, used by inference() above: TensorFlow's
-# tf.nn.lrn, computed in a way that trains faster on a CPU.
+# tf.nn.lrn, its window sums computed as small matrix products.
 def lrn(x, depth_radius, bias, alpha, beta, name):
     """tf.nn.lrn (local response normalization across channels), with its
     window sums as small matrix products and its gradient written out.

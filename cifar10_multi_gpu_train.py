@@ -6,7 +6,7 @@ on the data set that cifar10_input.py describes.
 Each GPU runs a copy of the model (a tower) on its own batch. The towers
 share one set of variables, kept on the CPU; each step averages their
 gradients and applies them once, so N towers train like one device with an
-N times larger batch, in about the time of one batch.
+N times larger batch.
 
 Without GPUs the towers run on as many CPU devices, which share the
 machine's cores: the graph and its checkpoints are the same, the speed is
@@ -47,17 +47,6 @@ startup.use_flags(
     __name__,
     batch_size="Images in each tower's batch: a step trains on --num_gpus of them.",
 )
-
-
-def train():
-    """Trains for --max_steps steps on --num_gpus towers, in the training loop
-    of cifar10_train.py."""
-    devices = tower_devices()
-    cifar10_train.train(
-        functools.partial(towers, devices),
-        towers=len(devices),
-        config=session_config(devices),
-    )
 
 
 def towers(devices, task, data):
@@ -210,8 +199,15 @@ def last_tower_summaries(num_towers):
 
 @startup.user_errors(cifar10_input.DataError)
 def main(argv):
+    """Trains for --max_steps steps on --num_gpus towers, in the training loop
+    of cifar10_train.py."""
     del argv
-    train()
+    devices = tower_devices()
+    cifar10_train.train(
+        functools.partial(towers, devices),
+        towers=len(devices),
+        config=session_config(devices),
+    )
 
 
 if __name__ == "__main__":

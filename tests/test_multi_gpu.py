@@ -60,7 +60,7 @@ def test_the_towers_train_in_the_loop_of_cifar10_train(dataset, monkeypatch):
     ran, signature = {}, inspect.signature(cifar10_train.train)
     monkeypatch.setattr(cifar10_train, "train", train)
     with flagsaver.flagsaver(data_dir=dataset["root"], num_gpus=2, batch_size=16):
-        cifar10_multi_gpu_train.train()
+        cifar10_multi_gpu_train.main(["cifar10_multi_gpu_train.py"])
         assert ran["towers"] == 2
         assert ran["config"].device_count["CPU"] == 2
         # The graph it trains: two towers, and the last one's summaries.
