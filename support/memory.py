@@ -1,8 +1,7 @@
 """Whether a --batch_size fits in this machine's memory, asked before any work.
 
 Without the check, a batch too large grows the process until the system
-kills it, without a word (--batch_size=100000 reached 22.8 GB on a 24 GB
-machine before it did).
+kills it, without a word.
 
     memory.check(model.inference, shape, batch_size, "train",
                  queue_images=..., dtype=...)
@@ -28,9 +27,9 @@ def needed(inference, shape, images, queue_images, dtype=tf.float32):
     """About how many bytes training or evaluating a model takes.
 
     Each image of a batch holds the outputs of every layer of inference();
-    with the tutorial's network a training or an evaluation step was
-    measured to take about what these add up to in one forward pass. Each
-    queued image is IMAGE_SIZE x IMAGE_SIZE x DEPTH floats.
+    with the tutorial's network a training or an evaluation step takes
+    about what these add up to in one forward pass. Each queued image is
+    shape's floats.
 
     Args:
       inference: the model's inference(images) function.
@@ -43,9 +42,8 @@ def needed(inference, shape, images, queue_images, dtype=tf.float32):
     return BASE_BYTES + images * per_image + queue_images * 4 * math.prod(shape)
 
 
-# Building the model's graph to count its outputs takes a fifth of a second:
-# once per model, image shape and type in a process that runs the binaries
-# one after another.
+# The model's graph, built to count its outputs, once per model, image shape
+# and type: a process that runs the binaries one after another builds it once.
 @functools.cache
 def _bytes_per_image(inference, shape, dtype):
     """The bytes of every layer's floating-point outputs for one image."""

@@ -1,11 +1,10 @@
-"""What both training binaries share besides the model: the hook that prints
-the tutorial's log line.
+"""The training loop's hook that prints the tutorial's log line.
 
     progress = training.ProgressHook(
         loss, batch_size, log_frequency=every, train_dir=train_dir
     )
 
-Every --log_frequency steps it prints
+Every log_frequency steps (the binary's --log_frequency) it prints
 
     <date time>: step N, loss = L.LL (E.E examples/sec; S.SSS sec/batch)
 
