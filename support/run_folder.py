@@ -271,11 +271,10 @@ class _Saver(tf.compat.v1.train.Saver):
         # The step on disk that a save need not write again.
         self._resumed = checkpoints.step(checkpoint) if checkpoint else None
         if checkpoint:
-            step = checkpoints.step(checkpoint)
             earlier = [
                 path
                 for path in checkpoints.candidates(train_dir)
-                if checkpoints.step(path) <= step
+                if checkpoints.step(path) <= self._resumed
             ]
             self.recover_last_checkpoints(earlier[::-1])
 
