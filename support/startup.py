@@ -104,13 +104,12 @@ def _quit_while_loading(signum, frame):
     os._exit(128 + signum)  # nothing has been written yet
 
 
-def run(main, *user_errors):
+def run(main):
     """Runs main(argv) as the binary's entry point; see the module docstring.
 
     Args:
-      main: the binary's main(argv).
-      *user_errors: exception classes besides Error whose message is what a
-        user needs to put things right.
+      main: the binary's main(argv); user_errors() names the errors besides
+        Error that end it in one line.
     """
     # The binary has loaded TensorFlow by now, after before_tensorflow().
     import tensorflow as tf  # noqa: PLC0415
@@ -142,7 +141,7 @@ def run(main, *user_errors):
     # (support/images.py, MAX_PIXELS).
     warnings.filterwarnings("ignore", r"Image size \(", RuntimeWarning, r"PIL\.")
     try:
-        app.run(one_line_errors(main, *user_errors), flags_parser=lambda _: argv)
+        app.run(one_line_errors(main), flags_parser=lambda _: argv)
     except KeyboardInterrupt:
         sys.stderr.write("Interrupted.\n")
         sys.exit(128 + (_received[-1] if _received else signal.SIGINT))
