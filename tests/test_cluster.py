@@ -17,6 +17,7 @@ import tensorflow as tf
 from absl.testing import flagsaver
 
 import cifar10
+import cifar10_train
 import support.cluster
 import support.errors
 from harness.procs import free_ports
@@ -369,17 +370,9 @@ def training_graph_on_servers(dataset, **flags):
     ):
         task = support.cluster.this_task()
         servers = [tf.distribute.Server(task.spec, job, 0) for job in ("ps", "worker")]
-        data = cifar10.data_set()
         with tf.Graph().as_default():
-            with task.device():
-                global_step = tf.compat.v1.train.get_or_create_global_step()
-                with tf.device("/cpu:0"):
-                    images, labels = cifar10.distorted_inputs()
-                logits = cifar10.inference(images, data.num_classes)
-                loss = cifar10.loss(logits, labels)
-                train_op = cifar10.train(
-                    loss, global_step, data.num_train, apply_fn=task.apply_fn
-                )
+            _, train_op, _ = cifar10_train.one_device(task, cifar10.data_set())
+            global_step = tf.compat.v1.train.get_global_step()
             yield task, servers[1].target, global_step, train_op
 
 
