@@ -328,27 +328,20 @@ def fit_images(images):
     target = tf.constant([HEIGHT, WIDTH])
     scale = tf.reduce_max(tf.cast(target, tf.float32) / tf.cast(shape, tf.float32))
     scaled = tf.round(tf.cast(shape, tf.float32) * scale)
-
-    def scale_then_cut():
-        size = tf.maximum(tf.cast(scaled, tf.int32), target)
-        resized = tf.image.resize(images, size, method="area")
-        return tf.image.resize_with_crop_or_pad(resized, HEIGHT, WIDTH)
-
-    def cut_then_scale():
-        # The part of the image the stored one shows: its centre, of the
-        # stored image's shape, at least a pixel each way.
-        kept = tf.cast(tf.round(tf.cast(target, tf.float32) / scale), tf.int32)
-        kept = tf.clip_by_value(kept, 1, shape)
-        offset = (shape - kept) // 2
-        centre = images[
-            :, offset[0] : offset[0] + kept[0], offset[1] : offset[1] + kept[1]
-        ]
-        return tf.image.resize(centre, target, method="area")
-
-    too_large = tf.reduce_prod(scaled) > FIT_MARGIN * HEIGHT * WIDTH
-    fitted = tf.cond(too_large, cut_then_scale, scale_then_cut)
-    fitted.set_shape([None, HEIGHT, WIDTH, None])
-    return tf.cast(tf.round(fitted), tf.uint8)
+    # Of an image too large scaled, the part the stored one shows: its
+    # centre, of the stored image's shape (at least a pixel each way), scaled
+    # to the stored size; of any other, the whole, scaled to cover it.
+    thin = tf.reduce_prod(scaled) > FIT_MARGIN * HEIGHT * WIDTH
+    centre = tf.cast(tf.round(tf.cast(target, tf.float32) / scale), tf.int32)
+    kept = tf.where(thin, tf.clip_by_value(centre, 1, shape), shape)
+    size = tf.where(thin, target, tf.maximum(tf.cast(scaled, tf.int32), target))
+    offset = (shape - kept) // 2
+    part = tf.slice(
+        images, tf.concat([[0], offset, [0]], 0), tf.concat([[-1], kept, [-1]], 0)
+    )
+    resized = tf.image.resize(part, size, method="area")
+    cropped = tf.image.resize_with_crop_or_pad(resized, HEIGHT, WIDTH)
+    return tf.cast(tf.round(cropped), tf.uint8)
 
 
 def prepare_images(images):

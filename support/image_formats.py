@@ -4,9 +4,9 @@ graph) read every file alike: which format it is, its size from its header,
 where its EXIF orientation is, the colours of a BMP with a palette, and the
 first frame alone of an animated GIF or WebP.
 
-    kinds = image_formats.kind(contents)               # JPEG, PNG, ... or 0
-    height, width = image_formats.size(data, kind)     # from the header
+    kinds, sizes, palette = image_formats.headers(contents)  # from the headers
     tiff = image_formats.exif_offsets(contents, kinds)  # where EXIF begins
+    cut, frames = image_formats.gif_first_frames(contents, kinds)  # GIFs
 
 Each reads a few bytes at a time (tf.strings.substr), never a whole file,
 except where it decodes one. Importing this module changes nothing and loads
@@ -19,6 +19,7 @@ JPEG, PNG, GIF, BMP, WEBP = 1, 2, 3, 4, 5
 # a JPEG before its image data, of a PNG or WebP all of them), and how many
 # blocks of a GIF to find the end of its first frame.
 MAX_CHUNKS = 4096
+EXIF_STEPS_IN_LINE = 12  # of them, those walked outside a loop
 MAX_GIF_BLOCKS = 2**20
 # How many tags of EXIF's first directory are looked at for the orientation.
 EXIF_ENTRIES = 64
@@ -53,9 +54,14 @@ def read_bytes(data, pos, count):
 
 
 def _substr(data, pos, count):
-    """tf.strings.substr of one file, pos and count int64 or Python ints."""
+    """tf.strings.substr, pos and count int64 or Python ints, either of them
+    one for all."""
     tf = _tf()
-    return tf.strings.substr(data, tf.cast(pos, tf.int64), tf.cast(count, tf.int64))
+    shape = tf.shape(data)
+    pos = tf.broadcast_to(tf.cast(pos, tf.int64), shape)
+    return tf.strings.substr(
+        data, pos, tf.broadcast_to(tf.cast(count, tf.int64), shape)
+    )
 
 
 def _where(condition, x, y):
@@ -101,54 +107,55 @@ def kind(contents):
     return found
 
 
-def size(data, kind_of_data):
-    """(height, width) of a file that is not a JPEG, as its header says:
-    PNG's IHDR, a GIF's logical screen and first frame (the larger of each),
-    a BMP's header, a WebP's VP8X, VP8 or VP8L header; (0, 0) for a JPEG or
+def headers(contents):
+    """What the first bytes of each file say: its format, its size (as far as
+    its header gives it), and whether it is a BMP of a palette.
+
+    The size is that of PNG's IHDR, a GIF's logical screen (its first frame
+    can be larger: gif_frame()), a BMP's header, a WebP's VP8X, VP8 or VP8L
+    header; (0, 0) for a JPEG (tf.io.extract_jpeg_shape() reads it) or
     another file.
 
     Args:
-      data: string, a file's bytes.
-      kind_of_data: its kind().
+      contents: string [n], the files' bytes.
 
     Returns:
-      int64 [2].
+      (kind() int64 [n], (height, width) int64 [n, 2], bool [n]).
     """
     tf = _tf()
-    head = read_bytes(data, tf.constant(0, tf.int64), 30)
-    png = tf.stack([big(head[20:24]), big(head[16:20])])
-    gif = tf.stack([little(head[8:10]), little(head[6:8])])
-    gif = tf.cond(
-        tf.equal(kind_of_data, GIF),
-        lambda: tf.maximum(gif, gif_frame(data)),
-        lambda: gif,
-    )
-    bmp = _bmp_size(head)
-    chunk = head[12:16]
+    kinds = kind(contents)
+    head = read_bytes(contents, tf.zeros_like(contents, tf.int64), 30)
+
+    def pair(height, width):
+        return tf.stack([height, width], -1)
+
+    png = pair(big(head[:, 20:24]), big(head[:, 16:20]))
+    gif = pair(little(head[:, 8:10]), little(head[:, 6:8]))
+    chunk, lossless = head[:, 12:16], little(head[:, 21:25])
     webp = _where(
-        _is(chunk, b"VP8X"),
-        tf.stack([little(head[27:30]), little(head[24:27])]) + 1,
+        _is(chunk, b"VP8X")[:, None],
+        pair(little(head[:, 27:30]), little(head[:, 24:27])) + 1,
         _where(
-            _is(chunk, b"VP8L"),
-            tf.stack(
-                [little(head[21:25]) // 2**14 % 2**14, little(head[21:25]) % 2**14]
-            )
-            + 1,
-            tf.stack([little(head[28:30]), little(head[26:28])]) % 2**14,
+            _is(chunk, b"VP8L")[:, None],
+            pair(lossless // 2**14 % 2**14, lossless % 2**14) + 1,
+            pair(little(head[:, 28:30]), little(head[:, 26:28])) % 2**14,
         ),
     )
-    sizes = tf.stack([tf.zeros([2], tf.int64), png, gif, bmp, webp])
-    index = tf.gather([0, 0, 1, 2, 3, 4], kind_of_data)
-    return sizes[index]
+    every = tf.stack([tf.zeros_like(png), png, gif, _bmp_size(head), webp], 1)
+    index = tf.gather(tf.constant([0, 0, 1, 2, 3, 4], tf.int64), kinds)
+    sizes = tf.gather(every, index, batch_dims=1)
+    palette = tf.equal(kinds, BMP) & (bmp_bits(head) <= 8)
+    return kinds, sizes, palette
 
 
 def _bmp_size(head):
-    """(height, width) of a BMP whose first 30 bytes are head."""
+    """(height, width) [..., 2] of BMPs whose first 30 bytes are head."""
     tf = _tf()
-    core = tf.equal(little(head[14:18]), 12)  # OS/2's header: 16-bit sizes
-    signed = tf.stack([little(head[22:26]), little(head[18:22])])
+    core = tf.equal(little(head[..., 14:18]), 12)  # OS/2's: 16-bit sizes
+    signed = tf.stack([little(head[..., 22:26]), little(head[..., 18:22])], -1)
     signed = _where(signed >= 2**31, 2**32 - signed, signed)  # its magnitude
-    return _where(core, tf.stack([little(head[20:22]), little(head[18:20])]), signed)
+    short = tf.stack([little(head[..., 20:22]), little(head[..., 18:20])], -1)
+    return _where(core[..., None], short, signed)
 
 
 def exif_offsets(contents, kinds):
@@ -177,10 +184,21 @@ def exif_offsets(contents, kinds):
         more = (pos >= 0) & ~found & (following > pos) & (following < length)
         return i + 1, _where(more, following, -1), tiff
 
-    _, _, tiff = tf.while_loop(
-        lambda i, pos, _: (i < MAX_CHUNKS) & tf.reduce_any(pos >= 0),
-        step,
-        [tf.constant(0), starts, tf.fill(tf.shape(starts), tf.constant(-1, tf.int64))],
+    # The first steps in line, which most files need alone (a loop's steps
+    # cost more), then a loop for those that go on.
+    state = (
+        tf.constant(0),
+        starts,
+        tf.fill(tf.shape(starts), tf.constant(-1, tf.int64)),
+    )
+    for _ in range(EXIF_STEPS_IN_LINE):
+        state = step(*state)
+    _, _, tiff = tf.cond(
+        tf.reduce_any(state[1] >= 0),
+        lambda: tf.while_loop(
+            lambda i, pos, _: (i < MAX_CHUNKS) & tf.reduce_any(pos >= 0), step, state
+        ),
+        lambda: state,
     )
     return tiff
 
@@ -248,76 +266,66 @@ def orientations(contents, tiff):
     return tf.cast(_where((value >= 1) & (value <= 8), value, 1), tf.int32)
 
 
-def gif_first_frame(data):
-    """A GIF of its first frame alone: TensorFlow decodes every frame of a
-    GIF, and only the first is used. Its blocks are walked up to the end of
-    the first image's data (a sub-block at a time), and the trailer put
-    after it; a file whose first image does not end is left as it is.
+def gif_first_frames(contents, kinds):
+    """The GIFs among the files cut to their first frame (TensorFlow decodes
+    every frame of a GIF, and only the first is used), and the size of that
+    frame (it can be larger than the logical screen). A GIF's blocks are
+    walked a sub-block at a time up to the end of its first image's data,
+    and the trailer put after it; a file whose first image does not end is
+    left as it is. A loop runs only for a batch with a GIF.
 
     Args:
-      data: string, a GIF file's bytes.
+      contents: string [n], the files' bytes.
+      kinds: their kind().
 
     Returns:
-      string.
+      (string [n], (height, width) int64 [n, 2], (0, 0) for other files).
     """
     tf = _tf()
-    end = _gif_first_frame_end(data)
-    first = tf.strings.join([_substr(data, 0, tf.maximum(end, 0)), ";"])
-    return _where(end > 0, first, data)
+    is_gif = tf.equal(kinds, GIF)
+
+    def cut():
+        frame, end = _gif_walk(contents, is_gif)
+        head = read_bytes(contents, frame, 10)
+        sizes = tf.stack([little(head[:, 7:9]), little(head[:, 5:7])], -1)
+        sizes = _where((is_gif & (frame >= 0))[:, None], sizes, 0)
+        first = tf.strings.join([_substr(contents, 0, tf.maximum(end, 0)), ";"])
+        return _where(is_gif & (end > 0), first, contents), sizes
+
+    return tf.cond(
+        tf.reduce_any(is_gif),
+        cut,
+        lambda: (contents, tf.zeros(tf.stack([tf.size(kinds), 2]), tf.int64)),
+    )
 
 
-def gif_frame(data):
-    """(height, width) the first image descriptor of a GIF gives its frame,
-    or (0, 0): a frame can be larger than the logical screen."""
+def _gif_walk(contents, is_gif):
+    """Walks the blocks of the GIFs among the files: extensions (a label,
+    then sub-blocks) and the first image (a descriptor, a colour table, a
+    code size, then sub-blocks). Returns (where the first image's
+    descriptor is, where its data ends), each int64 [n], -1 where none."""
     tf = _tf()
-    start = _gif_blocks_start(data)
-    pos = _gif_walk(data, start, stop_at_image=True)
-    head = read_bytes(data, pos, 10)
-    found = (pos >= 0) & tf.equal(head[0], 0x2C)
-    return _where(found, tf.stack([little(head[7:9]), little(head[5:7])]), 0)
-
-
-def _gif_blocks_start(data):
-    """Where a GIF's blocks begin: after its header, logical screen
-    descriptor and global colour table."""
-    tf = _tf()
-    packed = read_bytes(data, tf.constant(10, tf.int64), 1)[0]
-    table = _where(packed >= 128, 3 * 2 ** (packed % 8 + 1), 0)
-    return 13 + table
-
-
-def _gif_first_frame_end(data):
-    """Where the first image's data of a GIF ends (after its terminating
-    empty sub-block), or -1."""
-    return _gif_walk(data, _gif_blocks_start(data), stop_at_image=False)
-
-
-def _gif_walk(data, start, stop_at_image):
-    """Walks a GIF's blocks from start: extensions (a label, then sub-blocks)
-    and the first image (a descriptor, a colour table, a code size, then
-    sub-blocks). Returns where the first image's descriptor is (stop_at_image)
-    or where its data ends, or -1 when the file ends first."""
-    tf = _tf()
-    length = tf.cast(tf.strings.length(data), tf.int64)
+    length = tf.cast(tf.strings.length(contents), tf.int64)
+    packed = read_bytes(
+        contents, tf.fill(tf.shape(contents), tf.constant(10, tf.int64)), 1
+    )[:, 0]
+    start = 13 + _where(packed >= 128, 3 * 2 ** (packed % 8 + 1), 0)
     # state: 0 expects a block, 1 is in an extension's sub-blocks, 2 in the
     # image's; 3 is done.
-    blocks, image = 0, 2
+    blocks, image, done = 0, 2, 3
 
-    def step(i, pos, state, result):
-        head = read_bytes(data, pos, 10)
-        first = head[0]
-        table = _where(head[9] >= 128, 3 * 2 ** (head[9] % 8 + 1), 0)
+    def step(i, pos, state, frame, end):
+        head = read_bytes(contents, pos, 10)
+        first = head[:, 0]
+        table = _where(head[:, 9] >= 128, 3 * 2 ** (head[:, 9] % 8 + 1), 0)
         in_block = tf.equal(state, blocks)
         is_image = in_block & tf.equal(first, 0x2C)
         is_extension = in_block & tf.equal(first, 0x21)
         ends_image = tf.equal(state, image) & tf.equal(first, 0)
-        result = _where(
-            is_image & stop_at_image, pos, _where(ends_image, pos + 1, result)
-        )
+        frame = _where(is_image, pos, frame)
+        end = _where(ends_image, pos + 1, end)
         following = _where(
-            is_image,
-            pos + 11 + table,
-            _where(is_extension, pos + 2, pos + 1 + first),
+            is_image, pos + 11 + table, _where(is_extension, pos + 2, pos + 1 + first)
         )
         new_state = _where(
             is_image,
@@ -325,26 +333,28 @@ def _gif_walk(data, start, stop_at_image):
             _where(
                 is_extension,
                 1,
-                _where(in_block, 3, _where(tf.equal(first, 0), blocks, state)),
+                _where(in_block, done, _where(tf.equal(first, 0), blocks, state)),
             ),
         )
-        done = ends_image | (is_image & stop_at_image) | (following >= length)
-        return i + 1, following, _where(done, 3, new_state), result
+        stop = ends_image | (following >= length) | tf.equal(state, done)
+        return i + 1, following, _where(stop, done, new_state), frame, end
 
-    _, _, _, result = tf.while_loop(
-        lambda i, pos, state, result: (i < MAX_GIF_BLOCKS) & (state < 3),
+    none = tf.fill(tf.shape(start), tf.constant(-1, tf.int64))
+    _, _, _, frame, end = tf.while_loop(
+        lambda i, pos, state, frame, end: (
+            (i < MAX_GIF_BLOCKS) & tf.reduce_any(state < done)
+        ),
         step,
-        [tf.constant(0), start, tf.constant(0, tf.int64), tf.constant(-1, tf.int64)],
+        [tf.constant(0), start, _where(is_gif, blocks, done), none, none],
     )
-    return result
+    return frame, end
 
 
-def bmp_bits(data):
-    """The bits per pixel of a BMP file: 1, 2, 4 or 8 for one of a palette."""
-    tf = _tf()
-    head = read_bytes(data, tf.constant(0, tf.int64), 30)
-    core = tf.equal(little(head[14:18]), 12)
-    return _where(core, little(head[24:26]), little(head[28:30]))
+def bmp_bits(head):
+    """The bits per pixel of BMPs whose first 30 bytes are head [..., 30]:
+    1, 2, 4 or 8 for one of a palette."""
+    core = _tf().equal(little(head[..., 14:18]), 12)
+    return _where(core, little(head[..., 24:26]), little(head[..., 28:30]))
 
 
 def bmp_with_palette(data):
@@ -364,9 +374,8 @@ def bmp_with_palette(data):
     head = read_bytes(data, tf.constant(0, tf.int64), 54)
     header = little(head[14:18])
     core = tf.equal(header, 12)
-    # Not size(): a loop in a cond in a cond is more than Grappler can sort.
     height, width = tf.unstack(_bmp_size(head))
-    bits = bmp_bits(data)
+    bits = bmp_bits(head)
     compression = _where(core, 0, little(head[30:34]))
     used = _where(core, 0, little(head[46:50]))
     colours = _where((used > 0) & (used < 2**bits), used, 2**bits)
@@ -402,56 +411,66 @@ def bmp_with_palette(data):
     image = tf.gather(palette, tf.cast(numbers, tf.int32))
     # Rows are stored from the bottom up, unless the height is negative.
     bottom_up = core | (little(head[22:26]) < 2**31)
-    return tf.cond(bottom_up, lambda: tf.reverse(image, [0]), lambda: image)
+    rows = tf.range(height)
+    # By a gather, not a cond: a cond here would cost every file decoded.
+    return tf.gather(image, _where(bottom_up, height - 1 - rows, rows))
 
 
-def webp_first_frame(data):
-    """A WebP file as TensorFlow's decoder can take it, and whether it is an
-    animation: of an animation, its chunks up to its first frame alone, with
-    the flag of alpha set (the decoder writes four channels of every
-    animation, and gives three to one without the flag).
+def webp_first_frames(contents, kinds):
+    """The WebP files as TensorFlow's decoder can take them: of an
+    animation, its chunks up to its first frame alone, with the flag of
+    alpha set (the decoder writes four channels of every animation, and
+    without the flag gives it room for three). A loop runs only for a batch
+    with an animation.
 
     Args:
-      data: string, a WebP file's bytes.
+      contents: string [n], the files' bytes.
+      kinds: their kind().
 
     Returns:
-      (string, bool).
+      string [n].
     """
     tf = _tf()
-    head = read_bytes(data, tf.constant(0, tf.int64), 21)
-    animated = _is(head[12:16], b"VP8X") & tf.equal(head[20] // 2 % 2, 1)
-    length = tf.cast(tf.strings.length(data), tf.int64)
+    head = read_bytes(contents, tf.zeros_like(contents, tf.int64), 21)
+    animated = (
+        tf.equal(kinds, WEBP)
+        & _is(head[:, 12:16], b"VP8X")
+        & tf.equal(head[:, 20] // 2 % 2, 1)
+    )
+    length = tf.cast(tf.strings.length(contents), tf.int64)
 
     def step(i, pos, end):
-        chunk = read_bytes(data, pos, 8)
-        following = pos + 8 + little(chunk[4:8]) + little(chunk[4:8]) % 2
-        end = _where(_is(chunk[:4], b"ANMF"), following, end)
-        return i + 1, following, end
+        chunk = read_bytes(contents, pos, 8)
+        following = pos + 8 + little(chunk[:, 4:8]) + little(chunk[:, 4:8]) % 2
+        end = _where(_is(chunk[:, :4], b"ANMF") & (end < 0), following, end)
+        return i + 1, _where(pos + 8 <= length, following, pos), end
 
-    _, _, end = tf.while_loop(
-        lambda i, pos, end: (i < MAX_CHUNKS) & (pos + 8 <= length) & (end < 0),
-        step,
-        [tf.constant(0), tf.constant(12, tf.int64), tf.constant(-1, tf.int64)],
-    )
-    end = tf.minimum(end, length)
-
-    def first_frame():
-        flags = tf.bitwise.bitwise_or(head[20], 16)
-        return tf.strings.join(
+    def cut():
+        _, _, end = tf.while_loop(
+            lambda i, pos, end: (i < MAX_CHUNKS)
+            & tf.reduce_any(animated & (pos + 8 <= length) & (end < 0)),
+            step,
+            [tf.constant(0), tf.fill(tf.shape(length), tf.constant(12, tf.int64)),
+             tf.fill(tf.shape(length), tf.constant(-1, tf.int64))],
+        )  # fmt: skip
+        end = tf.minimum(end, length)
+        size = tf.stack([(end - 8) // 256**i % 256 for i in range(4)], -1)
+        first = tf.strings.join(
             [
-                _substr(data, 0, 4),
-                _as_bytes(tf.stack([(end - 8) // 256**i % 256 for i in range(4)])),
-                _substr(data, 8, 12),
-                _as_bytes(flags[None]),
-                _substr(data, 21, end - 21),
+                _substr(contents, 0, 4),
+                _as_bytes(tf.clip_by_value(size, 0, 255)),
+                _substr(contents, 8, 12),
+                _as_bytes(tf.bitwise.bitwise_or(head[:, 20:21], 16)),
+                _substr(contents, 21, tf.maximum(end - 21, 0)),
             ]
         )
+        return _where(animated & (end > 21), first, contents)
 
-    return tf.cond(animated & (end > 21), first_frame, lambda: data), animated
+    return tf.cond(tf.reduce_any(animated), cut, lambda: contents)
 
 
 def _as_bytes(values):
-    """A string of the bytes int64 [k]."""
+    """Strings [n] of the bytes int64 [n, k]."""
     tf = _tf()
     table = tf.constant([bytes([i]) for i in range(256)])
-    return tf.strings.reduce_join(tf.gather(table, values))
+    return tf.strings.reduce_join(tf.gather(table, values), axis=-1)

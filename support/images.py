@@ -279,27 +279,43 @@ def decode(contents, fit, shape):
 
     height, width, depth = shape
     target = max(height, width)
+    kinds, sizes, palette = image_formats.headers(contents)
+    # Outside the loop over the files: a loop within it costs every file.
+    cut, frames = image_formats.gif_first_frames(contents, kinds)
+    cut = image_formats.webp_first_frames(cut, kinds)
+    # Which of _decode_image()'s ways: JPEG 1, palette BMP 2, GIF 3, WebP 4,
+    # else (PNG, other BMPs) 0.
+    ways = tf.where(
+        palette,
+        tf.constant(2, tf.int64),
+        tf.gather(tf.constant([0, 1, 0, 3, 0, 4], tf.int64), kinds),
+    )
+    with tf.control_dependencies([_within_bound(tf.maximum(sizes, frames))]):
+        ways = tf.identity(ways)
 
     # Plain graph-building Python: autograph need not convert it.
     @tf.autograph.experimental.do_not_convert
     def decode_one(args):
-        data, kind, orientation = args
-        image = _decode_image(data, kind, target, depth)
-        image = _orient(image, orientation)
+        data, way, orientation = args
+        image = _decode_image(data, way, target, depth)
+        image = tf.cond(
+            orientation > 1, lambda: _orient(image, orientation), lambda: image
+        )
         return fit(image[None])[0]
 
     # One image at a time: a batch's memory is that of its largest image.
     return tf.map_fn(
         decode_one,
-        (contents, image_formats.kind(contents), exif_orientations(contents)),
+        (cut, ways, exif_orientations(contents)),
         fn_output_signature=tf.TensorSpec(shape, tf.uint8),
         parallel_iterations=1,
     )
 
 
-def _decode_image(data, kind, target, depth):
-    """The pixels of one file, uint8 [h, w, depth], as stored (not turned);
-    a JPEG at the smallest of libjpeg's scales that covers target."""
+def _decode_image(data, way, target, depth):
+    """The pixels of one file, uint8 [h, w, depth], as stored (not turned):
+    a JPEG at the smallest of libjpeg's scales that covers target, a GIF or
+    WebP already cut to its first frame."""
     import tensorflow as tf  # noqa: PLC0415
 
     def jpeg():
@@ -310,7 +326,7 @@ def _decode_image(data, kind, target, depth):
         index = tf.reduce_sum(tf.cast(tf.constant([2, 4, 8]) <= room, tf.int32))
         ratio = tf.gather([1, 2, 4, 8], index)
         scaled = tf.cast(size // ratio, tf.int64)
-        with tf.control_dependencies([_within_bound(scaled)]):
+        with tf.control_dependencies([_within_bound(scaled[None])]):
             return tf.switch_case(
                 index,
                 [
@@ -322,18 +338,12 @@ def _decode_image(data, kind, target, depth):
             )
 
     def gif():
-        first = image_formats.gif_first_frame(data)
-        return _channels(tf.io.decode_gif(first)[0], depth)
+        return _channels(tf.io.decode_gif(data)[0], depth)
 
     def webp():
-        first, animated = image_formats.webp_first_frame(data)
-        # Four channels for an animation; else three, or four with alpha.
-        image = tf.cond(
-            animated,
-            lambda: tf.io.decode_webp(first, channels=4),
-            lambda: tf.io.decode_webp(first, channels=0),
-        )
-        return _channels(image[0], depth)
+        # Three channels, or four of one with alpha, and of an animation
+        # (webp_first_frames() says so in its header).
+        return _channels(tf.io.decode_webp(data)[0], depth)
 
     def palette():
         return _channels(image_formats.bmp_with_palette(data), depth)
@@ -341,37 +351,24 @@ def _decode_image(data, kind, target, depth):
     def other():  # PNG, and BMP of 24 or 32 bits
         return tf.io.decode_image(data, depth, expand_animations=False)
 
-    is_bmp = tf.equal(kind, image_formats.BMP)
-    branch = tf.case(
-        [
-            (tf.equal(kind, image_formats.JPEG), lambda: 1),
-            (is_bmp & (image_formats.bmp_bits(data) <= 8), lambda: 2),
-            (tf.equal(kind, image_formats.GIF), lambda: 3),
-            (tf.equal(kind, image_formats.WEBP), lambda: 4),
-        ],
-        default=lambda: 0,
-    )
-    bound = _within_bound(image_formats.size(data, kind))
-    with tf.control_dependencies([bound]):
-        branch = tf.identity(branch)
-    image = tf.switch_case(branch, [other, jpeg, palette, gif, webp])
+    image = tf.switch_case(tf.cast(way, tf.int32), [other, jpeg, palette, gif, webp])
     image.set_shape([None, None, depth])
     return image
 
 
-def _within_bound(size):
-    """An op that fails (InvalidArgumentError) for a (height, width), int64
-    [2], of more than MAX_PIXELS pixels."""
+def _within_bound(sizes):
+    """An op that fails (InvalidArgumentError) when one of sizes, (height,
+    width) int64 [n, 2], has more than MAX_PIXELS pixels."""
     import tensorflow as tf  # noqa: PLC0415
 
     # The raw op: tf.debugging's asserts add a cond around it, which
     # Grappler then logs it cannot sort.
     return tf.raw_ops.Assert(
-        condition=size[0] * size[1] <= MAX_PIXELS,
+        condition=tf.reduce_all(sizes[:, 0] * sizes[:, 1] <= MAX_PIXELS),
         data=[
-            "An image of more than %d million pixels is not decoded; this one "
-            "has (height, width)" % (MAX_PIXELS // 10**6),
-            size,
+            "An image of more than %d million pixels is not decoded; the sizes "
+            "(height, width) are" % (MAX_PIXELS // 10**6),
+            sizes,
         ],
     )
 
@@ -423,6 +420,13 @@ def exif_orientations(contents):
     Returns:
       int32 [n].
     """
+    import tensorflow as tf  # noqa: PLC0415
+
     kinds = image_formats.kind(contents)
     tiff = image_formats.exif_offsets(contents, kinds)
-    return image_formats.orientations(contents, tiff)
+    # Read only in a batch where some file has EXIF.
+    return tf.cond(
+        tf.reduce_any(tiff >= 0),
+        lambda: image_formats.orientations(contents, tiff),
+        lambda: tf.ones_like(tiff, tf.int32),
+    )
