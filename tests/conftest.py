@@ -41,27 +41,32 @@ def pytest_configure(config):
     cifar10.FLAGS(["pytest"])
 
 
-# The test files that take longest, longest first; the others follow in
-# their usual order. pytest-xdist hands the tests to the test processes in
-# the order of the collection, and a run ends when its last process is done:
-# the long ones first and the short ones last keep the processes busy
-# together to the end.
+# The test files that take longest, longest first (a file whose tests share
+# a process, as pytest_collection_modifyitems() marks them, is one piece);
+# the others follow in their usual order. pytest-xdist hands the tests to
+# the test processes in the order of the collection, and a run ends when its
+# last process is done: the long ones first and the short ones last keep the
+# processes busy together to the end.
 LONGEST_FIRST = [
-    "test_cluster.py",
     "test_eval.py",
-    "test_pack.py",
-    "test_full_disk.py",
-    "test_train.py",
-    "test_mixed_precision.py",
     "test_classify.py",
-    "test_tensorboard.py",
-    "test_benchmarks.py",
-    "test_loading.py",
-    "test_recovery.py",
+    "test_cluster.py",
     "test_template.py",
-    "test_download.py",
+    "test_benchmarks.py",
+    "test_pack.py",
+    "test_closed_output.py",
+    "test_tensorboard.py",
+    "test_images.py",
+    "test_train.py",
+    "test_full_disk.py",
+    "test_recovery.py",
+    "test_readme.py",
+    "test_own_output.py",
+    "test_mixed_precision.py",
     "test_multi_gpu.py",
     "test_help.py",
+    "test_loading.py",
+    "test_pack_start.py",
 ]
 
 
