@@ -19,9 +19,9 @@ Each of the first --num_examples images is counted exactly once. With
 table follows: each class's images and recall (the share of them classified
 right), and the three likeliest mistakes. For TensorBoard, at the
 checkpoint's global step in --eval_dir: 'Precision @ 1', 'Recall/<class>'
-for each class, and the confusion
-matrix (rows the true class, columns the predicted one) as an image and as
-a table of counts. All come from the one pass over the images.
+for each class, and the confusion matrix (rows the true class, columns the
+predicted one) as an image and as a table of counts. All come from the one
+pass over the images.
 """
 
 from support import startup

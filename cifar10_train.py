@@ -20,8 +20,8 @@ A run that finds a checkpoint in --train_dir continues from it; pass
 --fresh_start to begin again (the old folder is kept under a new name).
 Ctrl+C or SIGTERM stops after the current step and saves a checkpoint.
 With the cluster flags (--ps_hosts, --worker_hosts, --job_name, --task_index,
---sync_replicas) or TF_CONFIG it trains as one task of a cluster; see the
-README.
+--sync_replicas) or TF_CONFIG it trains as one task of a cluster; see
+docs/cluster.md.
 """
 
 from support import startup
