@@ -2,6 +2,7 @@
 the binaries train on, evaluate and classify with no code changed; a split
 that stays put as images are added; and every bad input."""
 
+import io
 import json
 import os
 import re
@@ -827,3 +828,76 @@ def test_a_class_without_training_images_says_what_happened(tmp_path):
         "their 5 training file(s) could be read as an image; each is listed in %s. "
         "Nothing was packed." % (tmp_path / "data" / (FOLDER + ".skipped.txt"))
     )
+
+
+def saved(image, kind, **options):
+    """The bytes of image saved by Pillow as kind."""
+    out = io.BytesIO()
+    image.save(out, kind, **options)
+    return out.getvalue()
+
+
+@pytest.mark.slow
+def test_images_of_every_format_pack_as_a_viewer_shows_them(tmp_path):
+    # Each class holds one colour, in files of every kind: a BMP of a
+    # palette, a PNG and a WebP turned by their EXIF (a colour each half),
+    # WebPs with alpha and animated, a GIF of many frames, and strips of
+    # 100000x1 and 1x200000 pixels (a few hundred bytes, which scaled whole
+    # would take gigabytes).
+    images = tmp_path / "images"
+    colours = {"red": (255, 0, 0), "blue": (0, 0, 255)}
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for name, colour in colours.items():
+        folder = images / "train" / name
+        folder.mkdir(parents=True)
+        plain = Image.new("RGB", (64, 40), colour)
+        (images / "test" / name).mkdir(parents=True)
+        plain.save(images / "test" / name / "plain.png")
+        # Its left half in the colour, the right black: turned by 6, the
+        # top half in the colour.
+        half = np.zeros((40, 64, 3), np.uint8)
+        half[:, :32] = colour
+        files = {
+            "palette.bmp": saved(plain.quantize(4), "BMP"),
+            "one.bmp": saved(plain.convert("1"), "BMP") if name == "red" else None,
+            "turned.png": saved(Image.fromarray(half), "PNG", exif=exif.tobytes()),
+            "turned.webp": saved(
+                Image.fromarray(half), "WEBP", lossless=True, exif=exif.tobytes()
+            ),
+            "alpha.webp": saved(plain.convert("RGBA"), "WEBP", lossless=True),
+            "moving.webp": saved(
+                plain, "WEBP", lossless=True, save_all=True, duration=100,
+                append_images=[Image.new("RGB", (64, 40), "green")],
+            ),
+            "moving.gif": saved(
+                plain, "GIF", save_all=True, duration=40,
+                append_images=[Image.new("RGB", (9, 9), (i, 9, 0)) for i in range(60)],
+            ),
+        }  # fmt: skip
+        for file_name, data in files.items():
+            if data:
+                (folder / file_name).write_bytes(data)
+    wide, tall = (
+        images / "train" / "red" / "wide.png",
+        images / "train" / "blue" / "tall.png",
+    )
+    wide.write_bytes(fake_cifar.png_of_one_colour(100_000, 1))
+    tall.write_bytes(fake_cifar.png_of_one_colour(1, 200_000))
+    proc, peak, _ = procs.run_measured(
+        "cifar10_pack.py", "--image_dir=%s" % images,
+        "--data_dir=%s" % (tmp_path / "data"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Skipped" not in proc.stdout
+    assert peak < 2**30
+    # As Pillow shows each (its first frame, turned), fit as packing fits.
+    expected = set()
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        for label, name in enumerate(sorted(colours)):
+            for path in sorted((images / "train" / name).iterdir()):
+                with Image.open(path) as image:
+                    shown = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+                fit = sess.run(cifar10_input.fit_images(shown[None]))
+                expected.add(cifar10_input.encode_records([label], fit)[0].tobytes())
+    assert records(tmp_path / "data", "train") == expected
