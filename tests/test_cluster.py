@@ -403,8 +403,8 @@ def test_a_worker_step_moves_the_weights_once_each_way(dataset):
 
 def test_the_chiefs_synchronous_update_moves_no_weights(dataset):
     """Under --sync_replicas the chief applies each step's averaged gradients
-    on the parameter server: its update run computes nothing of the model and
-    brings no weight over (it once ran a forward pass of its own each step)."""
+    on the parameter server: its update run computes nothing of the model
+    (no forward pass of its own) and brings no weight over."""
     with training_graph_on_servers(dataset, sync_replicas=True) as (
         task,
         target,
