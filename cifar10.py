@@ -222,7 +222,7 @@ def distorted_inputs():
     """Distorted training batches from --data_dir, --batch_size at a time.
 
     Returns:
-      images: [batch_size, IMAGE_SIZE, IMAGE_SIZE, 3], float16 with --use_fp16.
+      images: [batch_size, *IMAGE_SHAPE], float16 with --use_fp16.
       labels: int32 [batch_size].
 
     Raises:
@@ -244,8 +244,7 @@ def inputs(eval_data):
       eval_data: True for the test set, False for the training set.
 
     Returns:
-      images: [<=batch_size, IMAGE_SIZE, IMAGE_SIZE, 3], float16 with
-        --use_fp16.
+      images: [<=batch_size, *IMAGE_SHAPE], float16 with --use_fp16.
       labels: int32 [<=batch_size].
 
     Raises:
@@ -263,8 +262,8 @@ def inference(images, num_classes=NUM_CLASSES):
     """The network: two convolution blocks, two hidden layers, linear output.
 
     Args:
-      images: [batch, IMAGE_SIZE, IMAGE_SIZE, 3], from distorted_inputs() or
-        inputs(). Any batch size works.
+      images: [batch, *IMAGE_SHAPE], from distorted_inputs() or inputs().
+        Any batch size works.
       num_classes: the classes to tell apart (the data's, data_set()).
 
     Returns:

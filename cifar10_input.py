@@ -453,12 +453,13 @@ def distorted_inputs(data_dir, batch_size, min_queue_examples=None, num_threads=
     Args:
       data_dir: the data's folder (data_set() says what it holds).
       batch_size: images per batch.
-      min_queue_examples: shuffling depth; defaults to 40% of an epoch.
+      min_queue_examples: shuffling depth; defaults to
+        MIN_FRACTION_OF_EXAMPLES_IN_QUEUE of the training images.
       num_threads: preprocessing threads; defaults to one per core, at most
         NUM_PREPROCESS_THREADS.
 
     Returns:
-      images: float32 Tensor [batch_size, IMAGE_SIZE, IMAGE_SIZE, 3].
+      images: float32 Tensor [batch_size, IMAGE_SIZE, IMAGE_SIZE, DEPTH].
       labels: int32 Tensor [batch_size].
 
     Raises:
@@ -513,7 +514,7 @@ def inputs(eval_data, data_dir, batch_size):
       batch_size: images per batch.
 
     Returns:
-      images: float32 Tensor [<=batch_size, IMAGE_SIZE, IMAGE_SIZE, 3].
+      images: float32 Tensor [<=batch_size, IMAGE_SIZE, IMAGE_SIZE, DEPTH].
       labels: int32 Tensor [<=batch_size].
 
     Raises:
