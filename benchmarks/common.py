@@ -69,7 +69,8 @@ class Children:
     """The processes a run starts, all in one process group of their own,
     led by a small process that waits for the run to end. stop_all() kills
     the group: each binary, and what it started (the measuring wrapper's
-    child, a worker of a cluster), whenever a signal comes.
+    child, a binary's own helpers), however the run ends, before its work
+    folder is removed.
 
     With in_process=True, the binaries that run to their end run in this
     process instead (procs.run_here(), which the tests have set up): the
@@ -117,6 +118,7 @@ class Children:
         return procs.Process(script, *args, log_path=log_path, process_group=self.group)
 
     def stop_all(self):
+        """Kills every process of the group (SIGKILL, stopped or not)."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.group, signal.SIGKILL)
         self._leader.wait()
