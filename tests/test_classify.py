@@ -21,7 +21,7 @@ from absl.testing import flagsaver
 from PIL import Image, ImageOps
 
 import cifar10_classify
-from harness import fake_cifar
+from harness import fake_cifar, procs
 from helpers import (
     MOMENTS,
     PRECISION,
@@ -484,3 +484,81 @@ def test_a_folder_without_images_says_what_it_holds(tmp_path):
             "convert them to JPEG or PNG." % phone
         ],
     )
+
+
+# Runs the exported model's serving_default on the files named, in a Python
+# of its own: the probabilities of each, as JSON.
+SERVE_FILES = """
+import json, sys
+import tensorflow as tf
+
+export_dir, *paths = sys.argv[1:]
+serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+data = [open(path, "rb").read() for path in paths]
+out = serve(image_bytes=tf.constant(data))
+print(json.dumps(out["probabilities"].numpy().tolist()))
+"""
+
+
+def write_look_alikes(folder):
+    """Pairs of files that show one picture: (a file, its plain PNG)."""
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    picture = Image.fromarray((rng.random((40, 64, 3)) * 255).astype(np.uint8))
+    pairs = []
+
+    def pair(name, save, shown):
+        save(folder / name)
+        shown.save(folder / (name + ".png"))
+        pairs.append((str(folder / name), str(folder / (name + ".png"))))
+
+    colours = picture.quantize(64)
+    pair("palette.bmp", colours.save, colours.convert("RGB"))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned = picture.transpose(Image.Transpose.ROTATE_270)  # what 6 undoes
+    mirrored = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    pair("turned.png", lambda p: picture.save(p, exif=exif.tobytes()), turned)
+    pair(
+        "turned.webp",
+        lambda p: picture.save(p, lossless=True, exif=exif.tobytes()),
+        turned,
+    )
+    pair(
+        "moving.webp",
+        lambda p: picture.save(
+            p, lossless=True, save_all=True, append_images=[mirrored], duration=50
+        ),
+        picture,
+    )
+    return pairs
+
+
+@pytest.mark.slow
+def test_odd_and_thin_images_classify_and_serve_alike_within_1_gb(
+    trained, exported, tmp_path
+):
+    pairs = write_look_alikes(tmp_path / "images")
+    # A few hundred bytes each, scaled whole they would take gigabytes.
+    (tmp_path / "wide.png").write_bytes(fake_cifar.png_of_one_colour(100_000, 1))
+    (tmp_path / "tall.png").write_bytes(fake_cifar.png_of_one_colour(1, 200_000))
+    files = [f for p in pairs for f in p] + [
+        str(tmp_path / "wide.png"), str(tmp_path / "tall.png")
+    ]  # fmt: skip
+    result, peak, _ = procs.run_measured(
+        "cifar10_classify.py", "--checkpoint_dir=%s" % trained, *files
+    )
+    assert result.returncode == 0, result.stderr
+    assert peak < 2**30
+    lines = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    for path, plain in pairs:
+        assert lines[path] == lines[plain], path
+    script = tmp_path / "serve.py"
+    script.write_text(SERVE_FILES)
+    _, version = exported
+    result, peak, _ = procs.run_measured(str(script), str(version), *files)
+    assert result.returncode == 0, result.stderr
+    assert peak < 2**30
+    served = dict(zip(files, json.loads(result.stdout.splitlines()[-1]), strict=True))
+    for path, plain in pairs:
+        assert np.allclose(served[path], served[plain], atol=1e-6), path
