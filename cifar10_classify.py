@@ -23,7 +23,10 @@ the numbered versions TensorFlow Serving reads, with two signatures:
 'serving_default' takes encoded image files (string [N], 'image_bytes'),
 'predict_pixels' uint8 images [N, height, width, 3] ('images'); both give
 'probabilities', 'classes' and 'class_names'. The classification above runs
-the very graph that is exported.
+the very graph that is exported. Its work is bounded whatever it is sent:
+a file whose header gives more than 40 million pixels (support/images.py:
+MAX_PIXELS) is refused before it is decoded, an animation decoded to its
+first frame alone, and a strip of an image cut before it is scaled.
 """
 
 from support import startup
