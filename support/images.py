@@ -7,9 +7,12 @@ bounded memory, and decoding them as a photo viewer shows them.
 
 Packing and classification read files through run_on_files(), and both they
 and the exported model decode through decode(), so that training and serving
-see the same picture: JPEGs decoded accurately (as Pillow and libjpeg do by
-default, not TensorFlow's faster approximation) and turned as their EXIF
-orientation says.
+see the same picture, as Pillow shows it: JPEGs decoded accurately (as
+Pillow and libjpeg do by default, not TensorFlow's faster approximation), a
+BMP of a palette in its colours, a GIF or animated WebP as its first frame,
+and every format that carries an EXIF orientation (JPEG, PNG, WebP) turned
+as it says. What that needs of the files' bytes, the graph reads itself
+(support/image_formats.py), so that the exported model does the same.
 
 Importing this module changes nothing and loads nothing heavy.
 """
@@ -33,9 +36,11 @@ OTHER_IMAGE_EXTENSIONS = (
 # would otherwise be read whole.
 MAX_FILE_BYTES = 64 * 2**20
 # An image of more pixels than this is not decoded (a PNG of 16000x16000
-# pixels can be 300 KB on disk and 768 MB decoded). A JPEG larger than a
-# stored image is decoded at 1/2, 1/4 or 1/8 of its size (libjpeg's own
-# scaling), so a photo of up to 64 times this many pixels is read.
+# pixels can be 300 KB on disk and 768 MB decoded): read() skips it, and the
+# graph refuses it from its header. A JPEG larger than a stored image is
+# decoded at 1/2, 1/4 or 1/8 of its size (libjpeg's own scaling), so a photo
+# of up to 64 times this many pixels is read. Of a GIF or an animated WebP
+# only the first frame is decoded, and counts.
 MAX_PIXELS = 40_000_000
 # How many times the stored size a JPEG scaled by libjpeg stays at least.
 RATIO_MARGIN = 8
