@@ -11,14 +11,14 @@ frame) or WebP images (support/images.py: EXTENSIONS), of any size and
 mode, are read; support/image_folders.py says which files and folders are
 images, splits and classes, and which are left out (hidden files, the
 folders systems keep for themselves), and splits the images. Each image is
-turned as its EXIF orientation says, scaled until
-its shorter side fits the stored image size of cifar10_input.py (HEIGHT x
-WIDTH), cut to that around its centre, and stored as
-the official archive stores its images, in DATA/<its data folder>/: the
-training records (in an order shuffled once, with a fixed seed) in
-data_batch_<n>.bin, the test records in test_batch.bin, the class names in
-batches.meta.txt, and data_set.json, which says how many records each file
-holds. The binaries read that and need no change of code:
+turned as its EXIF orientation says, scaled until its shorter side fits the
+stored image size of cifar10_input.py (HEIGHT x WIDTH), cut to that around
+its centre, and stored as the official archive stores its images, in
+DATA/<its data folder>/: the training records (in an order shuffled once,
+with a fixed seed) in data_batch_<n>.bin, the test records in
+test_batch.bin, the class names in batches.meta.txt, and data_set.json,
+which says how many records each file holds. The binaries read that and
+need no change of code:
 
     python cifar10_train.py --data_dir=DATA
     python cifar10_eval.py --data_dir=DATA --run_once
@@ -92,6 +92,8 @@ DATA_DIR_HELP = (
 # with what it means here.
 startup.use_flags(__name__, data_dir=DATA_DIR_HELP)
 
+# The stored image, which every image is fit to.
+SHAPE = [cifar10_input.HEIGHT, cifar10_input.WIDTH, cifar10_input.DEPTH]
 # Training records a file, as the official archive has them.
 RECORDS_PER_FILE = 10000
 # Files decoded at a time, and the most bytes of them (as listed).
@@ -401,10 +403,6 @@ class _RecordFiles:
         if self._file:
             self._file.close()
         return self._counts, self._labels
-
-
-# The stored image, which every image is fit to.
-SHAPE = [cifar10_input.HEIGHT, cifar10_input.WIDTH, cifar10_input.DEPTH]
 
 
 def _decoder(sess):
