@@ -101,22 +101,22 @@ def test_paths_that_are_not_utf8_pack(tmp_path, image_dir):
                 os.fsdecode(b"--data_dir=" + data_dir)),
         cwd=ROOT, capture_output=True, timeout=PATIENCE_SECS,
     )  # fmt: skip
-    stderr = result.stderr.decode(errors="replace")
-    assert result.returncode == 0, stderr
-    assert "Traceback" not in stderr, stderr
+    output = (result.stdout + result.stderr).decode(errors="replace")
+    assert result.returncode == 0, output
+    assert "Traceback" not in output, output
     # Shown with the bytes that are not UTF-8 as \xNN.
     shown = "%s/donn\\xe9es/%s" % (tmp_path, cifar10_input.DATA_FOLDER)
-    assert "images of 2 classes into %s (" % shown in result.stdout.decode()
-    assert os.listdir(data_dir) == [os.fsencode(cifar10_input.DATA_FOLDER)]
+    assert "images of 2 classes into %s (" % shown in output, output
+    assert os.listdir(data_dir) == [os.fsencode(cifar10_input.DATA_FOLDER)], output
 
     # Training and evaluation read it.
     data_flag = os.fsdecode(b"--data_dir=" + data_dir)
     train_dir = "--train_dir=%s" % (tmp_path / "train")
     small = ["--batch_size=4", "--min_queue_examples=8"]
     result = run_here("cifar10_train.py", data_flag, train_dir, "--max_steps=2", *small)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     result = run_here(
         "cifar10_eval.py", data_flag, "--checkpoint_dir=%s" % (tmp_path / "train"),
         "--eval_dir=%s" % (tmp_path / "eval"), "--run_once", "--batch_size=4",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
