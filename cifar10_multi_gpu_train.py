@@ -80,45 +80,6 @@ def towers(devices, task, data):
     return loss, train_op, last_tower_summaries(len(devices))
 
 
-def average_gradients(tower_grads):
-    """Averages each variable's gradient over the towers.
-
-    Args:
-      tower_grads: one list of (gradient, variable) pairs per tower, every
-        list in the same variable order.
-
-    Returns:
-      One list of (average gradient, variable) pairs. A None gradient (the
-      tower's loss does not depend on the variable) counts as zero; a
-      variable with no gradient in any tower keeps None, which the optimizer
-      skips.
-    """
-    average_grads = []
-    for grad_and_vars in zip(*tower_grads, strict=True):
-        var = grad_and_vars[0][1]
-        grads = [g for g, _ in grad_and_vars if g is not None]
-        grad = tf.add_n(grads) / len(grad_and_vars) if grads else None
-        average_grads.append((grad, var))
-    return average_grads
-
-
-def tower_devices():
-    """The devices to put the towers on: the GPUs, or CPU devices if none.
-
-    Raises:
-      startup.Error: more towers asked for than GPUs present.
-    """
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return ["/cpu:%d" % i for i in range(FLAGS.num_gpus)]
-    if FLAGS.num_gpus > len(gpus):
-        raise startup.Error(
-            "--num_gpus=%d, but this machine has %d GPU(s). Pass --num_gpus=%d or "
-            "fewer." % (FLAGS.num_gpus, len(gpus), len(gpus))
-        )
-    return ["/gpu:%d" % i for i in range(FLAGS.num_gpus)]
-
-
 def print_towers(devices):
     print(
         "Running %d tower(s) on %s%s."
@@ -128,16 +89,6 @@ def print_towers(devices):
             " (no GPU found)" if devices[0].startswith("/cpu") else "",
         )
     )
-
-
-def session_config(devices):
-    """The session config for the towers."""
-    config = cifar10.session_config(log_device_placement=FLAGS.log_device_placement)
-    # Ops without a GPU kernel fall back to the CPU instead of failing.
-    config.allow_soft_placement = True
-    if devices[0].startswith("/cpu"):
-        config.device_count["CPU"] = len(devices)
-    return config
 
 
 def prefetch_queue(num_towers):
@@ -182,6 +133,28 @@ def tower_gradients(batch_queue, devices, num_classes):
     return tower_grads, loss
 
 
+def average_gradients(tower_grads):
+    """Averages each variable's gradient over the towers.
+
+    Args:
+      tower_grads: one list of (gradient, variable) pairs per tower, every
+        list in the same variable order.
+
+    Returns:
+      One list of (average gradient, variable) pairs. A None gradient (the
+      tower's loss does not depend on the variable) counts as zero; a
+      variable with no gradient in any tower keeps None, which the optimizer
+      skips.
+    """
+    average_grads = []
+    for grad_and_vars in zip(*tower_grads, strict=True):
+        var = grad_and_vars[0][1]
+        grads = [g for g, _ in grad_and_vars if g is not None]
+        grad = tf.add_n(grads) / len(grad_and_vars) if grads else None
+        average_grads.append((grad, var))
+    return average_grads
+
+
 def last_tower_summaries(num_towers):
     """The graph's summaries but the other towers' activation summaries: every
     tower has the same ones, and the last tower's are kept."""
@@ -195,6 +168,33 @@ def last_tower_summaries(num_towers):
             if not s.op.name.startswith(other_towers)
         ]
     )
+
+
+def tower_devices():
+    """The devices to put the towers on: the GPUs, or CPU devices if none.
+
+    Raises:
+      startup.Error: more towers asked for than GPUs present.
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return ["/cpu:%d" % i for i in range(FLAGS.num_gpus)]
+    if FLAGS.num_gpus > len(gpus):
+        raise startup.Error(
+            "--num_gpus=%d, but this machine has %d GPU(s). Pass --num_gpus=%d or "
+            "fewer." % (FLAGS.num_gpus, len(gpus), len(gpus))
+        )
+    return ["/gpu:%d" % i for i in range(FLAGS.num_gpus)]
+
+
+def session_config(devices):
+    """The session config for the towers."""
+    config = cifar10.session_config(log_device_placement=FLAGS.log_device_placement)
+    # Ops without a GPU kernel fall back to the CPU instead of failing.
+    config.allow_soft_placement = True
+    if devices[0].startswith("/cpu"):
+        config.device_count["CPU"] = len(devices)
+    return config
 
 
 @startup.user_errors(cifar10_input.DataError)
