@@ -399,12 +399,14 @@ def _orient(image, orientation):
     import tensorflow as tf  # noqa: PLC0415
 
     def swapped():
-        # The pixels as one 32-bit number each (channels padded to four):
-        # oneDNN logs an error for every transpose of bytes, and floats
-        # would take four times the memory of a large image's bytes.
+        # Each pixel's bytes moved as one float32 (channels padded to four,
+        # the fourth 64 so that every one is a normal number, neither NaN
+        # nor denormal): oneDNN logs an error for every transpose of integers
+        # on most CPUs, and floats of each byte would take four times the
+        # memory of a large image's bytes.
         channels = image.shape[-1]
-        padded = tf.pad(image, [[0, 0], [0, 0], [0, 4 - channels]])
-        moved = tf.transpose(tf.bitcast(padded, tf.uint32))
+        padded = tf.pad(image, [[0, 0], [0, 0], [0, 4 - channels]], constant_values=64)
+        moved = tf.transpose(tf.bitcast(padded, tf.float32))
         return tf.bitcast(moved, tf.uint8)[..., :channels]
 
     image = tf.cond(orientation >= 5, swapped, lambda: image)
