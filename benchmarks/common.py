@@ -49,6 +49,7 @@ class Size(NamedTuple):
     steps: int  # the runs of a step in a window
     seconds: float  # the length of a turn of a binary against another
     train_steps: int  # the steps of a training binary run from its start
+    worker_steps: int  # a cluster's steps on hosts, for each of its workers
     log_frequency: int  # of those runs
     records: int  # the data set's records a training file (five files)
     test_records: int  # and in its test file
@@ -57,11 +58,11 @@ class Size(NamedTuple):
 
 
 SIZES = {
-    "full": Size(5, 20, 6, 400, 20, 10000, 10000, 6000, 128),
-    "quick": Size(3, 10, 6, 200, 20, 10000, 10000, 6000, 128),
+    "full": Size(5, 20, 6, 400, 200, 20, 10000, 10000, 6000, 128),
+    "quick": Size(3, 10, 6, 200, 100, 20, 10000, 10000, 6000, 128),
     # Every figure once, in seconds, from the same code: a test that the
     # groups run, not a measurement.
-    "tiny": Size(1, 2, 0.5, 12, 2, 200, 200, 10, 16),
+    "tiny": Size(1, 2, 0.5, 24, 60, 2, 200, 200, 10, 16),
 }
 
 
@@ -255,6 +256,12 @@ def training_step(batch_size, mixed_precision="off"):
         with tf.compat.v1.Session(config=session_config(mixed_precision)) as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
             yield lambda: sess.run(train_op)
+
+
+def settled(values, skip=2):
+    """values after the first skip (a warm-up), or the last of them when
+    there are no more than skip (a worker that joined its cluster late)."""
+    return values[skip:] or values[-1:]
 
 
 def logged_rates(out, skip, count=1):

@@ -92,7 +92,7 @@ def weights_bytes():
 
 def on_hosts(run, data_dir, num_workers, cores, rate_mbit, *flags):
     """1 ps (0.3 core) and num_workers workers, each on a host, run to
-    their --max_steps (the run's steps for each worker).
+    their --max_steps (the run's worker_steps for each worker).
 
     Returns:
       (the workers' outputs, the bytes over each worker's link, the seconds
@@ -108,7 +108,7 @@ def on_hosts(run, data_dir, num_workers, cores, rate_mbit, *flags):
             [
                 "--data_dir=%s" % data_dir,
                 "--train_dir=%s" % os.path.join(log_dir, "train"),
-                "--max_steps=%d" % (run.size.train_steps * num_workers),
+                "--max_steps=%d" % (run.size.worker_steps * num_workers),
                 "--log_frequency=%d" % run.size.log_frequency,
                 "--batch_size=%d" % run.batch_size,
                 *flags,
@@ -120,7 +120,7 @@ def on_hosts(run, data_dir, num_workers, cores, rate_mbit, *flags):
         )
         try:
             cluster.start("ps", 0)
-            workers = [cluster.start("worker", i) for i in range(num_workers)]
+            workers = start_workers(cluster, num_workers)
             before = [host.traffic() for host in cluster.workers]
             throttled = cluster.ps.throttled_secs()
             outputs = [finished(worker) for worker in workers]
@@ -130,6 +130,16 @@ def on_hosts(run, data_dir, num_workers, cores, rate_mbit, *flags):
             return outputs, moved, cluster.ps.throttled_secs() - throttled
         finally:
             cluster.stop_all()
+
+
+def start_workers(cluster, num_workers):
+    """Starts the workers, the chief last, once the others have built their
+    graphs: they then join as soon as it has made the variables, and each
+    runs its share of the steps. Returns them in the order of their index."""
+    others = [cluster.start("worker", i) for i in range(1, num_workers)]
+    for worker in others:
+        worker.wait_for("^Filling queue with ")
+    return [cluster.start("worker", 0), *others]
 
 
 def finished(worker):
@@ -143,15 +153,14 @@ def finished(worker):
 def setting_figures(key, outputs, moved, throttled):
     """A setting's figures, under keys that begin with key: the sum over the
     workers of the median of each one's logged rates after its first two
-    lines; the mean of their median sec/batch; the mean bytes over a
+    lines (common.settled()); the mean of their median sec/batch; the mean bytes over a
     worker's link per step of that worker; the parameter server's wait for
     its CPU quota per global step."""
     total, per_step, sec_per_batch = 0.0, [], []
     for out, moved_bytes in zip(outputs, moved, strict=True):
-        total += statistics.median(common.logged_rates(out, 2, None))
-        sec_per_batch.append(
-            statistics.median([float(t) for t in common.SEC_PER_BATCH.findall(out)][2:])
-        )
+        total += statistics.median(common.settled(common.logged_rates(out, 0, None)))
+        seconds = [float(t) for t in common.SEC_PER_BATCH.findall(out)]
+        sec_per_batch.append(statistics.median(common.settled(seconds)))
         own_steps = int(re.search(r"This worker ran (\d+) steps", out).group(1))
         per_step.append(moved_bytes / own_steps)
     last_step = int(re.search(r"Done: step (\d+)", outputs[0]).group(1))
