@@ -321,16 +321,18 @@ def pack(image_dir, found, staging, log):
         decode = _decoder(sess)
         for split, files in jobs.items():
             out = _RecordFiles(staging, split)
-            for size, labels, pixels, skipped in _decoded(_batches(files), decode):
-                out.write(labels, pixels)
-                skips += skipped
-                unreadable += sum(s.kind == images.UNREADABLE for s in skipped)
-                done += size
-                line.update(done)
-                if unreadable > MOST_SKIPPED * total:
-                    _write_log(log, skips)
-                    raise _too_many_skipped(unreadable, done, log)
-            described[split], labels_seen[split] = out.close()
+            try:
+                for size, labels, pixels, skipped in _decoded(_batches(files), decode):
+                    out.write(labels, pixels)
+                    skips += skipped
+                    unreadable += sum(s.kind == images.UNREADABLE for s in skipped)
+                    done += size
+                    line.update(done)
+                    if unreadable > MOST_SKIPPED * total:
+                        _write_log(log, skips)
+                        raise _too_many_skipped(unreadable, done, log)
+            finally:  # closed however the packing ends
+                described[split], labels_seen[split] = out.close()
     line.end()
     _write_log(log, skips)
     _check_classes(labels_seen, found, log)
