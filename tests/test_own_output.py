@@ -13,6 +13,7 @@ from matplotlib.ft2font import FT2Font
 import cifar10_eval
 from harness import fake_cifar
 from harness.procs import run_binary
+from helpers import TENSORFLOW_ERROR
 
 # Pillow warns of an image above 89 million pixels as it opens it: this one,
 # which the project refuses as too large in its own words.
@@ -34,6 +35,7 @@ def test_packing_a_huge_image_says_so_in_its_own_words(image_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Skipped 1 image(s) of more than " in result.stdout, result.stdout
     assert "Warning" not in result.stderr, result.stderr
+    assert TENSORFLOW_ERROR.findall(result.stderr) == [], result.stderr
 
 
 @pytest.mark.slow
