@@ -7,18 +7,17 @@ turns are longer."""
 import statistics
 
 from benchmarks import common
-from benchmarks.common import Row
 from support import bfloat16
 
-ROWS = [
-    Row("native bfloat16 on this processor", "native_bf16", "%s"),
-    Row("training ceiling, bf16", "bf16_ceiling", "%.0f examples/sec"),
-    Row("    bf16/float32", "bf16_ceiling_ratio", "%.3f"),
-    Row("cifar10_train.py end to end, bf16", "bf16_end_to_end", "%.0f examples/sec"),
-    Row("    bf16/float32", "bf16_end_to_end_ratio", "%.3f"),
-    Row("cifar10_eval.py, bf16", "bf16_eval", "%.0f images/sec"),
-    Row("    bf16/float32", "bf16_eval_ratio", "%.3f"),
-]
+ROWS = common.rows("""
+native bfloat16 on this processor | native_bf16           | %s
+training ceiling, bf16            | bf16_ceiling          | %.0f examples/sec
+    bf16/float32                  | bf16_ceiling_ratio    | %.3f
+cifar10_train.py end to end, bf16 | bf16_end_to_end       | %.0f examples/sec
+    bf16/float32                  | bf16_end_to_end_ratio | %.3f
+cifar10_eval.py, bf16             | bf16_eval             | %.0f images/sec
+    bf16/float32                  | bf16_eval_ratio       | %.3f
+""")
 
 
 def measure(run):

@@ -1,7 +1,8 @@
 """What the groups share: their rows, the run they measure in, rates in
 turns, and the binaries run as children that never outlive the run.
 
-Each group module declares ROWS, a list of Row, and measure(run), which
+Each group module declares ROWS, its table's rows (rows() reads them from
+a table in text), and measure(run), which
 returns {key: value} with exactly the keys of its rows (the runner refuses
 anything else, so that a renamed key cannot become an empty cell).
 """
@@ -15,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from typing import NamedTuple
 
@@ -40,6 +42,17 @@ class Row(NamedTuple):
     label: str
     key: str
     fmt: str
+
+
+def rows(table):
+    """The rows of a group's table, from lines "label | key | format"; a
+    label's leading spaces (beyond the table's own) indent it under the row
+    above it."""
+    found = []
+    for line in textwrap.dedent(table).strip("\n").splitlines():
+        label, key, fmt = line.split("|")
+        found.append(Row(label.rstrip(), key.strip(), fmt.strip()))
+    return found
 
 
 class Size(NamedTuple):

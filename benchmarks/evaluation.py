@@ -12,21 +12,16 @@ import cifar10
 import cifar10_eval
 import cifar10_input
 from benchmarks import common
-from benchmarks.common import Row
 from harness.sessions import queue_session
 
-ROWS = [
-    Row("forward ceiling, batch in memory", "forward_ceiling", "%.0f images/sec"),
-    Row("same graph fed by the eval pipeline", "eval_pipeline", "%.0f images/sec"),
-    Row("    eval/forward", "eval_ratio", "%.3f"),
-    Row(
-        "the same, counting right answers only",
-        "eval_without_matrix",
-        "%.0f images/sec",
-    ),
-    Row("    with/without the confusion matrix", "matrix_ratio", "%.3f"),
-    Row("cifar10_eval.py, the test images", "eval_end_to_end", "%.0f images/sec"),
-]
+ROWS = common.rows("""
+forward ceiling, batch in memory      | forward_ceiling     | %.0f images/sec
+same graph fed by the eval pipeline   | eval_pipeline       | %.0f images/sec
+    eval/forward                      | eval_ratio          | %.3f
+the same, counting right answers only | eval_without_matrix | %.0f images/sec
+    with/without the confusion matrix | matrix_ratio        | %.3f
+cifar10_eval.py, the test images      | eval_end_to_end     | %.0f images/sec
+""")
 
 
 def measure(run):

@@ -15,20 +15,15 @@ import tensorflow as tf
 
 import cifar10
 from benchmarks import common
-from benchmarks.common import Row
 
-ROWS = [
-    Row("LRN layers, TensorFlow's", "lrn_float32_tensorflow", "%.0f examples/sec"),
-    Row("the same, cifar10.lrn()", "lrn_float32_ours", "%.0f examples/sec"),
-    Row("    ours/TensorFlow's, median of the turns", "lrn_float32_ratio", "%.3f"),
-    Row(
-        "LRN layers, bf16 rewrite, TensorFlow's",
-        "lrn_bf16_tensorflow",
-        "%.0f examples/sec",
-    ),
-    Row("the same, cifar10.lrn()", "lrn_bf16_ours", "%.0f examples/sec"),
-    Row("    ours/TensorFlow's, median of the turns", "lrn_bf16_ratio", "%.3f"),
-]
+ROWS = common.rows("""
+LRN layers, TensorFlow's                   | lrn_float32_tensorflow | %.0f examples/sec
+the same, cifar10.lrn()                    | lrn_float32_ours       | %.0f examples/sec
+    ours/TensorFlow's, median of the turns | lrn_float32_ratio      | %.3f
+LRN layers, bf16 rewrite, TensorFlow's     | lrn_bf16_tensorflow    | %.0f examples/sec
+the same, cifar10.lrn()                    | lrn_bf16_ours          | %.0f examples/sec
+    ours/TensorFlow's, median of the turns | lrn_bf16_ratio         | %.3f
+""")
 
 # The model's two LRN layers: the shape of their inputs (after the first
 # pooling, and after the second convolution) and their settings.

@@ -15,27 +15,18 @@ import tensorflow as tf
 import cifar10_input
 import cifar10_pack
 from benchmarks import common
-from benchmarks.common import Row
 from harness import fake_cifar
 
-ROWS = [
-    Row("cifar10_pack.py, the JPEG files", "pack_rate", "%.0f images/sec"),
-    Row("    the same, start-up included", "pack_rate_end_to_end", "%.0f images/sec"),
-    Row("decoding and fitting alone", "decode_rate", "%.0f images/sec"),
-    Row("    packing/decoding", "pack_ratio", "%.3f"),
-    Row(
-        "the same, TensorFlow's fast JPEG decoding",
-        "decode_fast_rate",
-        "%.0f images/sec",
-    ),
-    Row("    accurate/fast", "accurate_ratio", "%.3f"),
-    Row("peak RSS, cifar10_pack.py", "pack_peak_rss_mb", "%.0f MB"),
-    Row(
-        "the same, on 2 GB files and a 16000x16000 PNG",
-        "pack_hostile_peak_rss_mb",
-        "%.0f MB",
-    ),
-]
+ROWS = common.rows("""
+cifar10_pack.py, the JPEG files           | pack_rate                | %.0f images/sec
+    the same, start-up included           | pack_rate_end_to_end     | %.0f images/sec
+decoding and fitting alone                | decode_rate              | %.0f images/sec
+    packing/decoding                      | pack_ratio               | %.3f
+the same, TensorFlow's fast JPEG decoding | decode_fast_rate         | %.0f images/sec
+    accurate/fast                         | accurate_ratio           | %.3f
+peak RSS, cifar10_pack.py                 | pack_peak_rss_mb         | %.0f MB
+    on 2 GB files, a 16000x16000 PNG      | pack_hostile_peak_rss_mb | %.0f MB
+""")
 
 
 def measure(run):

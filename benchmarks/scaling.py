@@ -7,16 +7,15 @@ import os
 import statistics
 
 from benchmarks import common
-from benchmarks.common import Row
 from harness import procs
 
-ROWS = [
-    Row("multi-GPU binary, 1 tower", "multi_gpu_1", "%.0f examples/sec"),
-    Row("multi-GPU binary, 2 towers", "multi_gpu_2", "%.0f examples/sec"),
-    Row("cluster: 1 ps + 1 worker", "cluster_1", "%.0f examples/sec"),
-    Row("cluster: 1 ps + 2 workers", "cluster_2", "%.0f examples/sec"),
-    Row("cluster: 1 ps + 2 workers, sync", "cluster_2_sync", "%.0f examples/sec"),
-]
+ROWS = common.rows("""
+multi-GPU binary, 1 tower       | multi_gpu_1    | %.0f examples/sec
+multi-GPU binary, 2 towers      | multi_gpu_2    | %.0f examples/sec
+cluster: 1 ps + 1 worker        | cluster_1      | %.0f examples/sec
+cluster: 1 ps + 2 workers       | cluster_2      | %.0f examples/sec
+cluster: 1 ps + 2 workers, sync | cluster_2_sync | %.0f examples/sec
+""")
 
 
 def measure(run):

@@ -6,13 +6,13 @@ import subprocess
 import sys
 import time
 
-from benchmarks.common import Row
+from benchmarks import common
 
-ROWS = [
-    Row("cifar10_train.py --help", "help_secs", "%.2f s"),
-    Row("importing TensorFlow alone", "import_tf_secs", "%.2f s"),
-    Row("    --help/import", "help_ratio", "%.3f"),
-]
+ROWS = common.rows("""
+cifar10_train.py --help    | help_secs      | %.2f s
+importing TensorFlow alone | import_tf_secs | %.2f s
+    --help/import          | help_ratio     | %.3f
+""")
 
 # As a binary imports it: with the environment defaults it sets first.
 IMPORT_TENSORFLOW = (

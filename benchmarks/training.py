@@ -14,17 +14,16 @@ import tensorflow as tf
 
 import cifar10_input
 from benchmarks import common
-from benchmarks.common import Row
 from harness.sessions import queue_session
 
-ROWS = [
-    Row("training ceiling, batch in memory", "train_ceiling", "%.0f examples/sec"),
-    Row("cifar10_train.py end to end", "train_end_to_end", "%.0f examples/sec"),
-    Row("    end to end / ceiling", "train_ratio", "%.3f"),
-    Row("queue filling, from the binary's start", "queue_fill_secs", "%.1f s"),
-    Row("peak RSS, cifar10_train.py", "train_peak_rss_mb", "%.0f MB"),
-    Row("distorted_inputs alone", "input_pipeline", "%.0f images/sec"),
-]
+ROWS = common.rows("""
+training ceiling, batch in memory      | train_ceiling     | %.0f examples/sec
+cifar10_train.py end to end            | train_end_to_end  | %.0f examples/sec
+    end to end / ceiling               | train_ratio       | %.3f
+queue filling, from the binary's start | queue_fill_secs   | %.1f s
+peak RSS, cifar10_train.py             | train_peak_rss_mb | %.0f MB
+distorted_inputs alone                 | input_pipeline    | %.0f images/sec
+""")
 
 
 def measure(run):

@@ -10,16 +10,15 @@ import time
 import tensorflow as tf
 
 from benchmarks import common
-from benchmarks.common import Row
 from harness import fake_cifar
 
-ROWS = [
-    Row("cifar10_eval.py, beside these", "eval_beside_using", "%.0f images/sec"),
-    Row("cifar10_classify.py, the PNG files", "classify_secs", "%.1f s in all"),
-    Row("    its rate after start-up", "classify_rate", "%.0f images/sec"),
-    Row("SavedModel, predict_pixels", "export_pixels", "%.0f images/sec"),
-    Row("SavedModel, serving_default (PNG)", "export_bytes", "%.0f images/sec"),
-]
+ROWS = common.rows("""
+cifar10_eval.py, beside these      | eval_beside_using | %.0f images/sec
+cifar10_classify.py, the PNG files | classify_secs     | %.1f s in all
+    its rate after start-up        | classify_rate     | %.0f images/sec
+SavedModel, predict_pixels         | export_pixels     | %.0f images/sec
+SavedModel, serving_default (PNG)  | export_bytes      | %.0f images/sec
+""")
 
 
 def measure(run):
