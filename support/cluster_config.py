@@ -28,6 +28,7 @@ hands their values here; cluster_task.py runs the task described.
 
 import json
 import socket
+from typing import NamedTuple
 
 from support.errors import Error
 
@@ -283,15 +284,18 @@ def _options(flags, jobs, where):
     )
 
 
-class ClusterConfig:
+class ClusterConfig(NamedTuple):
     """This process's task of a cluster, and the cluster it is part of.
 
     Attributes:
       jobs: {job name: [host:port, ...]}.
       job_name: 'ps', 'worker', 'chief' or 'evaluator'.
       task_index: this process's index in its job.
-      address: its host:port (None for TF_CONFIG's evaluator).
       from_tf_config: whether TF_CONFIG said all this, not the flags.
+      replicas_to_aggregate: the gradients of a synchronous step, or None
+        for asynchronous updates.
+      timeout_secs: --cluster_timeout_secs.
+      address: its host:port (None for TF_CONFIG's evaluator).
       trains: whether this task trains: the chief and the workers do.
       is_chief: whether this is the chief: the "chief" task, or worker 0 when
         the cluster has none.
@@ -299,28 +303,43 @@ class ClusterConfig:
       num_workers: how many tasks train: the chief and the workers.
       trainers: the tasks that train, as messages name them, in the order
         of their replica numbers.
-      replicas_to_aggregate: the gradients of a synchronous step, or None
-        for asynchronous updates.
-      timeout_secs: --cluster_timeout_secs.
     """
 
-    def __init__(self, jobs, job_name, task_index, *, from_tf_config=False,
-                 replicas_to_aggregate=None, timeout_secs=None):  # fmt: skip
-        self.jobs = jobs
-        self.job_name = job_name
-        self.task_index = task_index
-        self.from_tf_config = from_tf_config
-        self.replicas_to_aggregate = replicas_to_aggregate
-        self.timeout_secs = timeout_secs
-        self.trains = job_name in ("chief", "worker")
-        self.chief = "chief 0" if "chief" in jobs else "worker 0"
-        self.is_chief = "%s %d" % (job_name, task_index) == self.chief
-        self.num_workers = len(jobs.get("chief", [])) + len(jobs.get("worker", []))
-        self.address = jobs[job_name][task_index] if job_name in jobs else None
-        self.trainers = [
+    jobs: dict
+    job_name: str
+    task_index: int
+    from_tf_config: bool = False
+    replicas_to_aggregate: int = None
+    timeout_secs: int = None
+
+    @property
+    def address(self):
+        if self.job_name not in self.jobs:  # TF_CONFIG's evaluator
+            return None
+        return self.jobs[self.job_name][self.task_index]
+
+    @property
+    def trains(self):
+        return self.job_name in ("chief", "worker")
+
+    @property
+    def is_chief(self):
+        return "%s %d" % (self.job_name, self.task_index) == self.chief
+
+    @property
+    def chief(self):
+        return "chief 0" if "chief" in self.jobs else "worker 0"
+
+    @property
+    def num_workers(self):
+        return len(self.trainers)
+
+    @property
+    def trainers(self):
+        return [
             "%s %d (%s)" % (job, index, address)
             for job in ("chief", "worker")
-            for index, address in enumerate(jobs.get(job, []))
+            for index, address in enumerate(self.jobs.get(job, []))
         ]
 
     def describe(self):
