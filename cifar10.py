@@ -78,6 +78,15 @@ tf.compat.v1.flags.register_multi_flags_validator(
     message="--use_fp16 keeps float16 weights; --mixed_precision=bf16 computes "
     "float32 ones in bfloat16. Choose one.",
 )
+# What those two flags do in the binaries that score the checkpoints training
+# made (evaluation, classification), for their startup.use_flags().
+SCORING_HELPS = {
+    "use_fp16": "The model in 16-bit floats, as training with --use_fp16 made "
+    "its checkpoints.",
+    "mixed_precision": "bf16: compute the model in bfloat16 with TensorFlow's "
+    "oneDNN rewrite, faster on processors with native bfloat16 (avx512_bf16 "
+    "or amx_bf16). Not with --use_fp16.",
+}
 tf.compat.v1.flags.DEFINE_integer(
     "min_queue_examples",
     None,

@@ -79,11 +79,7 @@ startup.use_flags(
     batch_size="Image files classified at a time.",
     data_dir="Folder of the data trained on, whose class names are used when "
     "the checkpoint has none beside it.",
-    use_fp16="The model in 16-bit floats, as training with --use_fp16 made "
-    "its checkpoints.",
-    mixed_precision="bf16: compute the model in bfloat16 with TensorFlow's "
-    "oneDNN rewrite, faster on processors with native bfloat16 (avx512_bf16 "
-    "or amx_bf16). Not with --use_fp16.",
+    **cifar10.SCORING_HELPS,
 )
 
 # The files of a checkpoint, after its path prefix.

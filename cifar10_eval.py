@@ -95,11 +95,7 @@ startup.use_flags(
     "data_url",
     "data_md5",
     batch_size="Images scored at a time.",
-    use_fp16="The model in 16-bit floats, as training with --use_fp16 made "
-    "its checkpoints.",
-    mixed_precision="bf16: compute the model in bfloat16 with TensorFlow's "
-    "oneDNN rewrite, faster on processors with native bfloat16 (avx512_bf16 "
-    "or amx_bf16). Not with --use_fp16.",
+    **cifar10.SCORING_HELPS,
 )
 
 # How often a long evaluation says how far it has come.
