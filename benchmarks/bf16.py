@@ -33,13 +33,13 @@ def measure(run):
     seconds *= run.size.seconds
     turns = run.size.windows
     with (
-        common.training_step(run.batch_size, "off") as float32,
-        common.training_step(run.batch_size, "bf16") as bf16,
+        common.training_step(run.size.batch_size, "off") as float32,
+        common.training_step(run.size.batch_size, "bf16") as bf16,
     ):
         ceilings = common.steps_in_turns(
             {"off": float32, "bf16": bf16},
             turns,
-            lambda step: common.rate_for(step, seconds, run.batch_size),
+            lambda step: common.rate_for(step, seconds, run.size.batch_size),
         )
     rates = {"off": [], "bf16": []}
     train_dir = run.folder("train-bf16")

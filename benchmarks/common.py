@@ -145,7 +145,6 @@ class Run:
 
     def __init__(self, size, work_dir, children):
         self.size = size
-        self.batch_size = size.batch_size
         self.work_dir = work_dir
         self.children = children
         self._data_dir = None
@@ -321,7 +320,7 @@ def stopped_binary(run, train_dir, *flags, log_frequency=5):
             lambda out: _two_or_more_lines(out, start)
         )
         binary.send_signal(signal.SIGSTOP)
-        return (n1 - n0) * run.batch_size / (t1 - t0).total_seconds()
+        return (n1 - n0) * run.size.batch_size / (t1 - t0).total_seconds()
 
     binary.turn = turn
     try:
@@ -357,7 +356,7 @@ def evaluation(run, train_dir, *flags):
         "--checkpoint_dir=%s" % train_dir,
         "--eval_dir=%s" % run.folder("eval"),
         "--run_once",
-        "--batch_size=%d" % run.batch_size,
+        "--batch_size=%d" % run.size.batch_size,
         *flags,
     )
     m = EVAL_RATE.search(out)

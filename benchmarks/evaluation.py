@@ -43,7 +43,7 @@ def pipeline_and_ceiling(run, turns):
       {figure: value}: the three rates and the medians of the turns' ratios.
     """
     rng = np.random.default_rng(0)
-    batch = run.batch_size
+    batch = run.size.batch_size
     with tf.Graph().as_default():
         # The training files: enough images for every window.
         images, labels = cifar10_input.inputs(False, run.data_folder(), batch)

@@ -110,7 +110,7 @@ def on_hosts(run, data_dir, num_workers, cores, rate_mbit, *flags):
                 "--train_dir=%s" % os.path.join(log_dir, "train"),
                 "--max_steps=%d" % (run.size.worker_steps * num_workers),
                 "--log_frequency=%d" % run.size.log_frequency,
-                "--batch_size=%d" % run.batch_size,
+                "--batch_size=%d" % run.size.batch_size,
                 *flags,
             ],
             log_dir,

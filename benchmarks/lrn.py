@@ -37,14 +37,14 @@ def measure(run):
     for mixed_precision in ("off", "bf16"):
         print("LRN, --mixed_precision=%s ..." % mixed_precision, flush=True)
         with (
-            lrn_layers(run.batch_size, tensorflows_lrn, mixed_precision) as theirs,
-            lrn_layers(run.batch_size, cifar10.lrn, mixed_precision) as ours,
+            lrn_layers(run.size.batch_size, tensorflows_lrn, mixed_precision) as theirs,
+            lrn_layers(run.size.batch_size, cifar10.lrn, mixed_precision) as ours,
         ):
             rates = common.steps_in_turns(
                 {"theirs": theirs, "ours": ours},
                 8 * size.windows,
                 lambda step: common.median_rate(
-                    step, run.batch_size, 1, max(size.steps // 2, 2), warmup=0
+                    step, run.size.batch_size, 1, max(size.steps // 2, 2), warmup=0
                 ),
             )
         key = "lrn_" + ("float32" if mixed_precision == "off" else "bf16")

@@ -42,13 +42,13 @@ def in_turns(run, train_dir, turns):
     memory."""
     ceilings, rates = [], []
     seconds = run.size.seconds
-    with common.training_step(run.batch_size) as step:
+    with common.training_step(run.size.batch_size) as step:
         step()  # its warm-up
         with common.stopped_binary(run, train_dir) as binary:
             for _ in range(turns):
                 rates.append(binary.turn(seconds))
                 step()  # the caches the binary had
-                ceilings.append(common.rate_for(step, seconds, run.batch_size))
+                ceilings.append(common.rate_for(step, seconds, run.size.batch_size))
             filled = common.QUEUE_FILLED.search(binary.output()).group(1)
             peak = common.peak_rss_mb(binary.proc.pid)
     return {
@@ -64,12 +64,12 @@ def input_pipeline(run):
     """distorted_inputs() batches with no model, after its queue has filled."""
     with tf.Graph().as_default():
         images, labels = cifar10_input.distorted_inputs(
-            run.data_folder(), run.batch_size
+            run.data_folder(), run.size.batch_size
         )
         with queue_session() as sess:
             return common.median_rate(
                 lambda: sess.run([images, labels]),
-                run.batch_size,
+                run.size.batch_size,
                 run.size.windows,
                 run.size.steps,
                 warmup=2,

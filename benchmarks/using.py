@@ -36,7 +36,7 @@ def measure(run):
         start = time.perf_counter()
         run.children.run_measured(
             "cifar10_classify.py", "--checkpoint_dir=%s" % train_dir, *paths,
-            "--batch_size=%d" % run.batch_size,
+            "--batch_size=%d" % run.size.batch_size,
         )  # fmt: skip
         times[name] = time.perf_counter() - start
     figures["classify_secs"] = times["all"]
@@ -57,7 +57,7 @@ def measure(run):
 
 def saved_model_rates(run, path, images, encoded):
     """Images/sec of the SavedModel's signatures, fed batches from memory."""
-    batch = min(run.batch_size, len(images) - 1)
+    batch = min(run.size.batch_size, len(images) - 1)
     with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
         signatures = tf.compat.v1.saved_model.load(sess, ["serve"], path).signature_def
         rates = {}
