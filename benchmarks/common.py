@@ -177,7 +177,7 @@ class Run:
         return [
             "--data_dir=%s" % self.data_dir(),
             "--train_dir=%s" % train_dir,
-            "--batch_size=%d" % self.batch_size,
+            "--batch_size=%d" % self.size.batch_size,
             *flags,
         ]
 
