@@ -1,16 +1,36 @@
 """Every binary with its output into a pipe that is closed, as `| head -1`
 closes it: it ends quietly, with the status of SIGPIPE as a shell shows it,
-and no traceback."""
+and no traceback.
 
+What ends it so is the start-up's (support/startup.py: run(), around the
+binary's --help and its main(), and one_line_errors(), around an error whose
+cause was the closed output), the same for every binary: it ends the process
+with sys.exit(). A process of its own, which the shell's status and the
+interpreter's last words are of, runs where the most goes on when the output
+closes: packing (a pool of threads, a session, a folder half made). The
+other binaries run that same start-up in this process
+(run_here_into_closed_pipe()), their sys.stdout a pipe whose reader has
+gone: what they do before the closed output stops them, and the status they
+end with, are theirs.
+"""
+
+import contextlib
+import importlib
+import io
 import os
 import signal
 import subprocess
+import sys
+from unittest import mock
 
 import pytest
+from absl import app
+from absl.testing import flagsaver
 
 from harness import fake_cifar
 from harness.procs import PATIENCE_SECS, ROOT, command
 from helpers import eval_flags, train_flags
+from support import startup
 
 
 def run_into_closed_pipe(script, *args):
@@ -32,6 +52,50 @@ def run_into_closed_pipe(script, *args):
     return result.returncode, result.stderr
 
 
+def run_here_into_closed_pipe(script, *args):
+    """Runs a binary in this process as its process runs it, through
+    startup.run() (--help, the flags, main() and how it ends), with
+    sys.stdout a pipe whose reader has gone, unbuffered as `python -u` makes
+    it (as the processes above run), and sys.stderr caught. What absl does
+    once a process (its logging handler, faulthandler) is left out, and the
+    signal handlers and flags are put back after.
+
+    Returns:
+      (the status it ends with, as sys.exit() would end a process; what it
+      wrote to stderr, a message of sys.exit() included).
+    """
+    binary = importlib.import_module(os.path.splitext(script)[0])
+    reader, writer = os.pipe()
+    os.close(reader)
+    stdout = io.TextIOWrapper(io.FileIO(writer, "w"), write_through=True)
+    stderr = io.StringIO()
+    handlers = {signum: signal.getsignal(signum) for signum in startup.STOP_SIGNALS}
+    main, argv = sys.modules["__main__"], sys.argv
+    sys.modules["__main__"], sys.argv = binary, [script, *args]
+    try:
+        with (
+            flagsaver.flagsaver(),
+            mock.patch.object(app._run_init, "done", True),
+            contextlib.redirect_stdout(stdout),
+            contextlib.redirect_stderr(stderr),
+        ):
+            try:
+                startup.run(binary.main)
+                status = 0
+            except SystemExit as e:
+                status = e.code
+                if isinstance(status, str):
+                    print(status, file=sys.stderr)
+                    status = 1
+    finally:
+        sys.modules["__main__"], sys.argv = main, argv
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        with contextlib.suppress(BrokenPipeError):
+            stdout.close()
+    return status or 0, stderr.getvalue()
+
+
 def assert_quiet(status, stderr):
     assert status == 128 + signal.SIGPIPE, stderr
     for word in ("Traceback", "Exception ignored", "Error"):
@@ -44,7 +108,7 @@ def assert_quiet(status, stderr):
     [("cifar10_train.py", []), ("cifar10_multi_gpu_train.py", ["--num_gpus=2"])],
 )
 def test_training(dataset, tmp_path, script, flags):
-    status, stderr = run_into_closed_pipe(
+    status, stderr = run_here_into_closed_pipe(
         script, *train_flags(dataset, tmp_path / "train", "--max_steps=100000", *flags)
     )
     assert_quiet(status, stderr)
@@ -54,7 +118,7 @@ def test_training(dataset, tmp_path, script, flags):
 def test_evaluation(dataset, tmp_path):
     # Waiting for a first checkpoint, it says so.
     (tmp_path / "train").mkdir()
-    status, stderr = run_into_closed_pipe(
+    status, stderr = run_here_into_closed_pipe(
         "cifar10_eval.py",
         *eval_flags(dataset["root"], tmp_path / "train", tmp_path / "eval"),
     )
@@ -64,7 +128,7 @@ def test_evaluation(dataset, tmp_path):
 @pytest.mark.slow
 def test_classifying(trained, dataset, tmp_path):
     fake_cifar.write_image_folders(str(tmp_path / "images"), ["a"], 3)
-    status, stderr = run_into_closed_pipe(
+    status, stderr = run_here_into_closed_pipe(
         "cifar10_classify.py",
         "--checkpoint_dir=%s" % trained,
         "--data_dir=%s" % dataset["root"],
@@ -93,7 +157,9 @@ def test_downloading(tmp_path):
         records_per_file=100,
         test_records=100,
     )
-    status, stderr = run_into_closed_pipe(
+    # Its progress line fails the download: an error that the closed output
+    # caused (startup.one_line_errors()).
+    status, stderr = run_here_into_closed_pipe(
         "cifar10_train.py",
         "--data_dir=%s" % (tmp_path / "data"),
         "--data_url=file://" + archive,
@@ -107,4 +173,4 @@ def test_downloading(tmp_path):
 
 @pytest.mark.parametrize("script", ["cifar10_train.py", "cifar10_pack.py"])
 def test_help(script):
-    assert_quiet(*run_into_closed_pipe(script, "--help"))
+    assert_quiet(*run_here_into_closed_pipe(script, "--help"))
