@@ -24,7 +24,7 @@ from absl.testing import flagsaver
 from PIL import Image
 
 from harness import fake_cifar
-from harness.procs import ROOT, run_one_after_another
+from harness.procs import ROOT, run_here
 from helpers import form
 
 README = pathlib.Path(ROOT, "README.md")
@@ -76,16 +76,20 @@ def not_run(command):
 # Flags that only shorten a run, added where a command does not set them.
 SHORTER = {
     "cifar10_train.py": [
-        "--max_steps=50", "--batch_size=32", "--min_queue_examples=300",
+        "--max_steps=25", "--batch_size=16", "--min_queue_examples=100",
     ],
     "cifar10_multi_gpu_train.py": [
-        "--max_steps=60", "--batch_size=16", "--min_queue_examples=300",
+        "--max_steps=30", "--batch_size=8", "--min_queue_examples=100",
     ],
     "cifar10_eval.py": ["--run_once", "--batch_size=100"],
 }  # fmt: skip
+# And those that shorten a run on the tests' data set (2,000 test images),
+# added where a command names no --data_dir: a data set of the reader's own
+# may have fewer.
+SHORTER_ON_TESTS_DATA = {"cifar10_eval.py": ["--num_examples=200"]}
 # And a --max_steps that a command sets is divided by this: the steps to
 # stop at keep their order (1000, then 2000 to resume) in a short run.
-STEPS_DIVIDED_BY = 50
+STEPS_DIVIDED_BY = 100
 
 
 def code_blocks(page):
@@ -143,7 +147,8 @@ def adapt(args, script, folder, data):
     """A command's arguments as they run here: absolute paths under folder
     (those of the flags it leaves at their defaults too, such as
     --eval_dir=/tmp/cifar10_eval), the tests' data set where it names no
-    --data_dir, its --max_steps divided by STEPS_DIVIDED_BY, and SHORTER."""
+    --data_dir (and SHORTER_ON_TESTS_DATA), its --max_steps divided by
+    STEPS_DIVIDED_BY, and SHORTER."""
     args = [re.sub(r"(^|=)/", lambda m: m[1] + str(folder) + "/", arg) for arg in args]
     args = [
         re.sub(
@@ -156,7 +161,10 @@ def adapt(args, script, folder, data):
     named = {arg.split("=")[0] for arg in args}
     if "--data_dir" not in named and script != "cifar10_classify.py":
         args.append("--data_dir=%s" % data)
-        named.add("--data_dir")
+        for flag in SHORTER_ON_TESTS_DATA.get(script, []):
+            if flag.split("=")[0] not in named:
+                args.append(flag)
+        named |= {arg.split("=")[0] for arg in args}
     module = importlib.import_module(script[: -len(".py")])
     for flag in flags.FLAGS.get_key_flags_for_module(module):
         path = flag.default
@@ -214,11 +222,13 @@ def test_what_not_run_lists_is_on_a_page():
 
 
 @pytest.mark.slow
-def test_their_commands_run_as_they_give_them(dataset, tmp_path):
+def test_their_commands_run_as_they_give_them(dataset, tmp_path, monkeypatch):
     """Every command, the README's first, then those of docs/, in one
     folder, as a reader who reads on would run them: a command that a page
     repeats from an earlier one (the README's training in docs/serving.md)
-    runs once, where it comes first."""
+    runs once, where it comes first. The binaries run in this process
+    (run_here()), which has loaded TensorFlow already, one after another,
+    in that folder."""
     folder = tmp_path / "here"
     folder.mkdir()
     # What the commands name: images to classify, and a folder to pack.
@@ -251,9 +261,10 @@ def test_their_commands_run_as_they_give_them(dataset, tmp_path):
                 "%s, block %d: %r is neither run nor in NOT_RUN"
                 % (page.name, number, command)
             )
-    results = run_one_after_another(folder, *runs, root=ROOT)
+    monkeypatch.chdir(folder)
     printed = set()
-    for run, result in zip(runs, results, strict=True):
+    for run in runs:
+        result = run_here(*run)
         assert result.returncode == 0, (run, result.stdout, result.stderr)
         printed |= {form(line) for line in result.stdout.splitlines()}
     assert {"step", "done", "precision", "table row", "classified", "packed"} <= printed
