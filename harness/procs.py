@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -143,6 +144,66 @@ def run_here(script, *args):
             print(e.code, file=sys.stderr)
             status = 1
     return subprocess.CompletedProcess(script, status, out.getvalue(), err.getvalue())
+
+
+def run_started_here(script, *args, stdout=None):
+    """Runs a binary in this process as its own process starts it: through
+    startup.run() (its --help, its flags, its main() and the way it ends),
+    where run_here() calls its main() alone. Meanwhile sys.argv and the
+    __main__ module are the binary's; what absl does once a process (its
+    logging handler, faulthandler) is left out; the signal handlers and the
+    flags are put back after.
+
+    Args:
+      script: the binary's file name; it is imported from sys.path.
+      *args: its flags.
+      stdout: a file to be its sys.stdout (None: what it prints is caught).
+
+    Returns:
+      What subprocess.run would: returncode, the status that sys.exit()
+      ends a process with (1 for a message, which goes to stderr), and
+      stdout (when caught) and stderr as text.
+    """
+    from absl import app  # noqa: PLC0415
+
+    binary = importlib.import_module(os.path.splitext(script)[0])
+    out, err = io.StringIO(), io.StringIO()
+    handlers = {signum: signal.getsignal(signum) for signum in startup.STOP_SIGNALS}
+    main, argv = sys.modules["__main__"], sys.argv
+    sys.modules["__main__"], sys.argv = binary, [script, *args]
+    try:
+        with (
+            flagsaver.flagsaver(),
+            _attribute(app._run_init, "done", True),
+            contextlib.redirect_stdout(out if stdout is None else stdout),
+            contextlib.redirect_stderr(err),
+        ):
+            try:
+                startup.run(binary.main)
+                status = 0
+            except SystemExit as e:
+                status = e.code
+                if isinstance(status, str):
+                    print(status, file=sys.stderr)
+                    status = 1
+    finally:
+        sys.modules["__main__"], sys.argv = main, argv
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    return subprocess.CompletedProcess(
+        script, status or 0, out.getvalue(), err.getvalue()
+    )
+
+
+@contextlib.contextmanager
+def _attribute(owner, name, value):
+    """owner.name set to value meanwhile."""
+    before = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, before)
 
 
 def load_tensorflow_for_run_here():

@@ -14,23 +14,16 @@ gone: what they do before the closed output stops them, and the status they
 end with, are theirs.
 """
 
-import contextlib
-import importlib
 import io
 import os
 import signal
 import subprocess
-import sys
-from unittest import mock
 
 import pytest
-from absl import app
-from absl.testing import flagsaver
 
 from harness import fake_cifar
-from harness.procs import PATIENCE_SECS, ROOT, command
+from harness.procs import PATIENCE_SECS, ROOT, command, run_started_here
 from helpers import eval_flags, train_flags
-from support import startup
 
 
 def run_into_closed_pipe(script, *args):
@@ -53,47 +46,19 @@ def run_into_closed_pipe(script, *args):
 
 
 def run_here_into_closed_pipe(script, *args):
-    """Runs a binary in this process as its process runs it, through
-    startup.run() (--help, the flags, main() and how it ends), with
-    sys.stdout a pipe whose reader has gone, unbuffered as `python -u` makes
-    it (as the processes above run), and sys.stderr caught. What absl does
-    once a process (its logging handler, faulthandler) is left out, and the
-    signal handlers and flags are put back after.
+    """Runs a binary in this process as its process starts it
+    (harness.procs.run_started_here()), its sys.stdout a pipe whose reader
+    has gone, unbuffered as `python -u` makes it (as the processes above
+    run).
 
     Returns:
-      (the status it ends with, as sys.exit() would end a process; what it
-      wrote to stderr, a message of sys.exit() included).
+      (the status it ends with, what it wrote to stderr).
     """
-    binary = importlib.import_module(os.path.splitext(script)[0])
     reader, writer = os.pipe()
     os.close(reader)
-    stdout = io.TextIOWrapper(io.FileIO(writer, "w"), write_through=True)
-    stderr = io.StringIO()
-    handlers = {signum: signal.getsignal(signum) for signum in startup.STOP_SIGNALS}
-    main, argv = sys.modules["__main__"], sys.argv
-    sys.modules["__main__"], sys.argv = binary, [script, *args]
-    try:
-        with (
-            flagsaver.flagsaver(),
-            mock.patch.object(app._run_init, "done", True),
-            contextlib.redirect_stdout(stdout),
-            contextlib.redirect_stderr(stderr),
-        ):
-            try:
-                startup.run(binary.main)
-                status = 0
-            except SystemExit as e:
-                status = e.code
-                if isinstance(status, str):
-                    print(status, file=sys.stderr)
-                    status = 1
-    finally:
-        sys.modules["__main__"], sys.argv = main, argv
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
-        with contextlib.suppress(BrokenPipeError):
-            stdout.close()
-    return status or 0, stderr.getvalue()
+    with io.TextIOWrapper(io.FileIO(writer, "w"), write_through=True) as stdout:
+        result = run_started_here(script, *args, stdout=stdout)
+    return result.returncode, result.stderr
 
 
 def assert_quiet(status, stderr):

@@ -8,7 +8,7 @@ import re
 import pytest
 
 import cifar10_pack
-from harness.procs import run_binary, run_here
+from harness.procs import run_binary, run_here, run_started_here
 from support import startup
 
 # The model's and the data's flags, and which binaries use them.
@@ -123,18 +123,19 @@ def test_a_bad_value_is_one_line():
     assert result.stderr == "Error: --max_steps=0: 0 is not a positive integer\n"
 
 
-@pytest.mark.slow
 def test_help_prints_them_and_exits_building_nothing(tmp_path):
     # Beside flags that would fail a run (no data, a batch no memory holds),
-    # --help answers and touches nothing; --helpfull says the same.
+    # --help answers and touches nothing; --helpfull says the same. Through
+    # the binary's start-up, in this process (its process starts it so:
+    # test_a_misspelt_flag_is_one_line_from_the_binary_too).
     args = [
         "--train_dir=%s" % (tmp_path / "train"),
         "--data_dir=%s" % (tmp_path / "data"),
         "--data_url=file:///nowhere/cifar-10-binary.tar.gz",
         "--batch_size=100000000",
     ]
-    shown = run_binary("cifar10_train.py", "--help", *args)
-    full = run_binary("cifar10_train.py", "--helpfull", *args)
+    shown = run_started_here("cifar10_train.py", "--help", *args)
+    full = run_started_here("cifar10_train.py", "--helpfull", *args)
     assert shown.returncode == full.returncode == 0, shown.stderr + full.stderr
     assert "Traceback" not in shown.stderr
     assert listed(shown.stdout) == sorted(TRAINING)
