@@ -13,7 +13,7 @@ import time
 import pytest
 
 from harness.procs import ROOT, run_binary
-from helpers import PRECISION, form, train_flags
+from helpers import PRECISION, form, logged_steps, train_flags
 
 # What TensorFlow 2.21 writes as it loads on a machine without a GPU,
 # whatever TF_CPP_MIN_LOG_LEVEL says, and the lines around it that must stay.
@@ -222,17 +222,22 @@ sys.stderr.write("after the loading\\n")
 
 @pytest.mark.slow
 def test_a_healthy_run_prints_the_tutorials_lines_only(dataset, tmp_path):
+    # Short: a step line (every 10 steps), 100 images scored.
     trained = run_binary(
-        "cifar10_train.py", *train_flags(dataset, tmp_path / "train", "--max_steps=20")
-    )
+        "cifar10_train.py",
+        *train_flags(dataset, tmp_path / "train", "--max_steps=10"),
+        "--batch_size=16", "--min_queue_examples=100",
+    )  # fmt: skip
     scored = run_binary(
         "cifar10_eval.py", "--data_dir=%s" % dataset["root"],
         "--checkpoint_dir=%s" % (tmp_path / "train"),
         "--eval_dir=%s" % (tmp_path / "eval"), "--run_once", "--batch_size=100",
+        "--num_examples=100",
     )  # fmt: skip
     for result in (trained, scored):
         assert result.returncode == 0, result.stderr
         assert result.stderr == ""
         # Every line has a form the binaries print (helpers.FORMS).
         assert [line for line in result.stdout.splitlines() if not form(line)] == []
+    assert logged_steps(trained.stdout) == [10]
     assert PRECISION.search(scored.stdout)
