@@ -25,6 +25,7 @@ from harness import fake_cifar, procs
 from helpers import (
     MOMENTS,
     PRECISION,
+    TENSORFLOW_ERROR,
     checkpoint_step,
     evaluate,
     exit_line,
@@ -105,9 +106,10 @@ def classify(*args):
 def exported(trained, tmp_path_factory):
     """The shared checkpoint, exported by the binary in a process of its own,
     its memory measured, which classifies odd and thin images in the same
-    run: {"export_dir", "version", "pairs": write_look_alikes()'s, "files":
-    those and the thin images, "result": its subprocess.CompletedProcess,
-    "peak": its peak resident memory in bytes}.
+    run, and skips a huge one: {"export_dir", "version", "pairs":
+    write_look_alikes()'s, "files": those and the thin images, "huge": the
+    huge one's path (in a folder named to the binary), "result": its
+    subprocess.CompletedProcess, "peak": its peak resident memory in bytes}.
 
     The folder's name has what TensorFlow reads as a pattern elsewhere: a
     SavedModel of constants is written and loaded from it as from any."""
@@ -120,11 +122,16 @@ def exported(trained, tmp_path_factory):
     files = [f for p in pairs for f in p] + [
         str(folder / "wide.png"), str(folder / "tall.png")
     ]  # fmt: skip
+    # Pillow warns of an image above 89 million pixels as it opens it: this
+    # one, which the binary refuses as too large in its own words.
+    huge = folder / "huge" / "huge.png"
+    huge.parent.mkdir()
+    huge.write_bytes(fake_cifar.png_of_one_colour(9500, 9500))
     result, peak, _ = procs.run_measured(
         "cifar10_classify.py", "--checkpoint_dir=%s" % trained,
-        "--export_dir=%s" % export_dir, *files,
+        "--export_dir=%s" % export_dir, *files, str(huge.parent),
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # the huge image skipped
     version = export_dir / str(checkpoint_step(trained))
     assert (
         "Exported the model of %s to %s."
@@ -136,7 +143,7 @@ def exported(trained, tmp_path_factory):
     )
     return {
         "export_dir": export_dir, "version": version, "pairs": pairs,
-        "files": files, "result": result, "peak": peak,
+        "files": files, "huge": str(huge), "result": result, "peak": peak,
     }  # fmt: skip
 
 
@@ -604,3 +611,17 @@ def test_odd_and_thin_images_classify_and_serve_alike_within_1_gb(exported, serv
     by_file = dict(zip(files, served["served"], strict=True))
     for path, plain in pairs:
         assert np.allclose(by_file[path], by_file[plain], atol=1e-6), path
+
+
+@pytest.mark.slow
+def test_classifying_a_huge_image_says_so_in_its_own_words(exported):
+    # In the run of the odd and thin images: only the binary's own lines.
+    result = exported["result"]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [
+        "Error: %s is an image of 9500x9500 pixels; images of more than 40 "
+        "million pixels are skipped." % exported["huge"],
+        "Error: classified %d file(s); skipped the 1 above." % len(exported["files"]),
+    ]
+    assert "Warning" not in result.stderr, result.stderr
+    assert TENSORFLOW_ERROR.findall(result.stderr) == [], result.stderr

@@ -38,13 +38,8 @@ def test_packing_a_huge_image_says_so_in_its_own_words(image_dir, tmp_path):
     assert TENSORFLOW_ERROR.findall(result.stderr) == [], result.stderr
 
 
-@pytest.mark.slow
-def test_classifying_a_huge_image_says_so_in_its_own_words(image_dir, trained):
-    result = run_binary(
-        "cifar10_classify.py", "--checkpoint_dir=%s" % trained, str(image_dir / "a")
-    )
-    assert "huge.png" in result.stdout + result.stderr
-    assert "Warning" not in result.stderr, result.stderr
+# Classifying a huge image: test_classify.py, in the classifying binary's run
+# of odd and thin images.
 
 
 def font_that_draws(text):
