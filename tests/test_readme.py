@@ -76,10 +76,10 @@ def not_run(command):
 # Flags that only shorten a run, added where a command does not set them.
 SHORTER = {
     "cifar10_train.py": [
-        "--max_steps=25", "--batch_size=16", "--min_queue_examples=100",
+        "--max_steps=15", "--batch_size=16", "--min_queue_examples=100",
     ],
     "cifar10_multi_gpu_train.py": [
-        "--max_steps=30", "--batch_size=8", "--min_queue_examples=100",
+        "--max_steps=20", "--batch_size=8", "--min_queue_examples=100",
     ],
     "cifar10_eval.py": ["--run_once", "--batch_size=100"],
 }  # fmt: skip
@@ -89,7 +89,7 @@ SHORTER = {
 SHORTER_ON_TESTS_DATA = {"cifar10_eval.py": ["--num_examples=200"]}
 # And a --max_steps that a command sets is divided by this: the steps to
 # stop at keep their order (1000, then 2000 to resume) in a short run.
-STEPS_DIVIDED_BY = 100
+STEPS_DIVIDED_BY = 200
 
 
 def code_blocks(page):
