@@ -14,10 +14,13 @@ gone: what they do before the closed output stops them, and the status they
 end with, are theirs.
 """
 
+import gc
 import io
 import os
 import signal
 import subprocess
+import sys
+from unittest import mock
 
 import pytest
 
@@ -52,13 +55,21 @@ def run_here_into_closed_pipe(script, *args):
     run).
 
     Returns:
-      (the status it ends with, what it wrote to stderr).
+      (the status it ends with, what it wrote to stderr, and the exceptions
+      that Python ignored meanwhile, as a process would show them on its
+      stderr: "Exception ignored ...").
     """
+    ignored = []
     reader, writer = os.pipe()
     os.close(reader)
-    with io.TextIOWrapper(io.FileIO(writer, "w"), write_through=True) as stdout:
-        result = run_started_here(script, *args, stdout=stdout)
-    return result.returncode, result.stderr
+    with mock.patch.object(
+        sys, "unraisablehook", lambda u: ignored.append(u.exc_value)
+    ):
+        with io.TextIOWrapper(io.FileIO(writer, "w"), write_through=True) as stdout:
+            result = run_started_here(script, *args, stdout=stdout)
+        gc.collect()  # what the binary left for the collector, finalized here
+    shown = ["Exception ignored: %r\n" % e for e in ignored]
+    return result.returncode, result.stderr + "".join(shown)
 
 
 def assert_quiet(status, stderr):
