@@ -53,7 +53,7 @@ def independent_precision(checkpoint, labels, images):
     return np.mean(np.argmax(independent_logits(checkpoint, images), axis=1) == labels)
 
 
-@pytest.mark.parametrize("num_examples", [250])  # 7 batches of 32 and part of one
+@pytest.mark.parametrize("num_examples", [70])  # 2 batches of 32 and part of one
 def test_run_once_counts_each_image_once(trained, noise, tmp_path, num_examples):
     result = evaluate(
         noise["root"], trained, tmp_path / "eval", "--run_once",
@@ -144,7 +144,7 @@ def test_trained_model_scores_well_above_chance_on_either_split(
     for split in ("test", "train_eval"):
         result = evaluate(
             dataset["root"], trained, tmp_path / split, "--run_once",
-            "--eval_data=%s" % split, "--num_examples=500",
+            "--eval_data=%s" % split, "--num_examples=200",
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         (match,) = PRECISION.findall(result.stdout)
@@ -160,10 +160,15 @@ def test_polling_beside_training_scores_each_checkpoint_once_through_kill_and_si
     dataset, tmp_path
 ):
     train_dir = tmp_path / "train"
-    flags = ["--max_steps=1000000", "--save_checkpoint_steps=5", "--keep_checkpoints=1"]
+    # Small steps and small looks: the test waits on events, and the
+    # processes compute all the while.
+    flags = [
+        "--max_steps=1000000", "--save_checkpoint_steps=5", "--keep_checkpoints=1",
+        "--batch_size=8", "--min_queue_examples=100",
+    ]  # fmt: skip
     evaluator = start_evaluation(
-        dataset["root"], train_dir, tmp_path / "eval", "--eval_interval_secs=0",
-        "--num_examples=64", "--per_class",
+        dataset["root"], train_dir, tmp_path / "eval", "--eval_interval_secs=1",
+        "--num_examples=16", "--batch_size=16", "--per_class",
     )  # fmt: skip
     trainer = None
     try:
@@ -174,10 +179,10 @@ def test_polling_beside_training_scores_each_checkpoint_once_through_kill_and_si
         # A checkpoint every 5 steps, only the newest kept: each one the
         # evaluator reads may be deleted under it.
         trainer = start_training(dataset, train_dir, *flags)
-        evaluator.wait_until(
-            lambda out: len(PRECISION.findall(out)) >= 3, "three checkpoints scored"
-        )
-        scored = int(PRECISION.findall(evaluator.output())[-1][1])
+        # While it starts: a checkpoint of another model (float16
+        # variables), for the evaluation to meet below.
+        fp16 = fp16_checkpoint(tmp_path / "fp16")
+        evaluator.wait_until(lambda out: PRECISION.search(out), "a checkpoint scored")
 
         # A second trainer in the folder is turned away, having written nothing.
         second = train(dataset, train_dir, "--max_steps=10")
@@ -189,6 +194,10 @@ def test_polling_beside_training_scores_each_checkpoint_once_through_kill_and_si
             in second.stderr
         )
         assert len(glob.glob(str(train_dir / "events.out.tfevents.*"))) == 1
+        evaluator.wait_until(
+            lambda out: len(PRECISION.findall(out)) >= 3, "three checkpoints scored"
+        )
+        scored = int(PRECISION.findall(evaluator.output())[-1][1])
 
         # Killed (kill -9), the trainer leaves no lock behind: the next one
         # goes on from its newest checkpoint.
@@ -221,16 +230,10 @@ def test_polling_beside_training_scores_each_checkpoint_once_through_kill_and_si
         )
         # A newer one of another model (float16 variables): a warning too,
         # and the evaluation goes on polling.
-        with flagsaver.flagsaver(use_fp16=True), tf.Graph().as_default():
-            global_step = tf.compat.v1.train.get_or_create_global_step()
-            images = tf.zeros([2, 24, 24, 3], tf.float16)
-            total = cifar10.loss(cifar10.inference(images), tf.zeros([2], tf.int32))
-            cifar10.train(total, global_step)
-            with tf.compat.v1.Session() as sess:
-                sess.run(tf.compat.v1.global_variables_initializer())
-                other = tf.compat.v1.train.Saver().save(
-                    sess, str(train_dir / "model.ckpt"), stopped + 2
-                )
+        other = str(train_dir / ("model.ckpt-%d" % (stopped + 2)))
+        # Its index last, as a save writes it.
+        for path in sorted(glob.glob(fp16 + ".*"), key=lambda p: p.endswith(".index")):
+            shutil.copy(path, other + path[len(fp16) :])
         evaluator.wait_for(
             "^Warning: %s does not match this model: variable .* is float16, "
             "not float32" % re.escape(other)
@@ -252,6 +255,18 @@ def test_polling_beside_training_scores_each_checkpoint_once_through_kill_and_si
     # --per_class, in the polling mode too: a table with each score.
     assert log.count("  Most confused: ") == len(steps)
     assert log.count("No checkpoint file found") == 1
+
+
+def fp16_checkpoint(folder):
+    """A checkpoint of the model with float16 variables, in folder; its path."""
+    with flagsaver.flagsaver(use_fp16=True), tf.Graph().as_default():
+        global_step = tf.compat.v1.train.get_or_create_global_step()
+        images = tf.zeros([2, 24, 24, 3], tf.float16)
+        total = cifar10.loss(cifar10.inference(images), tf.zeros([2], tf.int32))
+        cifar10.train(total, global_step)
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            return tf.compat.v1.train.Saver().save(sess, str(folder / "model.ckpt"))
 
 
 def test_a_warning_while_polling_reaches_a_piped_output_before_the_wait(
@@ -361,17 +376,17 @@ def test_a_bad_flag_value_is_one_clear_error(dataset, tmp_path):
 def test_fp16_checkpoint_evaluates_with_its_flag_and_only_with_it(dataset, tmp_path):
     train_dir = tmp_path / "train"
     # float16 is slow on a CPU (a step of 8 images takes about 2 s of CPU
-    # here): one step of 8.
-    small = ["--batch_size=8", "--min_queue_examples=50"]
+    # here): one step of 2.
+    small = ["--batch_size=2", "--min_queue_examples=10"]
     trained = train(dataset, train_dir, "--max_steps=1", "--use_fp16", *small)
     assert trained.returncode == 0, trained.stderr
     result = evaluate(
         dataset["root"], train_dir, tmp_path / "eval", "--run_once", "--use_fp16",
-        "--num_examples=8", "--batch_size=8",
+        "--num_examples=2", "--batch_size=2",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     (match,) = PRECISION.findall(result.stdout)
-    assert match[1] == "1" and match[2] == "8"
+    assert match[1] == "1" and match[2] == "2"
 
     # Without --use_fp16: one line.
     mismatch = "%s does not match this model: variable " % (train_dir / "model.ckpt-1")

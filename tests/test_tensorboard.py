@@ -37,6 +37,10 @@ HISTOGRAMS = [
 ]
 
 
+# The training run's steps; it writes summaries every 5.
+STEPS = 12
+
+
 def _get(base, path, **query):
     return json.loads(_get_bytes(base, path, **query))
 
@@ -53,12 +57,13 @@ def board(dataset, tmp_path_factory):
     read both: (its address, the log folder)."""
     logdir = tmp_path_factory.mktemp("logs")
     trained = train(
-        dataset, logdir / "train", "--max_steps=30", "--save_summaries_steps=10"
-    )
+        dataset, logdir / "train", "--max_steps=%d" % STEPS,
+        "--save_summaries_steps=5", "--batch_size=8",
+    )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     scored = evaluate(
         dataset["root"], logdir / "train", logdir / "eval", "--run_once",
-        "--num_examples=300",
+        "--num_examples=100",
     )  # fmt: skip
     assert scored.returncode == 0, scored.stderr
 
@@ -98,11 +103,11 @@ def test_tensorboard_serves_the_curves_histograms_images_and_graphs(board):
     precision = _get(
         base, "/data/plugin/scalars/scalars", run="eval", tag="Precision @ 1"
     )
-    assert [step for _, step, _ in precision] == [30]
+    assert [step for _, step, _ in precision] == [STEPS]
     learning_rate = _get(
         base, "/data/plugin/scalars/scalars", run="train", tag="learning_rate"
     )
-    assert [step for _, step, _ in learning_rate] == [1, 11, 21]
+    assert [step for _, step, _ in learning_rate] == [1, 6, 11]
     assert all(value == pytest.approx(0.1) for _, _, value in learning_rate)
 
     histograms = _get(base, "/data/plugin/histograms/tags")["train"]
@@ -124,12 +129,12 @@ def test_tensorboard_serves_each_class_and_the_confusion_matrix(board):
             base, "/data/plugin/scalars/scalars", run="eval",
             tag="Recall/%s" % name,
         )  # fmt: skip
-        assert [step for _, step, _ in per_class] == [30]
+        assert [step for _, step, _ in per_class] == [STEPS]
     assert "Confusion matrix" in _get(base, "/data/plugin/images/tags")["eval"]
     (entry,) = _get(
         base, "/data/plugin/images/images", run="eval", tag="Confusion matrix"
     )
-    assert entry["step"] == 30
+    assert entry["step"] == STEPS
     png = _get_bytes(base, "/data/plugin/images/individualImage?" + entry["query"])
     ((_, value),) = summary_values(logdir / "eval")["Confusion matrix"]
     assert png == value.image.encoded_image_string
