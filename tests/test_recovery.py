@@ -29,6 +29,9 @@ from helpers import (
 )
 from support import checkpoints, run_folder, signals, startup
 
+# Small steps, for runs whose checkpoints matter and not what they learn.
+SMALL = ["--batch_size=8", "--min_queue_examples=100"]
+
 
 def steps_on_disk(train_dir):
     """The steps of the checkpoints in train_dir, by their index files."""
@@ -50,13 +53,29 @@ def clean(result):
     return result.stdout
 
 
+@pytest.fixture(scope="module")
+def ten_steps(dataset, tmp_path_factory):
+    """A train_dir of a run to step 10 with a checkpoint every 5 steps (of
+    steps 0, 5 and 10), for the tests to copy."""
+    train_dir = tmp_path_factory.mktemp("ten_steps") / "train"
+    result = train(
+        dataset, train_dir, "--max_steps=10", "--save_checkpoint_steps=5", *SMALL
+    )
+    assert result.returncode == 0, result.stderr
+    assert steps_on_disk(train_dir) == [0, 5, 10]
+    return train_dir
+
+
 @pytest.mark.slow
 def test_training_resumes_from_the_checkpoint_files_whatever_the_pointer_says(
-    dataset, tmp_path
+    dataset, ten_steps, tmp_path
 ):
     train_dir = tmp_path / "train"
-    flags = ["--save_checkpoint_steps=5", "--keep_checkpoints=2"]
-    assert train(dataset, train_dir, "--max_steps=10", *flags).returncode == 0
+    flags = ["--save_checkpoint_steps=5", "--keep_checkpoints=2", *SMALL]
+    # The run to step 10 as --keep_checkpoints=2 leaves it: its two newest.
+    shutil.copytree(ten_steps, train_dir)
+    for path in glob.glob(str(train_dir / "model.ckpt-0.*")):
+        os.remove(path)
     pointer = train_dir / "checkpoint"
     for max_steps, garble in (
         (15, pointer.unlink),
@@ -84,10 +103,9 @@ def test_training_resumes_from_the_checkpoint_files_whatever_the_pointer_says(
 
 
 @pytest.mark.slow
-def test_damaged_checkpoints_are_skipped_and_kept(dataset, tmp_path):
+def test_damaged_checkpoints_are_skipped_and_kept(dataset, ten_steps, tmp_path):
     train_dir = tmp_path / "train"
-    result = train(dataset, train_dir, "--max_steps=10", "--save_checkpoint_steps=5")
-    assert result.returncode == 0, result.stderr
+    shutil.copytree(ten_steps, train_dir)
     # The newest cut short, the one before it without its index.
     data_10 = train_dir / "model.ckpt-10.data-00000-of-00001"
     with open(data_10, "r+b") as f:
@@ -99,7 +117,7 @@ def test_damaged_checkpoints_are_skipped_and_kept(dataset, tmp_path):
     # Evaluation warns about each and scores the newest it can read.
     scored = evaluate(
         dataset["root"], train_dir, tmp_path / "eval", "--run_once",
-        "--num_examples=100",
+        "--num_examples=32",
     )  # fmt: skip
     assert scored.returncode == 0, scored.stderr
     out = clean(scored)
@@ -113,7 +131,9 @@ def test_damaged_checkpoints_are_skipped_and_kept(dataset, tmp_path):
 
     # Training says which are damaged, sets their files aside and resumes
     # from the newest it can read.
-    result = train(dataset, train_dir, "--max_steps=15", "--save_checkpoint_steps=5")
+    result = train(
+        dataset, train_dir, "--max_steps=15", "--save_checkpoint_steps=5", *SMALL
+    )
     assert result.returncode == 0, result.stderr
     out = clean(result)
     for step in (10, 5):
