@@ -406,7 +406,8 @@ def test_a_gif_counts_and_decodes_its_first_frame_alone(decoder, tmp_path):
 # Decodes and fits files as classification does, in a process of its own:
 # a small image, then the thin images, printing the growth of its peak
 # resident memory (KB) from the one to the others; then a large JPEG, and
-# the pixels Pillow decodes of it (an .npy file), saved fit as .npy files.
+# fits the pixels Pillow decodes of all of it (an .npy file); both fit
+# images saved as <out>scaled.npy and <out>whole.npy.
 IN_A_PROCESS = """
 import resource, sys
 import numpy as np
