@@ -9,6 +9,8 @@ anything else, so that a renamed key cannot become an empty cell).
 
 import contextlib
 import datetime
+import importlib
+import json
 import os
 import re
 import signal
@@ -18,6 +20,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import traceback
 from typing import NamedTuple
 
 import numpy as np
@@ -26,6 +29,7 @@ from tensorflow.core.protobuf import rewriter_config_pb2
 
 import cifar10
 from harness import fake_cifar, procs
+from support import startup
 
 LOG_RATE = re.compile(r": step (\d+), loss = \S+ \(([\d.]+) examples/sec")
 LOG_STEP = re.compile(r"^(.+): step (\d+), loss = ", re.M)
@@ -75,7 +79,7 @@ SIZES = {
     "quick": Size(3, 10, 6, 200, 100, 20, 10000, 10000, 6000, 128),
     # Every figure once, in seconds, from the same code: a test that the
     # groups run, not a measurement.
-    "tiny": Size(1, 2, 0.5, 24, 60, 2, 200, 200, 10, 16),
+    "tiny": Size(1, 2, 0.1, 8, 60, 1, 100, 50, 5, 16),
 }
 
 
@@ -87,13 +91,15 @@ class Children:
     folder is removed.
 
     With in_process=True, the binaries that run to their end run in this
-    process instead (procs.run_here(), which the tests have set up): the
-    same output, without a start of TensorFlow each, and figures that mean
-    nothing.
+    process instead (procs.run_here(), which the tests have set up), and
+    those that run beside it are forked from one process that has loaded
+    TensorFlow (Forks): the same output, without a start of TensorFlow each,
+    and figures that mean nothing.
     """
 
     def __init__(self, in_process=False):
         self.in_process = in_process
+        self._forks = None
         self._leader = subprocess.Popen(
             [sys.executable, "-c", "import sys; sys.stdin.read()"],
             stdin=subprocess.PIPE,
@@ -128,15 +134,169 @@ class Children:
         )
 
     def process(self, script, *args, log_path):
-        """A procs.Process in the group."""
+        """A procs.Process in the group (in_process: a Forked one)."""
+        if self.in_process:
+            if self._forks is None:
+                self._forks = Forks(self.group)
+            return self._forks.process(script, *args, log_path=log_path)
         return procs.Process(script, *args, log_path=log_path, process_group=self.group)
 
     def stop_all(self):
         """Kills every process of the group (SIGKILL, stopped or not)."""
+        if self._forks is not None:
+            self._forks.stop_all()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.group, signal.SIGKILL)
         self._leader.wait()
         self._leader.stdin.close()
+
+
+# The program of Forks' process: TensorFlow loaded as a binary's start-up
+# loads it, then serve_forks().
+FORK_SERVER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from harness.procs import load_tensorflow_for_run_here
+load_tensorflow_for_run_here()
+from benchmarks import common
+common.serve_forks()
+"""
+
+
+class Forks:
+    """A process that has loaded TensorFlow, and forks a binary from itself
+    each time one is asked for (Children(in_process=True), for the tests):
+    the binary runs as its own process, from its own main(), without a
+    start of TensorFlow of its own. The forks are its children, in the
+    group; it reaps them all as it ends (stop_all()), so that the CPU time
+    they took is counted as a process's children's is."""
+
+    def __init__(self, group):
+        self._server = subprocess.Popen(
+            [sys.executable, "-u", "-c", FORK_SERVER, procs.ROOT],
+            cwd=procs.ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            process_group=group,
+        )
+
+    def process(self, script, *args, log_path):
+        """script with args forked, its output going to log_path: a Forked."""
+        open(log_path, "w").close()
+        self._server.stdin.write(json.dumps([script, args, str(log_path)]) + "\n")
+        self._server.stdin.flush()
+        pid = self._server.stdout.readline()
+        if not pid:
+            sys.exit("The process that forks the binaries ended.")
+        return Forked(int(pid), log_path)
+
+    def stop_all(self):
+        """Kills the forks, and ends the process once it has reaped them."""
+        with contextlib.suppress(OSError):
+            self._server.stdin.close()
+        try:
+            self._server.wait(timeout=procs.PATIENCE_SECS)
+        except subprocess.TimeoutExpired:
+            self._server.kill()
+            self._server.wait()
+
+
+def serve_forks():
+    """Forks's process: for each line [script, args, log_path] of stdin,
+    forks script's main() with args (as its start-up runs it), and prints
+    the fork's pid. At the end of stdin, kills the forks and reaps them; not
+    before, so that no pid of theirs goes to another process meanwhile."""
+    forked = []
+    for line in iter(sys.stdin.readline, ""):
+        script, args, log_path = json.loads(line)
+        binary = importlib.import_module(os.path.splitext(script)[0])
+        pid = os.fork()
+        if pid == 0:
+            _run_forked(binary, script, args, log_path)  # never returns
+        forked.append(pid)
+        print(pid, flush=True)
+    for pid in forked:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in forked:
+        os.waitpid(pid, 0)
+
+
+def _run_forked(binary, script, args, log_path):
+    """A fork's life: binary's start-up and main(), its output to log_path."""
+    status = 1
+    try:
+        log = os.open(log_path, os.O_WRONLY)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        nothing = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(nothing, 0)
+        os.close(nothing)
+        sys.argv = [os.path.join(procs.ROOT, script), *args]
+        sys.modules["__main__"] = binary
+        try:
+            startup.run(binary.main)
+            status = 0
+        except SystemExit as e:
+            if isinstance(e.code, str):
+                print(e.code, file=sys.stderr)
+            status = e.code if isinstance(e.code, int) else int(e.code is not None)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(status)
+
+
+class Forked(procs.Process):
+    """A procs.Process forked by Forks (not this process's child)."""
+
+    def __init__(self, pid, log_path):  # not super().__init__(): it starts one
+        self.log_path = log_path
+        self.proc = _ForkedProc(pid)
+
+
+class _ForkedProc:
+    """What procs.Process uses of a subprocess.Popen, for a process that
+    another one (Forks') started and reaps."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.returncode = None
+
+    def poll(self):
+        """Its exit status once it has ended (a zombie until Forks ends)."""
+        if self.returncode is None:
+            try:
+                with open("/proc/%d/stat" % self.pid) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                self.returncode = -signal.SIGKILL  # reaped: Forks has ended
+            else:
+                if fields[0] in "ZX":
+                    status = int(fields[49])  # exit_code, as wait() gives it
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout=None):
+        deadline = None if timeout is None else time.time() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.time() > deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout)
+            time.sleep(0.05)
+        return self.returncode
+
+    def send_signal(self, signum):
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
 
 
 class Run:
@@ -294,7 +454,8 @@ def logged_rates(out, skip, count=1):
 @contextlib.contextmanager
 def stopped_binary(run, train_dir, *flags, log_frequency=5):
     """cifar10_train.py in a child process, run past its first steps (its
-    queue filled, its graph warm) and stopped (SIGSTOP).
+    queue filled, its graph warm) and stopped (SIGSTOP). It logs every
+    log_frequency steps, or every run.size.log_frequency if fewer.
 
     Yields:
       Its procs.Process, and as its turn(seconds) a function that resumes
@@ -307,7 +468,7 @@ def stopped_binary(run, train_dir, *flags, log_frequency=5):
         *run.binary_flags(
             train_dir,
             "--max_steps=100000",  # more than the turns reach; killed when done
-            "--log_frequency=%d" % log_frequency,
+            "--log_frequency=%d" % min(log_frequency, run.size.log_frequency),
         ),
         log_path=train_dir + ".log",
     )

@@ -87,7 +87,9 @@ def decoding_rates(run, contents):
         rates = common.steps_in_turns(
             {key: lambda d=decode: run_once(d) for key, decode in decoders.items()},
             run.size.windows,
-            lambda step: common.median_rate(step, 2 * batch, 1, 4, 0),
+            lambda step: common.median_rate(
+                step, 2 * batch, 1, min(4, run.size.steps), 0
+            ),
         )
     return {key: statistics.median(values) for key, values in rates.items()}
 
@@ -107,12 +109,13 @@ def _fast_decoder(sess):
 
 
 def pack_hostile(run):
-    """The packer's peak RSS in MB on a folder of 200 images beside what
-    would take memory: a 2 GB video, a 2 GB file named .jpg, a PNG of
-    16000x16000 pixels (768 MB decoded) and one of 6000x6000 (108 MB)."""
+    """The packer's peak RSS in MB on a folder of 200 images (fewer at a
+    size of fewer) beside what would take memory: a 2 GB video, a 2 GB file
+    named .jpg, a PNG of 16000x16000 pixels (768 MB decoded) and one of
+    6000x6000 (108 MB)."""
     print("packing a folder of huge files ...", flush=True)
     image_dir = run.folder("hostile")
-    fake_cifar.write_image_folders(image_dir, ["a", "b"], 100)
+    fake_cifar.write_image_folders(image_dir, ["a", "b"], min(100, run.size.images))
     for name in ("a/holiday.mov", "b/huge.jpg"):
         with open(os.path.join(image_dir, name), "wb") as f:
             f.truncate(2 * 2**30)  # sparse
