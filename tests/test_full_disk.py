@@ -17,6 +17,7 @@ import re
 import subprocess
 
 import pytest
+from test_pack import one_decoding_graph  # noqa: F401  (a fixture, for all here)
 
 import cifar10_input
 import cifar10_pack
@@ -96,7 +97,13 @@ def small_disk(tmp_path):
         disk.close()
 
 
-FLAGS = ["--save_checkpoint_steps=5", "--save_summaries_steps=100000"]
+FLAGS = [
+    "--save_checkpoint_steps=5",
+    "--save_summaries_steps=100000",
+    # Small steps: the checkpoints are what fills the disk.
+    "--batch_size=8",
+    "--min_queue_examples=16",
+]
 FULL = (
     r"Error: No space left on the device of --train_dir=%s while saving step "
     r"(\d+); the checkpoint of step (\d+) is intact\. Free some space and run "
@@ -218,9 +225,11 @@ def test_a_full_disk_while_fetching_the_data(tmp_path, small_disk):
 
 
 def test_a_full_disk_while_packing_keeps_nothing(tmp_path, small_disk):
-    fake_cifar.write_image_folders(str(tmp_path / "images"), ["a", "b"], 300)
+    fake_cifar.write_image_folders(
+        str(tmp_path / "images"), ["a", "b"], 60, varied=False
+    )
     # Room for a third of the records.
-    disk = small_disk("data", 600 * cifar10_input.RECORD_BYTES // 3 // 1024)
+    disk = small_disk("data", 120 * cifar10_input.RECORD_BYTES // 3 // 1024)
     line = exit_line(
         cifar10_pack.main, image_dir=str(tmp_path / "images"), data_dir=str(disk.path)
     )

@@ -96,23 +96,27 @@ def test_bf16_training_learns_as_float32_does(dataset, tmp_path, monkeypatch):
     enough that neither has learned everything."""
     monkeypatch.setattr(cifar10, "INITIAL_LEARNING_RATE", 0.02)
     labels, images = (a[:4000] for a in dataset["train"])
-    test_labels, test_images = (a[:1000] for a in dataset["test"])
+    test_labels, test_images = (a[:500] for a in dataset["test"])
     precision = {}
     for mixed_precision in ("off", "bf16"):
         with (
             flagsaver.flagsaver(mixed_precision=mixed_precision),
             training_from_memory(images, labels, 32, seed=1) as (run, save, _),
         ):
-            run(25)
+            run(20)
             checkpoint = save(tmp_path / mixed_precision / "model.ckpt")
         # The checkpoint holds float32 weights and averages either way.
         dtypes = tf.train.load_checkpoint(checkpoint).get_variable_to_dtype_map()
         assert set(dtypes.values()) <= {tf.float32, tf.int64}
         logits = independent_logits(checkpoint, test_images)
         precision[mixed_precision] = np.mean(np.argmax(logits, axis=1) == test_labels)
-    # About 0.5 each after 25 steps here; chance is 0.1.
+    # About 0.5 each after 20 steps here; chance is 0.1.
     assert min(precision.values()) > 0.25, precision
     assert abs(precision["bf16"] - precision["off"]) < 0.15, precision
+
+
+# Small steps: what the checkpoints hold is what this asserts.
+SMALL = ["--batch_size=8", "--min_queue_examples=16"]
 
 
 @pytest.mark.slow
@@ -122,7 +126,7 @@ def test_checkpoints_move_freely_between_precisions(dataset, tmp_path):
     # The note comes once a process: a test before this one, in this process,
     # may have had it.
     bfloat16.say_if_emulated.cache_clear()
-    first = train(dataset, train_dir, "--max_steps=3", bf16)
+    first = train(dataset, train_dir, "--max_steps=3", bf16, *SMALL)
     assert first.returncode == 0, first.stderr
     emulated = bfloat16.native() is False
     assert first.stdout.count("no native bfloat16") == (1 if emulated else 0)
@@ -136,7 +140,12 @@ def test_checkpoints_move_freely_between_precisions(dataset, tmp_path):
     for max_steps, flags in ((5, []), (7, [bf16, "--num_gpus=2"])):
         script = "cifar10_multi_gpu_train.py" if flags else "cifar10_train.py"
         result = train(
-            dataset, train_dir, "--max_steps=%d" % max_steps, *flags, script=script
+            dataset,
+            train_dir,
+            "--max_steps=%d" % max_steps,
+            *flags,
+            *SMALL,
+            script=script,
         )
         assert result.returncode == 0, result.stderr
         assert "at step %d." % (max_steps - 2) in result.stdout

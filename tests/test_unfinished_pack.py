@@ -5,6 +5,7 @@ than a download of CIFAR-10 into it."""
 import os
 
 import pytest
+from test_pack import one_decoding_graph  # noqa: F401  (a fixture, for all here)
 
 import cifar10_input
 import cifar10_pack
