@@ -41,7 +41,9 @@ def assert_prints_its_table(group, out):
     "groups",
     [
         pytest.param(
-            [g for g in DEFAULT_GROUPS if g != "lrn"], marks=pytest.mark.slow, id="all"
+            [g for g in DEFAULT_GROUPS if g != "lrn"],
+            marks=pytest.mark.slow,
+            id="the_rest",
         ),
         pytest.param(["lrn"], id="lrn"),
     ],
