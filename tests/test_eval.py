@@ -395,8 +395,8 @@ def test_fp16_checkpoint_evaluates_with_its_flag_and_only_with_it(dataset, tmp_p
         eval_dir=str(tmp_path / "eval"), run_once=True, num_examples=32,
     )  # fmt: skip
     assert line.startswith("Error: " + mismatch) and "is float16, not float32" in line
-    # (A polling evaluation warns and goes on polling: see
-    # test_loop_waits_for_a_checkpoint_and_scores_each_once.)
+    # (A polling evaluation warns and goes on polling: see the polling test
+    # above.)
 
 
 @pytest.mark.parametrize("moment", MOMENTS)
