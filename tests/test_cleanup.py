@@ -1,5 +1,7 @@
-"""What a run leaves behind: a passing test run, nothing of its own (the
-benchmarks: see test_benchmarks.py; a download: test_download.py)."""
+"""How the suite runs: what a run leaves behind (a passing test run, nothing
+of its own; the benchmarks: see test_benchmarks.py; a download:
+test_download.py), and the tests of a module fixture kept in one test
+process."""
 
 import os
 import subprocess
@@ -44,3 +46,57 @@ def test_a_test_run_keeps_only_what_failed_tests_wrote(tmp_path):
     assert "2 passed" in pytest_run(tmp_path / "probe", root, PROBE_PASSES="1")
     after = sorted(str(p) for p in root.rglob("*") if not p.name.endswith("current"))
     assert set(after) <= set(before)
+
+
+GROUPED = """
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def made_once():
+    with open(os.environ["MADE_LOG"], "a") as f:
+        f.write("%d\\n" % os.getpid())
+    return os.getpid()
+
+
+@pytest.mark.parametrize("i", range(6))
+def test_shares_it(made_once, i):
+    assert made_once == os.getpid()
+
+
+@pytest.mark.parametrize("i", range(6))
+def test_alone(i):
+    pass
+"""
+
+
+def test_a_module_fixture_is_made_once_for_its_tests_across_the_test_processes(
+    tmp_path,
+):
+    # conftest.py puts the tests of a file with a module fixture in one test
+    # process (pytest-xdist's --dist loadgroup, which needs a pytest whose
+    # node ids it can mark: requirements.txt pins one).
+    (tmp_path / "probe").mkdir()
+    (tmp_path / "probe" / "test_grouped.py").write_text(GROUPED)
+    (tmp_path / "probe" / "conftest.py").write_text(
+        "import importlib.util\n"
+        "spec = importlib.util.spec_from_file_location('project_conftest', %r)\n"
+        "project = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(project)\n"
+        "pytest_collection_modifyitems = project.pytest_collection_modifyitems\n"
+        % os.path.join(ROOT, "tests", "conftest.py")
+    )
+    root = tmp_path / "root"
+    root.mkdir()
+    made = tmp_path / "made.log"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-c", os.path.join(ROOT, "pytest.ini"),
+         "-n", "3", "-p", "no:cacheprovider", "--rootdir", str(tmp_path / "probe"),
+         str(tmp_path / "probe")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTEST_DEBUG_TEMPROOT": str(root), "MADE_LOG": str(made)},
+    )  # fmt: skip
+    assert "12 passed" in result.stdout, result.stdout + result.stderr
+    assert len(made.read_text().split()) == 1, made.read_text()
