@@ -14,7 +14,7 @@ import cifar10
 import cifar10_multi_gpu_train
 import support.cluster
 from harness import fake_cifar
-from helpers import checkpoint_step, independent_logits, train, training_from_memory
+from helpers import checkpoint_step, independent_logits, train
 from support import bfloat16, checkpoints, cluster_task
 
 ON = rewriter_config_pb2.RewriterConfig.ON
@@ -97,14 +97,34 @@ def test_bf16_training_learns_as_float32_does(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(cifar10, "INITIAL_LEARNING_RATE", 0.02)
     labels, images = (a[:4000] for a in dataset["train"])
     test_labels, test_images = (a[:500] for a in dataset["test"])
+    inputs = fake_cifar.eval_images(images).astype(np.float32)
     precision = {}
-    for mixed_precision in ("off", "bf16"):
-        with (
-            flagsaver.flagsaver(mixed_precision=mixed_precision),
-            training_from_memory(images, labels, 32, seed=1) as (run, save, _),
-        ):
-            run(20)
-            checkpoint = save(tmp_path / mixed_precision / "model.ckpt")
+    # helpers.training_from_memory()'s steps, in one graph run by a session
+    # of each precision's config (which is all that --mixed_precision sets).
+    with flagsaver.flagsaver(batch_size=32), tf.Graph().as_default():
+        tf.compat.v1.set_random_seed(1)
+        global_step = tf.compat.v1.train.get_or_create_global_step()
+        x = tf.compat.v1.placeholder(tf.float32, [None, 24, 24, 3])
+        y = tf.compat.v1.placeholder(tf.int32, [None])
+        loss = cifar10.loss(cifar10.inference(x), y)
+        train_op = cifar10.train(loss, global_step)
+        start = tf.compat.v1.global_variables_initializer()
+        saver = tf.compat.v1.train.Saver()
+        checkpoints = {}
+        for mixed_precision in ("off", "bf16"):
+            rng = np.random.default_rng(1)
+            with (
+                flagsaver.flagsaver(mixed_precision=mixed_precision),
+                tf.compat.v1.Session(config=cifar10.session_config()) as sess,
+            ):
+                sess.run(start)
+                for _ in range(20):
+                    batch = rng.choice(len(labels), 32, replace=False)
+                    sess.run(train_op, {x: inputs[batch], y: labels[batch]})
+                checkpoints[mixed_precision] = saver.save(
+                    sess, str(tmp_path / mixed_precision / "model.ckpt")
+                )
+    for mixed_precision, checkpoint in checkpoints.items():
         # The checkpoint holds float32 weights and averages either way.
         dtypes = tf.train.load_checkpoint(checkpoint).get_variable_to_dtype_map()
         assert set(dtypes.values()) <= {tf.float32, tf.int64}

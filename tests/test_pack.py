@@ -99,7 +99,7 @@ def test_own_images_train_evaluate_and_classify_with_no_code_changed(tmp_path):
     common = ["--data_dir=%s" % (tmp_path / "data"), "--batch_size=64"]
     trained = run_here(
         "cifar10_train.py", *common, "--train_dir=%s" % (tmp_path / "train"),
-        "--max_steps=15",
+        "--max_steps=25",
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     # The shuffling queue holds 40% of the data's own training images.
@@ -114,7 +114,8 @@ def test_own_images_train_evaluate_and_classify_with_no_code_changed(tmp_path):
     assert scored.returncode == 0, scored.stderr
     (found,) = PRECISION.findall(scored.stdout)
     assert int(found[2]) == num_test  # every test image, by default
-    # Chance is 0.2; 15 steps scored 0.88 to 0.93 in XX runs.
+    # Chance is 0.2; 25 steps scored 0.88 in each of four runs (15 or 20
+    # steps, now and then 0.71).
     assert float(found[0]) > 0.6, scored.stdout
     table = scored.stdout.split(found[0], 1)[1]
     assert re.findall(r"^  ([a-z]+) +\d+ +[01]\.\d{3}$", table, re.M) == NAMES
