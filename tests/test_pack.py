@@ -34,12 +34,14 @@ FOLDER = cifar10_input.DATA_FOLDER
 _DECODER = {}
 
 
-@pytest.fixture(autouse=True)
-def one_decoding_graph(monkeypatch):
+@pytest.fixture(scope="module", autouse=True)
+def one_decoding_graph():
     """The in-process packings of a test process share one decoding graph:
     building it costs seconds of CPU a packing, for the same graph each
-    time. The packings as processes (test_images_of_every_format_...,
-    test_a_folder_as_people_have_them_...) build their own, as users' do."""
+    time. (A module fixture: the tests of a file that uses it run in one
+    test process, conftest.py's group, which builds it once.) The packings
+    as processes (packed_as_people_have_them) build their own, as users'
+    do."""
     build = cifar10_pack._decoder
 
     def decoder(sess):
@@ -49,7 +51,9 @@ def one_decoding_graph(monkeypatch):
                 _DECODER["decode"] = build(tf.compat.v1.Session(graph=graph))
         return _DECODER["decode"]
 
-    monkeypatch.setattr(cifar10_pack, "_decoder", decoder)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cifar10_pack, "_decoder", decoder)
+        yield
 
 
 def pack(image_dir, data_dir, **flags):
