@@ -537,7 +537,9 @@ class _Lister:
             tally.add(mine)
             self.skips += [
                 images.Skip(
-                    NO_FOLDER, "Cannot read the folder %s (%s)." % (path, e.strerror)
+                    NO_FOLDER,
+                    "Cannot read the folder %s (%s)."
+                    % (images.shown(path), e.strerror),
                 )
                 for path, e in mine.unreadable
             ]

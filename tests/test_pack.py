@@ -743,10 +743,9 @@ def test_a_folder_as_people_have_them_packs_with_one_line_per_kind(
 
 
 def test_a_folder_too_deep_to_read_is_one_line_and_the_rest_packs(tmp_path, capsys):
-    # Of a folder as people have them, but in a folder of its own whose path
-    # is UTF-8: this line shows the path unescaped (support/image_folders.py),
-    # which fails the packing of packed_as_people_have_them's, which is not.
-    images = tmp_path / "images"
+    # Of a folder as people have them, in a folder whose name is not UTF-8:
+    # the line names it with those bytes as \xNN, as the other skip lines do.
+    images = tmp_path / os.fsdecode(b"imag\xe9s")
     fake_cifar.write_image_folders(str(images), NAMES[:2], 10, varied=False)
     a = images / NAMES[0]
     fd = deep_folder(a, 25)  # 5,025 bytes more of path than the class folder's
@@ -759,7 +758,7 @@ def test_a_folder_too_deep_to_read_is_one_line_and_the_rest_packs(tmp_path, caps
         "Each file skipped is listed in %s." % log,
     ]
     (skipped,) = log.read_text(encoding="utf-8").splitlines()
-    assert skipped.startswith("Cannot read the folder %s/ddd" % a), skipped
+    assert skipped.startswith("Cannot read the folder %s/ddd" % shown(a)), skipped
     assert skipped.endswith("(File name too long)."), skipped
     packed = [len(records(tmp_path / "data", s)) for s in ("train", "test")]
     assert sum(packed) == 20
