@@ -71,9 +71,12 @@ class SmallDisk:
         assert self._holder.stdout.readline().strip() == "ok"
 
     def close(self):
-        if self._holder.poll() is None:
-            self._holder.stdin.close()
-            self._holder.wait(timeout=PATIENCE_SECS)
+        # Its end of input lets it go; its pipes are closed, whether it still
+        # ran or not.
+        with self._holder:
+            if self._holder.poll() is None:
+                self._holder.stdin.close()
+                self._holder.wait(timeout=PATIENCE_SECS)
 
 
 @pytest.fixture

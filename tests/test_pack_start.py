@@ -97,5 +97,5 @@ def test_a_data_folder_that_is_a_mount_point_is_refused_before_packing(
         assert capsys.readouterr().out == ""
         assert contents(data_dir) == [cifar10_input.DATA_FOLDER]
     finally:
-        holder.stdin.close()
-        holder.wait(timeout=PATIENCE_SECS)
+        # Its end of input lets it go; communicate() closes its pipes too.
+        holder.communicate(timeout=PATIENCE_SECS)

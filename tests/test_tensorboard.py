@@ -93,6 +93,7 @@ def board(dataset, tmp_path_factory):
     finally:
         process.terminate()
         process.wait(timeout=30)
+        process.stderr.close()
 
 
 @pytest.mark.slow
