@@ -7,6 +7,11 @@ Two variables of the project's own change what a run does:
                         hosts of its own: network namespaces, bridges and
                         cgroups; they need root), as `-m hosts` runs them
                         alone. Without either they are deselected.
+  CIFAR10_BENCHMARK_TESTS=1
+                        also runs the tests marked `benchmarks` (every
+                        benchmark group's binaries, at a tiny size), as
+                        `-m benchmarks` runs them alone. Without either they
+                        are deselected.
   CIFAR10_NO_SKIPS=1    turns every skip into a failure: where the suite
                         must run whole (.ci/run sets both).
 """
@@ -19,7 +24,8 @@ import sys
 
 import pytest
 
-HOST_TESTS = "CIFAR10_HOST_TESTS"
+# The tests run only when asked for: {marker: the variable that asks}.
+ASKED_FOR = {"hosts": "CIFAR10_HOST_TESTS", "benchmarks": "CIFAR10_BENCHMARK_TESTS"}
 NO_SKIPS = "CIFAR10_NO_SKIPS"
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -48,25 +54,26 @@ def pytest_configure(config):
 # last process is done: the long ones first and the short ones last keep the
 # processes busy together to the end.
 LONGEST_FIRST = [
+    "test_benchmarks.py",
     "test_eval.py",
     "test_classify.py",
     "test_cluster.py",
     "test_template.py",
-    "test_benchmarks.py",
     "test_pack.py",
-    "test_closed_output.py",
-    "test_tensorboard.py",
-    "test_images.py",
-    "test_train.py",
-    "test_full_disk.py",
-    "test_recovery.py",
     "test_readme.py",
-    "test_own_output.py",
-    "test_mixed_precision.py",
+    "test_train.py",
+    "test_closed_output.py",
+    "test_recovery.py",
+    "test_images.py",
     "test_multi_gpu.py",
-    "test_help.py",
+    "test_mixed_precision.py",
     "test_loading.py",
-    "test_pack_start.py",
+    "test_tensorboard.py",
+    "test_download.py",
+    "test_full_disk.py",
+    "test_own_output.py",
+    "test_imports.py",
+    "test_help.py",
 ]
 
 
@@ -75,8 +82,8 @@ def pytest_collection_modifyitems(config, items):
     """Puts the longest files first; keeps the tests of a file that has a
     module fixture (a trained model, an export, a server) in one test
     process, so that it is made once (pytest.ini's --dist loadgroup; the
-    other tests go to whichever process is free); and deselects the hosts
-    tests unless they are asked for."""
+    other tests go to whichever process is free); and deselects the tests
+    of ASKED_FOR unless they are asked for."""
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
     for item in items:
@@ -88,14 +95,13 @@ def pytest_collection_modifyitems(config, items):
         }
         if scopes & {"module", "class", "package"}:
             item.add_marker(pytest.mark.xdist_group(item.path.name))
-    asked = os.environ.get(HOST_TESTS) == "1" or "hosts" in (
-        config.option.markexpr or ""
-    )
-    if not asked:
-        hosts = [item for item in items if item.get_closest_marker("hosts")]
-        if hosts:
-            config.hook.pytest_deselected(items=hosts)
-            items[:] = [item for item in items if not item.get_closest_marker("hosts")]
+    for marker, variable in ASKED_FOR.items():
+        if os.environ.get(variable) == "1" or marker in (config.option.markexpr or ""):
+            continue
+        left_out = [item for item in items if item.get_closest_marker(marker)]
+        if left_out:
+            config.hook.pytest_deselected(items=left_out)
+            items[:] = [item for item in items if not item.get_closest_marker(marker)]
 
 
 @pytest.hookimpl(wrapper=True)

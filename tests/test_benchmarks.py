@@ -1,6 +1,10 @@
 """The benchmarks (benchmarks/): every group runs, at a tiny size, and prints
 a figure in each row of its table; and a run leaves nothing behind, even
-when a signal stops it while one of its binaries runs."""
+when a signal stops it while one of its binaries runs.
+
+The runs of the binaries (marked `benchmarks`) check a developer's tool,
+not the tutorial, and take a sixth of the suite: they run when asked for
+(-m benchmarks or CIFAR10_BENCHMARK_TESTS=1), and always in CI."""
 
 import os
 import signal
@@ -42,7 +46,7 @@ def assert_prints_its_table(group, out):
     [
         pytest.param(
             [g for g in DEFAULT_GROUPS if g != "lrn"],
-            marks=pytest.mark.slow,
+            marks=[pytest.mark.slow, pytest.mark.benchmarks],
             id="the_rest",
         ),
         pytest.param(["lrn"], id="lrn"),
@@ -92,6 +96,7 @@ def processes_naming(text):
     return found
 
 
+@pytest.mark.benchmarks
 @pytest.mark.slow
 def test_sigterm_while_a_binary_runs_stops_it_and_removes_the_work_folder(tmp_path):
     (tmp_path / "tmp").mkdir()
