@@ -54,7 +54,6 @@ def pytest_configure(config):
 # last process is done: the long ones first and the short ones last keep the
 # processes busy together to the end.
 LONGEST_FIRST = [
-    "test_benchmarks.py",
     "test_eval.py",
     "test_classify.py",
     "test_cluster.py",
@@ -74,6 +73,7 @@ LONGEST_FIRST = [
     "test_own_output.py",
     "test_imports.py",
     "test_help.py",
+    "test_benchmarks.py",
 ]
 
 
