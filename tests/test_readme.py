@@ -45,6 +45,10 @@ NOT_RUN = {
     "the machine's network set-up while they run",
     "CIFAR10_HOST_TESTS=1 python -m pytest -q": "the test suite itself, the "
     "hosts tests too",
+    "python -m pytest -q -m benchmarks": "the benchmarks' runs, a part of the test "
+    "suite that CI runs",
+    "CIFAR10_BENCHMARK_TESTS=1 python -m pytest -q": "the test suite itself, the "
+    "benchmarks' runs too",
     "tensorboard --logdir_spec=train:/tmp/cifar10_train,eval:/tmp/cifar10_eval": "a "
     "server that runs until stopped: tests/test_tensorboard.py starts one on "
     "training's and evaluation's folders",
