@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from unittest import mock
 
 from absl.testing import flagsaver
 
@@ -174,7 +175,7 @@ def run_started_here(script, *args, stdout=None):
     try:
         with (
             flagsaver.flagsaver(),
-            _attribute(app._run_init, "done", True),
+            mock.patch.object(app._run_init, "done", True),
             contextlib.redirect_stdout(out if stdout is None else stdout),
             contextlib.redirect_stderr(err),
         ):
@@ -193,17 +194,6 @@ def run_started_here(script, *args, stdout=None):
     return subprocess.CompletedProcess(
         script, status or 0, out.getvalue(), err.getvalue()
     )
-
-
-@contextlib.contextmanager
-def _attribute(owner, name, value):
-    """owner.name set to value meanwhile."""
-    before = getattr(owner, name)
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, before)
 
 
 def load_tensorflow_for_run_here():

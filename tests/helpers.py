@@ -420,15 +420,16 @@ def train_until_learned(train_dir, dataset, least_precision=0.9, max_steps=600):
     raise AssertionError("not learned in %d steps" % max_steps)
 
 
-def two_checkpoints(trained, folder):
-    """The shared checkpoint copied to folder as model.ckpt-100 and -200."""
+def checkpoint_copies(trained, folder, steps):
+    """The shared checkpoint copied to folder as model.ckpt-<step> for each
+    of steps; their path prefixes."""
     folder.mkdir()
     newest = tf.train.latest_checkpoint(trained)
-    for step in (100, 200):
+    for step in steps:
         for path in glob.glob(newest + ".*"):
             suffix = path[len(newest) :]
             shutil.copy(path, folder / ("model.ckpt-%d%s" % (step, suffix)))
-    return str(folder / "model.ckpt-100"), str(folder / "model.ckpt-200")
+    return [str(folder / ("model.ckpt-%d" % step)) for step in steps]
 
 
 def vanish_at(moment, checkpoint, monkeypatch):

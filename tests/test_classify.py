@@ -26,13 +26,13 @@ from helpers import (
     MOMENTS,
     PRECISION,
     TENSORFLOW_ERROR,
+    checkpoint_copies,
     checkpoint_step,
     evaluate,
     exit_line,
     independent_logits,
     run_here,
     summaries,
-    two_checkpoints,
     vanish_at,
 )
 from support import image_folders
@@ -455,18 +455,6 @@ def test_checkpoint_names_a_folder_a_file_of_one_or_its_prefix(trained, tmp_path
         assert "model.ckpt-<step>" in str(e.value)
 
 
-def checkpoint_copies(trained, folder, steps):
-    """The shared checkpoint copied to folder as model.ckpt-<step> for each
-    of steps; their path prefixes."""
-    folder.mkdir()
-    newest = tf.train.latest_checkpoint(trained)
-    for step in steps:
-        for path in glob.glob(newest + ".*"):
-            suffix = path[len(newest) :]
-            shutil.copy(path, folder / ("model.ckpt-%d%s" % (step, suffix)))
-    return [str(folder / ("model.ckpt-%d" % step)) for step in steps]
-
-
 def test_a_checkpoint_that_vanishes_gives_way_to_the_newest(
     trained, tmp_path, monkeypatch, capsys
 ):
@@ -495,7 +483,7 @@ def test_a_checkpoint_that_vanishes_gives_way_to_the_newest(
     exported_to = tmp_path / "export" / "100"
     assert "Exported the model of %s to %s." % (oldest, exported_to) in out
     # Named by --checkpoint, it has no stand-in.
-    older, newer = two_checkpoints(trained, tmp_path / "again")
+    older, newer = checkpoint_copies(trained, tmp_path / "again", (100, 200))
     vanish_at("restoring", newer, monkeypatch)
     with (
         flagsaver.flagsaver(checkpoint=newer),

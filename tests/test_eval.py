@@ -21,6 +21,7 @@ from harness import fake_cifar
 from helpers import (
     MOMENTS,
     PRECISION,
+    checkpoint_copies,
     checkpoint_step,
     evaluate,
     exit_line,
@@ -31,7 +32,6 @@ from helpers import (
     start_training,
     summary_values,
     train,
-    two_checkpoints,
     vanish_at,
 )
 
@@ -403,7 +403,7 @@ def test_fp16_checkpoint_evaluates_with_its_flag_and_only_with_it(dataset, tmp_p
 def test_a_checkpoint_that_vanishes_while_read_is_skipped(
     trained, dataset, tmp_path, monkeypatch, capsys, moment
 ):
-    older, newer = two_checkpoints(trained, tmp_path / "ckpt")
+    older, newer = checkpoint_copies(trained, tmp_path / "ckpt", (100, 200))
     vanish_at(moment, newer, monkeypatch)
     with flagsaver.flagsaver(
         data_dir=dataset["root"], checkpoint_dir=str(tmp_path / "ckpt"),
