@@ -324,6 +324,21 @@ def test_classify_files_as_the_evaluation_graph_does(trained, dataset, tmp_path)
     assert line.startswith("Error: No checkpoint found in --checkpoint_dir=%s." % empty)
 
 
+@pytest.fixture
+def unreadable(monkeypatch):
+    """unreadable(path) makes path unreadable until the test ends (then
+    pytest can remove it)."""
+    modes = {}
+
+    def make(path):
+        modes[path] = os.stat(path).st_mode
+        _unreadable(path, monkeypatch)
+
+    yield make
+    for path, mode in modes.items():
+        os.chmod(path, mode)
+
+
 def _unreadable(path, monkeypatch):
     """Makes path unreadable: by its mode, or for root (whom modes do not
     stop) by failing os.open and os.scandir on it as the kernel would."""
@@ -365,7 +380,7 @@ def photos_as_people_have_them(folder, images):
 
 
 def test_entries_that_cannot_be_read_are_skips_and_folders_give_what_packing_takes(
-    trained, dataset, tmp_path, monkeypatch, capsys
+    trained, dataset, tmp_path, unreadable, capsys
 ):
     # One run for both: the folder of photos as people have them adds no
     # error line (as a run on it alone ends with status 0).
@@ -380,10 +395,10 @@ def test_entries_that_cannot_be_read_are_skips_and_folders_give_what_packing_tak
     os.mkfifo(folder / "pipe.jpg")
     (folder / "device.png").symlink_to("/dev/zero")
     fake_cifar.write_png(folder / "secret.png", dataset["test"][1][1])
-    _unreadable(folder / "secret.png", monkeypatch)
+    unreadable(folder / "secret.png")
     (folder / "locked").mkdir()
     fake_cifar.write_png(folder / "locked" / "inside.png", dataset["test"][1][2])
-    _unreadable(folder / "locked", monkeypatch)
+    unreadable(folder / "locked")
 
     # Were the pipe opened for reading, this would free it after a while.
     def unblock():
